@@ -1,0 +1,227 @@
+"""Deterministic (η = 0) DDIM inversion of a latent z_0 into a :class:`Trajectory`.
+
+Methods:
+
+- ``ddim``: plain inversion. Step s → t uses ε_θ evaluated at (z_s, t), the approximation
+  ε_θ(z_t, t) ≈ ε_θ(z_s, t); its step pairs are exactly the sampler's, reversed.
+- ``fixed-point``: each step solves z_t = inverse_step(z_s, ε_θ(z_t, t)) by fixed-point iteration
+  (plain DDIM is its first iterate) until the relative change is below a tolerance.
+- ``negative-prompt``: plain inversion; replays use the source prompt as the negative prompt, so
+  guided sampling follows the conditional trajectory (Miyake et al., NPI).
+- ``null-text``: plain inversion, then per-step optimisation of the unconditional embedding so that
+  guided sampling lands on the inverted latents (Mokady et al., Null-text Inversion).
+- ``exact``: plain inversion, then the per-step difference between the inverted latents and one
+  guided sampler step from them is recorded, so replays add it back (Ju et al., PnP "Direct
+  Inversion"): reconstruction is exact at the recorded guidance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import PromptError
+from .schedule import Schedule, ddim_inverse_step, ddim_step, split_prediction, work_dtype
+from .trajectory import FORMAT_VERSION, Trajectory
+
+METHODS = ("ddim", "fixed-point", "negative-prompt", "null-text", "exact")
+
+
+@dataclass(frozen=True)
+class InversionOptions:
+    """Settings of :func:`invert` beyond the prompt and schedule.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        guidance_scale: the guidance that replays and edits use (and that ``exact`` corrections and
+            ``null-text`` embeddings are fitted for).
+        inversion_guidance: guidance while inverting (1 = conditional only).
+        negative_prompt: the negative prompt for guided replay (not used by ``negative-prompt``).
+        fixed_point_iterations: the most iterations per step for ``fixed-point``.
+        fixed_point_tolerance: stop when ‖Δz_t‖ / ‖z_t‖ falls below this.
+        null_text_steps: the most Adam steps per timestep for ``null-text``.
+        null_text_lr: Adam's learning rate at the first timestep (decays linearly as in the paper).
+    """
+
+    method: str = "ddim"
+    guidance_scale: float = 7.5
+    inversion_guidance: float = 1.0
+    negative_prompt: str = ""
+    fixed_point_iterations: int = 10
+    fixed_point_tolerance: float = 1e-5
+    null_text_steps: int = 10
+    null_text_lr: float = 1e-2
+
+
+def _inversion_eps(model, schedule: Schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
+    """ε at sampling position k, with the model evaluated at latents ``z_eval`` and timestep t_k."""
+    output = model.denoise(z_eval, schedule.timesteps[k], cond, uncond, guidance).to(z_eval.dtype)
+    eps, _ = split_prediction(output, z_eval, schedule.alpha_prod(k), schedule.prediction_type)
+    return eps
+
+
+def invert_latents(
+    model,
+    schedule: Schedule,
+    z0: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    iterations: int = 1,
+    tolerance: float = 0.0,
+    progress: bool = True,
+) -> tuple[torch.Tensor, list[int]]:
+    """Invert z_0 ([B, C, h, w]) along the schedule.
+
+    Returns the latents in sampling order ([N + 1, B, C, h, w], index 0 = x_T) and the number of
+    fixed-point iterations used at each step (1 everywhere for plain DDIM).
+    """
+    n = schedule.num_steps
+    states = [None] * (n + 1)
+    states[n] = z0.to(work_dtype(z0.device))
+    used: list[int] = [0] * n
+    for k in tqdm(range(n - 1, -1, -1), desc="inverting", disable=not progress, leave=False):
+        z_s = states[k + 1]
+        alpha_prod_s, alpha_prod_t = schedule.alpha_prod(k + 1), schedule.alpha_prod(k)
+        z_t = z_s
+        for it in range(iterations):
+            eps = _inversion_eps(model, schedule, z_t, k, cond, uncond, guidance_scale)
+            z_next = ddim_inverse_step(eps, z_s, alpha_prod_s, alpha_prod_t)
+            change = (z_next - z_t).norm() / z_next.norm().clamp_min(1e-12)
+            z_t = z_next
+            used[k] = it + 1
+            if it > 0 and change < tolerance:
+                break
+        states[k] = z_t
+    return torch.stack(states), used
+
+
+def record_corrections(model, schedule: Schedule, latents: torch.Tensor, cond, uncond, guidance_scale: float) -> torch.Tensor:
+    """Direct-Inversion record: c_i = z_{i+1} - step(z_i) with the guided model, [N, B, C, h, w]."""
+    corrections = []
+    for i in range(schedule.num_steps):
+        output = model.denoise(latents[i], schedule.timesteps[i], cond, uncond, guidance_scale).to(latents.dtype)
+        alpha_prod_t, alpha_prod_prev = schedule.step_pair(i)
+        predicted = ddim_step(output, latents[i], alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
+        corrections.append(latents[i + 1] - predicted)
+    return torch.stack(corrections)
+
+
+def optimise_null_text(
+    model,
+    schedule: Schedule,
+    latents: torch.Tensor,
+    cond: torch.Tensor,
+    null: torch.Tensor,
+    guidance_scale: float,
+    inner_steps: int = 10,
+    lr: float = 1e-2,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Null-text inversion: per step, fit the null embedding so the guided step hits z_{i+1}.
+
+    Returns [N, B, L, D] embeddings. The running latent follows the guided sampler with the fitted
+    embeddings, as in the paper (early stop when the loss is below 1e-5 + 2e-5·i).
+    """
+    n = schedule.num_steps
+    current = latents[0]
+    null = null.detach().clone().float()
+    fitted = []
+    for i in tqdm(range(n), desc="null-text", disable=not progress, leave=False):
+        t = schedule.timesteps[i]
+        alpha_prod_t, alpha_prod_prev = schedule.step_pair(i)
+        with torch.no_grad():
+            out_cond = model.denoise(current, t, cond, None, 1.0).to(current.dtype)
+        null = null.detach().requires_grad_(True)
+        optimiser = torch.optim.Adam([null], lr=lr * (1.0 - i / 100.0))
+        target = latents[i + 1]
+        for _ in range(inner_steps):
+            with torch.enable_grad():
+                out_uncond = model.denoise(current, t, null.to(model.dtype), None, 1.0).to(current.dtype)
+                guided = out_uncond + guidance_scale * (out_cond - out_uncond)
+                predicted = ddim_step(guided, current, alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
+                loss = F.mse_loss(predicted, target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if loss.item() < 1e-5 + 2e-5 * i:
+                break
+        null = null.detach()
+        fitted.append(null.clone())
+        with torch.no_grad():
+            output = model.denoise(current, t, cond, null.to(model.dtype), guidance_scale).to(current.dtype)
+            current = ddim_step(output, current, alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
+    return torch.stack(fitted)
+
+
+def invert(
+    model,
+    schedule: Schedule,
+    z0: torch.Tensor,
+    prompt: str,
+    options: InversionOptions = InversionOptions(),
+    source: dict | None = None,
+    progress: bool = True,
+) -> Trajectory:
+    """Invert one image's latent z_0 ([C, h, w] or [1, C, h, w]) into a :class:`Trajectory`.
+
+    Args:
+        model: an :class:`~ddim_edit.model.EditModel`.
+        schedule: timesteps and ᾱ (see :meth:`Schedule.from_scheduler_config`).
+        z0: the VAE latent of the image.
+        prompt: the source prompt (may be empty for unconditional inversion).
+        options: method and its settings.
+        source: extra metadata about the source image (path, sha256, size).
+        progress: progress bars on stderr.
+    """
+    if options.method not in METHODS:
+        raise PromptError(f"unknown inversion method {options.method!r}; choose one of {', '.join(METHODS)}")
+    if prompt is None:
+        raise PromptError("a source prompt is required (use \"\" for none)")
+    z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device)
+    cond = model.encode_prompts([prompt])
+    negative = model.encode_prompts([options.negative_prompt])
+    start_evaluations = model.unet_evaluations
+    iterations = options.fixed_point_iterations if options.method == "fixed-point" else 1
+    with torch.no_grad():
+        latents, used = invert_latents(model, schedule, z0, cond, negative, options.inversion_guidance,
+                                       iterations, options.fixed_point_tolerance, progress)
+        corrections = null_embeddings = None
+        if options.method == "exact":
+            corrections = record_corrections(model, schedule, latents, cond, negative, options.guidance_scale)[:, 0]
+    if options.method == "null-text":
+        null_embeddings = optimise_null_text(model, schedule, latents, cond, negative, options.guidance_scale,
+                                             options.null_text_steps, options.null_text_lr, progress)[:, 0]
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "ddim_edit_version": __version__,
+        "model": model.name,
+        "model_fingerprint": model.fingerprint(),
+        "schedule": schedule.to_json(),
+        "prompt": prompt,
+        "negative_prompt": prompt if options.method == "negative-prompt" else options.negative_prompt,
+        "method": options.method,
+        "guidance_scale": options.guidance_scale,
+        "inversion_guidance": options.inversion_guidance,
+        "fixed_point_iterations": used if options.method == "fixed-point" else None,
+        "unet_evaluations": model.unet_evaluations - start_evaluations,
+        "latent_shape": list(z0.shape[1:]),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "source": source or {},
+    }
+    return Trajectory(schedule.timesteps, latents[:, 0].cpu(), metadata,
+                      None if corrections is None else corrections.cpu(),
+                      None if null_embeddings is None else null_embeddings.cpu())
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

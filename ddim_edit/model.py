@@ -1,0 +1,271 @@
+"""Loading a Stable Diffusion model and the pieces every edit uses.
+
+:func:`load_model` accepts a hub id, a local diffusers folder, a single ``.safetensors``
+checkpoint (with an optional local config folder for offline use) or the alias ``toy`` (the
+bundled model in ``assets/toy-model``). :class:`EditModel` holds the components and offers prompt
+encoding with a cache, VAE encode/decode and the guided denoiser used by the sampler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelLoadError, PromptError
+
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+TOY_ALIASES = ("toy", "bundled")
+
+
+def assets_dir() -> Path:
+    """The project's ``assets`` folder (override with ``DDIM_EDIT_ASSETS``)."""
+    env = os.environ.get("DDIM_EDIT_ASSETS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "assets"
+
+
+def toy_model_path() -> Path:
+    return assets_dir() / "toy-model"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: float32 on CPU, float16 on CUDA; fp16/bf16 are refused on the CPU."""
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
+    chosen = names[dtype]
+    if device.type == "cpu" and chosen != torch.float32:
+        raise ModelLoadError(f"--dtype {dtype} is for GPUs; use --dtype fp32 on the CPU")
+    return chosen
+
+
+def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
+    from diffusers import StableDiffusionPipeline
+
+    kwargs = dict(safety_checker=None, requires_safety_checker=False)
+    path = Path(model)
+    if model in TOY_ALIASES:
+        path = toy_model_path()
+        if not (path / "model_index.json").exists():
+            raise ModelLoadError(f"the bundled toy model is missing at {path}; reinstall ddim-edit from a full checkout")
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json); pass a folder saved with save_pretrained")
+        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **kwargs)
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{path.name} is a pickle checkpoint, which can run arbitrary code; convert it to .safetensors or pass --allow-pickle if you trust it"
+            )
+        if not path.exists():
+            raise ModelLoadError(f"model file {path} does not exist")
+        return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
+    if suffix == ".safetensors":
+        if not path.exists():
+            raise ModelLoadError(f"model file {path} does not exist")
+        return StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=config is not None, **kwargs)
+    if path.exists():
+        raise ModelLoadError(f"{path} is neither a diffusers folder nor a .safetensors checkpoint")
+    if model.count("/") != 1 or model.startswith((".", "/")):
+        raise ModelLoadError(f"model {model!r} not found: give a hub id (owner/name), a local folder, a .safetensors file or 'toy'")
+    return StableDiffusionPipeline.from_pretrained(model, **kwargs)
+
+
+def load_model(
+    model: str = "toy",
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_pickle: bool = False,
+    config: str | None = None,
+) -> "EditModel":
+    """Load a Stable Diffusion 1.x/2.x model for editing.
+
+    Args:
+        model: hub id, local diffusers folder, ``.safetensors`` file, or ``toy``.
+        device: ``auto`` (cuda → mps → cpu), or an explicit torch device.
+        dtype: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        allow_pickle: permit ``.ckpt``/``.bin``/``.pt`` checkpoints (they can run code).
+        config: local config folder (or hub id) for a single-file checkpoint.
+
+    Raises:
+        ModelLoadError: with a one-line hint when the model cannot be found or loaded.
+    """
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        pipe = _load_pipeline(model, allow_pickle, config)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # diffusers / hub errors: keep one line, say how to fix
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not load model {model!r} ({first}); check the id or path, or pass a local folder when offline"
+        ) from exc
+    identity = "toy" if model in TOY_ALIASES else model
+    return EditModel.from_pipeline(pipe, name=identity, device=dev, dtype=torch_dtype)
+
+
+@dataclass
+class EditModel:
+    """The components of a Stable Diffusion pipeline plus the helpers edits need."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    unet_evaluations: int = 0
+    _prompt_cache: dict = field(default_factory=dict, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_pipeline(cls, pipe, name: str = "custom", device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32) -> "EditModel":
+        device = torch.device(device)
+        pipe.unet.to(device=device, dtype=dtype).eval()
+        pipe.text_encoder.to(device=device, dtype=dtype).eval()
+        # fp16 VAE decodes overflow to NaN on SD weights: keep the VAE in float32 then.
+        vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+        pipe.vae.to(device=device, dtype=vae_dtype).eval()
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False)
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
+                   dict(pipe.scheduler.config), name, device, dtype)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this for the VAE and the UNet's down blocks."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+
+    @property
+    def native_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    def fingerprint(self) -> str:
+        """A hash of the UNet config and a few weights: differs between models."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(dict(self.unet.config), sort_keys=True, default=str).encode())
+            for tensor in (self.unet.conv_in.weight, self.unet.conv_out.weight):
+                digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ text
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings [len(prompts), L, D] (cached per prompt string)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            ids = self.tokenize(missing)
+            with torch.no_grad():
+                hidden = self.text_encoder(ids.to(self.device))[0]
+            for prompt, embedding in zip(missing, hidden):
+                self._prompt_cache[prompt] = embedding.to(self.dtype)
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+            truncation=True, return_tensors="pt",
+        ).input_ids
+
+    def prompt_tokens(self, prompt: str) -> list[str]:
+        """The prompt's word pieces in order, without start/end/padding tokens."""
+        ids = self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids
+        return self.tokenizer.convert_ids_to_tokens(ids[1:-1])
+
+    # ------------------------------------------------------------------ VAE
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1], [B, 3, H, W] → scaled latents z_0 (the posterior mean)."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        with torch.no_grad():
+            dist = self.vae.encode((pixels * 2 - 1).to(self.device, vae_dtype)).latent_dist
+        latents = dist.mean * self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        if shift:
+            latents = latents - shift * self.vae.config.scaling_factor
+        return latents.to(self.dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → pixels in [0, 1], float32 on the CPU."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        z = latents.to(self.device, vae_dtype) / self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        if shift:
+            z = z + shift
+        with torch.no_grad():
+            image = self.vae.decode(z).sample
+        return ((image.float() + 1) / 2).clamp(0, 1).cpu()
+
+    # ------------------------------------------------------------------ UNet
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timestep: int,
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None,
+        guidance_scale: float,
+        attention_kwargs: dict | None = None,
+    ) -> torch.Tensor:
+        """The guided model output for a batch of branches, classifier-free guidance in one batch.
+
+        Args:
+            latents: [B, C, h, w] latents at ``timestep``.
+            cond: [B, L, D] prompt embeddings per branch.
+            uncond: [B, L, D] negative / null embeddings, or None when ``guidance_scale <= 1``.
+            guidance_scale: w; output = u + w (c - u) when w > 1, else the conditional output.
+            attention_kwargs: passed to the attention processors (``cross_attention_kwargs``).
+
+        Returns the output in the model's prediction type (guidance applied to it as diffusers does).
+        """
+        guided = guidance_scale > 1.0
+        if guided:
+            if uncond is None:
+                raise PromptError("guidance > 1 needs negative/null embeddings")
+            model_input = torch.cat([latents, latents])
+            embeddings = torch.cat([uncond, cond])
+        else:
+            model_input, embeddings = latents, cond
+        t = torch.full((model_input.shape[0],), int(timestep), device=self.device, dtype=torch.long)
+        self.unet_evaluations += model_input.shape[0]
+        output = self.unet(
+            model_input.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype),
+            cross_attention_kwargs=attention_kwargs, return_dict=False,
+        )[0]
+        if not guided:
+            return output
+        out_uncond, out_cond = output.chunk(2)
+        return out_uncond + guidance_scale * (out_cond - out_uncond)

@@ -1,0 +1,78 @@
+"""Replaying a trajectory through the sampler: the source branch every edit shares.
+
+How the source branch is conditioned depends on the inversion method (negative prompt = source
+prompt for ``negative-prompt``, per-step null embeddings for ``null-text``, recorded corrections for
+``exact``). :func:`replay_plan` gathers that once; edits stack extra branches on top of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import TrajectoryError
+from .sampler import Conditioning, SamplerHook, sample
+from .schedule import Schedule
+from .trajectory import Trajectory, check_compatible
+
+
+@dataclass
+class ReplayPlan:
+    """What the sampler needs to replay a trajectory for ``B`` branches.
+
+    Attributes:
+        schedule: the trajectory's schedule.
+        x_T: [B, C, h, w] starting latents (the same x_T for every branch).
+        conditioning: embeddings per branch.
+        guidance_scale: the guidance the replay uses.
+        corrections: [N, 1, C, h, w] (exact) or None; the same record applies to every branch.
+    """
+
+    schedule: Schedule
+    x_T: torch.Tensor  # noqa: N815
+    conditioning: Conditioning
+    guidance_scale: float
+    corrections: torch.Tensor | None
+
+
+def trajectory_schedule(model, traj: Trajectory) -> Schedule:
+    """The schedule the trajectory was made with, checked against the model."""
+    schedule = Schedule.from_scheduler_config(model.scheduler_config, timesteps=traj.timesteps)
+    check_compatible(traj, model, schedule)
+    return schedule
+
+
+def replay_plan(model, traj: Trajectory, prompts: list[str] | None = None, guidance_scale: float | None = None) -> ReplayPlan:
+    """Conditioning and corrections to sample ``prompts`` (default: the source prompt) from x_T.
+
+    Raises:
+        TrajectoryError: when the trajectory does not fit the model, or when a guidance other than
+            the recorded one is asked of an ``exact`` / ``null-text`` trajectory.
+    """
+    schedule = trajectory_schedule(model, traj)
+    prompts = prompts or [traj.metadata["prompt"]]
+    recorded = float(traj.metadata["guidance_scale"])
+    guidance = recorded if guidance_scale is None else float(guidance_scale)
+    if traj.method in ("exact", "null-text") and abs(guidance - recorded) > 1e-9:
+        raise TrajectoryError(
+            f"this {traj.method} trajectory was fitted for guidance {recorded}; use --guidance {recorded} or invert again with --guidance {guidance}"
+        )
+    batch = len(prompts)
+    cond = model.encode_prompts(prompts)
+    negative = model.encode_prompts([traj.metadata["negative_prompt"]] * batch)
+    per_step = None
+    if traj.null_embeddings is not None:
+        per_step = traj.null_embeddings.to(model.device, model.dtype)[:, None].expand(-1, batch, -1, -1)
+    corrections = None if traj.corrections is None else traj.corrections[:, None].to(model.device)
+    x_T = traj.x_T[None].to(model.device).expand(batch, -1, -1, -1)
+    return ReplayPlan(schedule, x_T, Conditioning(cond, negative, per_step), guidance, corrections)
+
+
+def reconstruct(model, traj: Trajectory, guidance_scale: float | None = None,
+                hooks: tuple[SamplerHook, ...] = (), progress: bool = True) -> torch.Tensor:
+    """Sample the source prompt from x_T with the trajectory's method: z_0' [1, C, h, w]."""
+    plan = replay_plan(model, traj, guidance_scale=guidance_scale)
+    with torch.no_grad():
+        return sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale,
+                      corrections=plan.corrections, hooks=hooks, progress=progress, desc="reconstructing")

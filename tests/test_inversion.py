@@ -1,0 +1,85 @@
+"""Inversion methods: closed-form exactness, fixed-point and exact reconstruction, determinism."""
+
+import pytest
+import torch
+
+from ddim_edit.inversion import InversionOptions, invert, invert_latents
+from ddim_edit.replay import reconstruct
+from ddim_edit.sampler import Conditioning, sample
+from ddim_edit.schedule import Schedule
+
+
+class TimeOnlyDenoiser:
+    """ε depends on t only: DDIM inversion is then exactly the sampler's inverse."""
+
+    unet_evaluations = 0
+
+    def denoise(self, latents, t, cond, uncond, guidance_scale):
+        torch.manual_seed(int(t))
+        return torch.randn(latents.shape[1:], dtype=torch.float64).expand_as(latents).to(latents.dtype)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace", "quadratic"])
+def test_time_only_denoiser_round_trip_is_exact(tiny_pipe, spacing):
+    schedule = Schedule.from_scheduler_config(tiny_pipe.scheduler.config, num_steps=25, spacing=spacing)
+    z0 = torch.randn(1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = TimeOnlyDenoiser()
+    latents, _ = invert_latents(model, schedule, z0, None, progress=False)
+    back = sample(model, schedule, latents[0], Conditioning(None), 1.0, progress=False)
+    assert (back.double() - z0).abs().max() <= 1e-6
+
+
+def _recon_error(model, schedule, z0, method, guidance=1.0, **kw):
+    options = InversionOptions(method=method, guidance_scale=guidance, **kw)
+    traj = invert(model, schedule, z0, "a red cat", options, progress=False)
+    z = reconstruct(model, traj, progress=False)
+    return (z - z0).abs().max().item(), traj
+
+
+def test_fixed_point_beats_plain_ddim_tenfold(tiny_model):
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=10)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    plain, _ = _recon_error(tiny_model, schedule, z0, "ddim", guidance=1.0)
+    fixed, traj = _recon_error(tiny_model, schedule, z0, "fixed-point", guidance=1.0)
+    assert fixed <= plain / 10, f"fixed-point {fixed:.3e} vs ddim {plain:.3e}"
+    assert max(traj.metadata["fixed_point_iterations"]) > 1
+
+
+def test_exact_reconstructs_with_guidance(tiny_model):
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=10)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    plain, _ = _recon_error(tiny_model, schedule, z0, "ddim", guidance=7.5)
+    exact, traj = _recon_error(tiny_model, schedule, z0, "exact", guidance=7.5)
+    assert exact <= 1e-5, f"exact max abs error {exact:.3e}"
+    assert plain > 100 * exact
+    assert traj.corrections.shape == (10, 4, 8, 8)
+
+
+def test_negative_prompt_inversion_replays_conditional_path(tiny_model):
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=10)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    npi, traj = _recon_error(tiny_model, schedule, z0, "negative-prompt", guidance=7.5)
+    cond_only, _ = _recon_error(tiny_model, schedule, z0, "ddim", guidance=1.0)
+    assert traj.metadata["negative_prompt"] == "a red cat"
+    assert npi == pytest.approx(cond_only, rel=1e-4, abs=1e-6)
+
+
+def test_null_text_improves_guided_reconstruction(tiny_model):
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=5)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    plain, _ = _recon_error(tiny_model, schedule, z0, "ddim", guidance=7.5)
+    null, traj = _recon_error(tiny_model, schedule, z0, "null-text", guidance=7.5, null_text_steps=20)
+    assert traj.null_embeddings.shape[0] == 5
+    assert null < plain / 2, f"null-text {null:.3e} vs ddim {plain:.3e}"
+
+
+@pytest.mark.parametrize("method", ["ddim", "fixed-point", "exact"])
+def test_two_runs_are_bitwise_equal(tiny_model, method):
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=6)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    runs = []
+    for _ in range(2):
+        traj = invert(tiny_model, schedule, z0, "a cat", InversionOptions(method=method), progress=False)
+        runs.append((traj, reconstruct(tiny_model, traj, progress=False)))
+    assert torch.equal(runs[0][0].latents, runs[1][0].latents)
+    assert torch.equal(runs[0][1], runs[1][1])
