@@ -33,6 +33,9 @@ def atomic_write(path: str | Path, data: bytes, force: bool = False) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         if not force and path.exists():
             raise OutputError(f"{path} appeared while writing; pass --force to overwrite")
         os.replace(tmp, path)

@@ -1,0 +1,137 @@
+"""Reading images and masks, fitting sizes to the model, saving PNGs with their parameters.
+
+Images are read with Pillow (EXIF orientation applied; RGBA composited on white; grayscale,
+palette and 16-bit images converted to 8-bit RGB) and handled as float tensors in [0, 1],
+[1, 3, H, W]. Masks are read with OpenCV (any image file; white = edit).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import ImageError
+from .io import atomic_write
+
+MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 RGB [H, W, 3], applying EXIF orientation.
+
+    Raises:
+        ImageError: missing, unreadable, zero-size or oversized files, with a hint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist; check the path")
+    try:
+        with Image.open(path) as handle:
+            width, height = handle.size
+            if width == 0 or height == 0:
+                raise ImageError(f"image {path} has zero size")
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"image {path} is {width}x{height}, over {MAX_PIXELS // 1_000_000} megapixels; downscale it first")
+            image = ImageOps.exif_transpose(handle)
+            image.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"cannot read {path} as an image (corrupt or unsupported format); use PNG, JPEG or WebP") from exc
+    return to_rgb8(image)
+
+
+def to_rgb8(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode → uint8 RGB; alpha is composited over white, 16-bit scaled down."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        gray = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def fit_size(width: int, height: int, target: int, multiple: int) -> tuple[int, int]:
+    """Scale so the longer side is ``target``, then round each side to a multiple (≥ multiple)."""
+    scale = target / max(width, height)
+    fitted = [max(multiple, int(round(side * scale / multiple)) * multiple) for side in (width, height)]
+    return fitted[0], fitted[1]
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 RGB to (width, height) with Lanczos (area when shrinking a lot)."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] → float32 [1, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """Float [1, 3, H, W] or [3, H, W] in [0, 1] → uint8 [H, W, 3] (rounded)."""
+    if pixels.ndim == 4:
+        pixels = pixels[0]
+    return (pixels.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray, parameters: dict[str, Any] | None = None) -> bytes:
+    """Encode uint8 RGB as PNG with ``parameters`` embedded as a JSON text chunk."""
+    info = PngImagePlugin.PngInfo()
+    if parameters:
+        info.add_text("ddim-edit", json.dumps(parameters, sort_keys=True, default=str))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray, parameters: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """Write a PNG atomically, refusing to overwrite unless ``force``."""
+    return atomic_write(path, png_bytes(image, parameters), force=force)
+
+
+def read_parameters(path: str | Path) -> dict[str, Any]:
+    """The ddim-edit parameters embedded in a PNG written by :func:`save_png` ({} if none)."""
+    with Image.open(path) as handle:
+        text = handle.info.get("ddim-edit")
+    return json.loads(text) if text else {}
+
+
+def grid(images: list[np.ndarray], labels: list[str] | None = None, pad: int = 4) -> np.ndarray:
+    """Side-by-side comparison grid (all images resized to the first one's height)."""
+    import cv2
+
+    height = images[0].shape[0]
+    tiles = []
+    for index, image in enumerate(images):
+        if image.shape[0] != height:
+            width = max(1, round(image.shape[1] * height / image.shape[0]))
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        tile = image
+        if labels:
+            bar = np.full((max(12, height // 8), image.shape[1], 3), 255, np.uint8)
+            scale = bar.shape[0] / 30.0
+            cv2.putText(bar, labels[index][: max(1, image.shape[1] // 6)], (2, bar.shape[0] - 4),
+                        cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+            tile = np.concatenate([bar, image], axis=0)
+        tiles.append(tile)
+        tiles.append(np.full((tile.shape[0], pad, 3), 255, np.uint8))
+    return np.concatenate(tiles[:-1], axis=1)

@@ -1,0 +1,104 @@
+"""Image-level workflow shared by the CLI, the benchmarks and Python users.
+
+``prepare_image`` → ``invert_image`` → Trajectory → ``reconstruct_image``; edits start from
+``load_or_invert`` so that an image is inverted once and a trajectory file is used as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import PromptError, TrajectoryError
+from .images import fit_size, load_image, resize_rgb, to_tensor, to_uint8
+from .inversion import InversionOptions, file_sha256, invert
+from .replay import reconstruct
+from .schedule import Schedule, parse_custom_timesteps
+from .trajectory import Trajectory
+
+TRAJECTORY_SUFFIX = ".safetensors"
+
+
+@dataclass
+class PreparedImage:
+    """An image read from disk and fitted to the model: pixels as used, and where they came from."""
+
+    pixels: np.ndarray  # uint8 [H, W, 3] at the working size
+    original_size: tuple[int, int]  # (width, height) of the file
+    source: dict
+
+
+def prepare_image(model, path: str | Path, size: int | None = None) -> PreparedImage:
+    """Read ``path`` and resize it so both sides fit the model (longer side ``size``, default native)."""
+    image = load_image(path)
+    height, width = image.shape[:2]
+    target = size or model.native_size
+    fitted = fit_size(width, height, target, model.size_multiple)
+    pixels = resize_rgb(image, fitted)
+    source = {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "original_size": [width, height],
+              "size": list(fitted)}
+    return PreparedImage(pixels, (width, height), source)
+
+
+def make_schedule(model, steps: int, spacing: str | None = None, timesteps: str | None = None) -> Schedule:
+    """A schedule from the model's scheduler config: ``steps`` with ``spacing``, or a custom list."""
+    custom = parse_custom_timesteps(timesteps) if timesteps else None
+    return Schedule.from_scheduler_config(model.scheduler_config, num_steps=steps, spacing=spacing, timesteps=custom)
+
+
+def invert_image(model, image: PreparedImage, prompt: str, schedule: Schedule,
+                 options: InversionOptions = InversionOptions(), progress: bool = True) -> Trajectory:
+    """VAE-encode the prepared image and invert it."""
+    if prompt is None:
+        raise PromptError('a prompt is required to invert; pass --prompt "…" (or --prompt "" for none)')
+    z0 = model.encode_image(to_tensor(image.pixels))
+    return invert(model, schedule, z0, prompt, options, source=image.source, progress=progress)
+
+
+def reconstruct_image(model, traj: Trajectory, guidance_scale: float | None = None, progress: bool = True) -> np.ndarray:
+    """Replay the trajectory and decode: uint8 [H, W, 3]."""
+    return to_uint8(model.decode_latents(reconstruct(model, traj, guidance_scale, progress=progress)))
+
+
+def is_trajectory_path(path: str | Path) -> bool:
+    return str(path).endswith(TRAJECTORY_SUFFIX)
+
+
+def source_image_for(traj: Trajectory, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """The trajectory's source image at its working size, if the file is still there unchanged."""
+    source = traj.metadata.get("source") or {}
+    path = source.get("path")
+    if not path or not Path(path).is_file() or file_sha256(path) != source.get("sha256"):
+        return None
+    image = load_image(path)
+    fitted = tuple(source.get("size") or (image.shape[1], image.shape[0]))
+    return resize_rgb(image, size or fitted)
+
+
+def load_or_invert(model, image_or_traj: str | Path, prompt: str | None, schedule: Schedule | None,
+                   options: InversionOptions = InversionOptions(), size: int | None = None,
+                   progress: bool = True) -> tuple[Trajectory, np.ndarray | None]:
+    """A trajectory file as is, or an image inverted now. Returns (trajectory, source pixels or None).
+
+    With a trajectory file, ``prompt`` (when given) must equal the trajectory's source prompt.
+    """
+    if is_trajectory_path(image_or_traj):
+        traj = Trajectory.load(image_or_traj)
+        if prompt is not None and prompt != traj.metadata["prompt"]:
+            raise TrajectoryError(
+                f"the source prompt {prompt!r} differs from the trajectory's {traj.metadata['prompt']!r}; "
+                "pass the trajectory's prompt or invert the image again"
+            )
+        return traj, source_image_for(traj)
+    if schedule is None:
+        raise ValueError("a schedule is needed to invert an image")
+    prepared = prepare_image(model, image_or_traj, size)
+    return invert_image(model, prepared, prompt, schedule, options, progress), prepared.pixels
+
+
+def decode(model, latents: torch.Tensor) -> np.ndarray:
+    """Latents [1, C, h, w] → uint8 [H, W, 3]."""
+    return to_uint8(model.decode_latents(latents))
