@@ -1,0 +1,1 @@
+"""Benchmarks on the toy world: every edit scored against its exact ground truth."""

@@ -1,0 +1,162 @@
+"""The bench harness: draw scenes from a seed, run a suite, average its metrics per variant.
+
+A suite is a module ``ddim_edit.bench.<name>`` with a function
+``run(ctx: BenchContext, scenes: list[Scene]) -> Iterator[SceneResult]``. It must call the same
+library functions as the CLI command it measures. The harness prints a table to stderr, returns
+a JSON-ready summary (the mean of every metric per variant) and, with ``out_dir``, writes each
+scene's comparison grid (source | result | ground truth).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import DdimEditError
+from ..images import grid, save_png
+from ..inversion import InversionOptions
+from ..workflow import PreparedImage
+
+SUITES = ("recon", "swap", "inpaint", "style")
+
+
+@dataclass
+class BenchContext:
+    """Settings every suite reads.
+
+    Attributes:
+        model: the loaded EditModel.
+        steps: DDIM steps; spacing: timestep spacing (None: the model's).
+        guidance: guidance scale of replays and edits.
+        methods: inversion methods to compare (suites that compare methods read this).
+        seed, n: which scenes.
+        out_dir: where per-scene grids go (None: nowhere).
+        progress: inner progress bars (per inversion / sampling).
+        quiet: no bars at all (the harness shows a per-scene bar otherwise).
+        options: suite-specific settings (e.g. ``gamma`` for style).
+    """
+
+    model: Any
+    steps: int = 50
+    spacing: str | None = None
+    guidance: float = 7.5
+    methods: tuple[str, ...] = ("ddim", "exact")
+    seed: int = 1000
+    n: int = 10
+    out_dir: Path | None = None
+    progress: bool = False
+    quiet: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def schedule(self):
+        from ..workflow import make_schedule
+
+        return make_schedule(self.model, self.steps, self.spacing)
+
+    def inversion_options(self, method: str, **changes: Any) -> InversionOptions:
+        return InversionOptions(method=method, guidance_scale=self.guidance, **changes)
+
+
+@dataclass
+class SceneResult:
+    """One scene's outcome for one variant: metrics and the panels of its comparison grid."""
+
+    scene_index: int
+    variant: str
+    metrics: dict[str, float]
+    panels: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+
+def prepared(pixels: np.ndarray, label: str) -> PreparedImage:
+    """Wrap in-memory pixels as the CLI's prepared image (same inversion path, no file)."""
+    height, width = pixels.shape[:2]
+    return PreparedImage(pixels, (width, height), {"path": None, "sha256": None, "scene": label,
+                                                   "original_size": [width, height], "size": [width, height]})
+
+
+def load_suite(name: str):
+    if name not in SUITES:
+        raise DdimEditError(f"unknown bench suite {name!r}; choose one of {', '.join(SUITES)}")
+    try:
+        return importlib.import_module(f"ddim_edit.bench.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"ddim_edit.bench.{name}":
+            raise DdimEditError(f"bench suite {name!r} is not available in this version") from exc
+        raise
+
+
+def mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return float("nan")
+    if any(math.isinf(v) for v in finite):
+        return float("inf") if all(v > 0 for v in finite if math.isinf(v)) else float("nan")
+    return float(np.mean(finite))
+
+
+def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
+    """Run suite ``name`` over ``ctx.n`` scenes from ``ctx.seed``; return the summary."""
+    from ..toy.world import sample_scenes
+
+    suite = load_suite(name)
+    scenes = sample_scenes(ctx.seed, ctx.n)
+    collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    counts: dict[str, int] = defaultdict(int)
+    if ctx.out_dir is not None:
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    seen: set[int] = set()
+    bar = tqdm(total=len(scenes), desc=f"bench {name}", file=sys.stderr, disable=ctx.quiet)
+    for result in suite.run(ctx, scenes):
+        counts[result.variant] += 1
+        for metric, value in result.metrics.items():
+            collected[result.variant][metric].append(float(value))
+        if ctx.out_dir is not None and result.panels:
+            labels, images = zip(*result.panels)
+            save_png(ctx.out_dir / f"{name}-{result.scene_index:04d}-{result.variant}.png",
+                     grid(list(images), list(labels)), {"suite": name, **result.metrics}, force=True)
+        if result.scene_index not in seen:
+            seen.add(result.scene_index)
+            bar.update(1)
+    bar.close()
+    variants = {variant: {metric: mean(values) for metric, values in metrics.items()}
+                for variant, metrics in collected.items()}
+    summary = {"suite": name, "seed": ctx.seed, "n": ctx.n, "steps": ctx.steps, "guidance": ctx.guidance,
+               "model": ctx.model.name, "variants": variants, "counts": dict(counts),
+               "seconds": round(time.perf_counter() - start, 2), "options": ctx.options}
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A plain-text table: one row per variant, one column per metric."""
+    variants = summary["variants"]
+    metrics = list(dict.fromkeys(m for values in variants.values() for m in values))
+    header = ["variant"] + metrics
+    rows = [[variant] + [_fmt(values.get(m)) for m in metrics] for variant, values in variants.items()]
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    lines = [f"{summary['suite']}: {summary['n']} scenes from seed {summary['seed']}, {summary['steps']} steps, "
+             f"guidance {summary['guidance']}, model {summary['model']}"]
+    lines.append("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows)
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value) or math.isnan(value):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+

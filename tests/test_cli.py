@@ -1,0 +1,116 @@
+"""The CLI on real image files: invert → reconstruct, JSON output, bad input → one line, exit 1."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import app
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    image = np.full((40, 48, 3), 240, np.uint8)
+    image[8:30, 10:34] = (200, 40, 40)
+    path = tmp_path / "photo.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_invert_then_reconstruct(tmp_path, photo, tiny_model_dir):
+    traj = tmp_path / "photo.traj.safetensors"
+    result = run("invert", photo, "--prompt", "a red square on a white background", "--model", tiny_model_dir,
+                 "--steps", "5", "-o", traj, "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["output"] == str(traj) and info["unet_evaluations"] == 5 + 2 * 5 and traj.exists()
+
+    out = tmp_path / "recon.png"
+    result = run("reconstruct", traj, "--model", tiny_model_dir, "-o", out, "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert out.exists() and info["psnr"] is not None  # source found through the recorded path + hash
+    assert Image.open(out).size == (32, 24)  # fitted: longer side 32, multiples of 8
+
+    again = run("reconstruct", traj, "--model", tiny_model_dir, "-o", out, "--quiet")
+    one_line_error(again, "already exists", "--force")
+    forced = run("reconstruct", traj, "--model", tiny_model_dir, "-o", out, "--quiet", "--force", "--grid")
+    assert forced.exit_code == 0, forced.output
+
+
+def test_reconstruct_uses_the_trajectory_model_by_default(tmp_path, photo, tiny_model_dir):
+    traj = tmp_path / "t.traj.safetensors"
+    assert run("invert", photo, "-p", "a cat", "--model", tiny_model_dir, "--steps", "3", "-o", traj, "-q").exit_code == 0
+    result = run("reconstruct", traj, "-o", tmp_path / "r.png", "-q")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "text", "empty_prompt", "steps0", "steps_huge", "spacing_custom_bad"])
+def test_invert_bad_input(tmp_path, photo, tiny_model_dir, case):
+    image, extra = photo, []
+    prompt = "a cat"
+    if case == "missing":
+        image = tmp_path / "nope.png"
+    elif case == "corrupt":
+        image = tmp_path / "c.png"
+        image.write_bytes(photo.read_bytes()[:60])
+    elif case == "text":
+        image = tmp_path / "t.png"
+        image.write_text("not an image")
+    elif case == "empty_prompt":
+        prompt = "  "
+    elif case == "steps0":
+        extra = ["--steps", "0"]
+    elif case == "steps_huge":
+        extra = ["--steps", "5000"]
+    elif case == "spacing_custom_bad":
+        extra = ["--timesteps", "10,20,abc"]
+    result = run("invert", image, "-p", prompt, "--model", tiny_model_dir, "-o", tmp_path / "o.traj.safetensors", *extra)
+    expected = {"missing": "does not exist", "corrupt": "corrupt", "text": "corrupt", "empty_prompt": "--prompt is empty",
+                "steps0": "positive integer", "steps_huge": "exceeds", "spacing_custom_bad": "comma-separated"}[case]
+    one_line_error(result, expected)
+    assert not (tmp_path / "o.traj.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unknown_model_and_unwritable_output(tmp_path, photo, tiny_model_dir):
+    one_line_error(run("invert", photo, "-p", "a cat", "--model", "nobody/none", "-o", tmp_path / "o.traj.safetensors"),
+                   "could not load model")
+    one_line_error(run("invert", photo, "-p", "a cat", "--model", tiny_model_dir, "-o", tmp_path / "no" / "o.traj.safetensors"),
+                   "does not exist")
+
+
+def test_reconstruct_bad_trajectories(tmp_path, photo, tiny_model_dir):
+    bad = tmp_path / "bad.traj.safetensors"
+    bad.write_bytes(b"garbage")
+    one_line_error(run("reconstruct", bad, "--model", tiny_model_dir, "-o", tmp_path / "r.png"), "corrupt")
+    one_line_error(run("reconstruct", tmp_path / "none.traj.safetensors", "-o", tmp_path / "r.png"), "does not exist")
+    # made with another model
+    traj = tmp_path / "t.traj.safetensors"
+    assert run("invert", photo, "-p", "a cat", "--model", tiny_model_dir, "--steps", "3", "-o", traj, "-q").exit_code == 0
+    from ddim_edit.testing import tiny_pipeline
+
+    other = tmp_path / "other-model"
+    tiny_pipeline(seed=9).save_pretrained(other)
+    one_line_error(run("reconstruct", traj, "--model", other, "-o", tmp_path / "r.png"), "made with model")
+
+
+def test_help_has_examples():
+    for name in ("invert", "reconstruct", "bench"):
+        result = run(name, "--help")
+        assert result.exit_code == 0 and "Example" in result.output

@@ -1,0 +1,88 @@
+"""Trajectory files: round trip, corrupt files, mismatched model or schedule."""
+
+import json
+
+import pytest
+import torch
+
+from ddim_edit.errors import TrajectoryError
+from ddim_edit.inversion import InversionOptions, invert
+from ddim_edit.model import EditModel
+from ddim_edit.replay import reconstruct, replay_plan
+from ddim_edit.schedule import Schedule
+from ddim_edit.testing import tiny_pipeline
+from ddim_edit.trajectory import Trajectory
+
+
+@pytest.fixture()
+def exact_traj(tiny_model):
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=5)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    return invert(tiny_model, schedule, z0, "a red cat", InversionOptions(method="exact"), progress=False)
+
+
+def test_round_trip_keeps_everything(tmp_path, tiny_model, exact_traj):
+    path = exact_traj.save(tmp_path / "t.traj.safetensors")
+    loaded = Trajectory.load(path)
+    assert loaded.timesteps == exact_traj.timesteps
+    assert torch.equal(loaded.latents, exact_traj.latents.double())
+    assert torch.equal(loaded.corrections, exact_traj.corrections.double())
+    assert loaded.metadata["prompt"] == "a red cat" and loaded.metadata["method"] == "exact"
+    assert torch.equal(reconstruct(tiny_model, loaded, progress=False), reconstruct(tiny_model, exact_traj, progress=False))
+
+
+def test_no_overwrite_without_force(tmp_path, exact_traj):
+    from ddim_edit.errors import OutputError
+
+    path = exact_traj.save(tmp_path / "t.traj.safetensors")
+    with pytest.raises(OutputError, match="--force"):
+        exact_traj.save(path)
+    exact_traj.save(path, force=True)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_files_are_rejected(tmp_path, exact_traj, damage):
+    path = exact_traj.save(tmp_path / "t.traj.safetensors")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00" * 64, "empty": b""}[damage])
+    with pytest.raises(TrajectoryError, match="invert the image again"):
+        Trajectory.load(path)
+
+
+def test_foreign_safetensors_and_version(tmp_path, exact_traj):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(TrajectoryError, match="not a ddim-edit trajectory"):
+        Trajectory.load(tmp_path / "other.safetensors")
+    meta = dict(exact_traj.metadata, format_version=99)
+    save_file({"timesteps": torch.tensor(exact_traj.timesteps), "latents": exact_traj.latents.float()},
+              tmp_path / "future.safetensors", metadata={"ddim_edit": json.dumps(meta)})
+    with pytest.raises(TrajectoryError, match="version 99"):
+        Trajectory.load(tmp_path / "future.safetensors")
+
+
+def test_bad_shapes_are_rejected(tmp_path, exact_traj):
+    from safetensors.torch import save_file
+
+    meta = dict(exact_traj.metadata)
+    save_file({"timesteps": torch.tensor(exact_traj.timesteps), "latents": exact_traj.latents[:3].float().contiguous(),
+               "corrections": exact_traj.corrections.float()}, tmp_path / "bad.safetensors",
+              metadata={"ddim_edit": json.dumps(meta)})
+    with pytest.raises(TrajectoryError, match="expected \\(6, C, h, w\\)"):
+        Trajectory.load(tmp_path / "bad.safetensors")
+
+
+def test_other_model_or_schedule_is_rejected(tiny_model, exact_traj):
+    other = EditModel.from_pipeline(tiny_pipeline(seed=7), name="other")
+    with pytest.raises(TrajectoryError, match="made with model 'tiny'"):
+        replay_plan(other, exact_traj)
+    v_model = EditModel.from_pipeline(tiny_pipeline(prediction_type="v_prediction", seed=0), name="tiny-v")
+    assert v_model.fingerprint() == tiny_model.fingerprint()  # same weights, other schedule maths
+    with pytest.raises(TrajectoryError, match="another noise schedule"):
+        replay_plan(v_model, exact_traj)
+
+
+def test_exact_guidance_must_match(tiny_model, exact_traj):
+    with pytest.raises(TrajectoryError, match="--guidance 7.5"):
+        replay_plan(tiny_model, exact_traj, guidance_scale=3.0)
