@@ -1,0 +1,402 @@
+"""Train the bundled toy model on the toy world, on a CPU, within a wall-clock budget.
+
+    python -m ddim_edit.toy.train --out assets/toy-model --minutes 55 [--resume]
+
+Phases:
+
+1. **VAE** (``AutoencoderKL``): MSE reconstruction + a small KL term on rendered training scenes
+   (random horizontal flips: every shape of the world is mirror-symmetric), AdamW with warm-up and a
+   cosine decay over the phase's budget. Afterwards ``vae.config.scaling_factor`` is set to
+   ``1 / std`` of the training latents, as Stable Diffusion does.
+2. **Latents**: the training scenes are encoded once (posterior means).
+3. **Diffusion** (``UNet2DConditionModel`` + ``CLIPTextModel``): the epsilon objective of DDPM with
+   Stable Diffusion 1.5's betas, uniform t in [0, 1000), Min-SNR-5 loss weighting, 10 % of the
+   captions replaced by the empty string (for classifier-free guidance); an exponential moving
+   average of the weights is what gets saved.
+
+Each phase stops at its step count (``--vae-steps`` / ``--unet-steps``) if given, otherwise when its
+share of the wall-clock budget is spent; the learning-rate schedule follows whichever is used. A
+resumable state file is written every ``--checkpoint-minutes`` and at the end of each phase.
+
+Training scenes come from ``sample_scenes(--seed, --n-train)`` (seed 0 by default); evaluation uses
+seeds 1000 and up (``python -m ddim_edit.toy.evaluate``), which are disjoint scene draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .components import (
+    MAX_LENGTH,
+    SCHEDULER_CONFIG,
+    build_pipeline,
+    build_scheduler,
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+    build_vae,
+    count_parameters,
+    write_slow_tokenizer_files,
+)
+from .world import caption, render, sample_scenes
+
+TRAIN_SEED = 0
+DEFAULT_STATE = os.path.join(tempfile.gettempdir(), "ddim-edit-toy-train-state.pt")
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    minutes: float = 55.0
+    vae_share: float = 0.35
+    vae_steps: int | None = None
+    unet_steps: int | None = None
+    n_train: int = 6000
+    seed: int = TRAIN_SEED
+    vae_batch: int = 24
+    vae_lr: float = 1.5e-3
+    kl_weight: float = 1e-6
+    unet_batch: int = 64
+    unet_lr: float = 6e-4
+    caption_dropout: float = 0.1
+    snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    threads: int = 2
+    state: str = DEFAULT_STATE
+    checkpoint_minutes: float = 3.0
+    resume: bool = False
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def render_dataset(config: TrainConfig) -> tuple[torch.Tensor, list[str]]:
+    """Training images in [-1, 1], ``(N, 3, 64, 64)``, and their captions."""
+    scenes = sample_scenes(config.seed, config.n_train)
+    images = np.stack([render(s) for s in tqdm(scenes, desc="render", file=sys.stderr)])
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return pixels, [caption(s) for s in scenes]
+
+
+def lr_factor(progress: float, warmup: float = 0.03, floor: float = 0.02) -> float:
+    """Linear warm-up then cosine decay to ``floor``; ``progress`` in [0, 1]."""
+    if progress < warmup:
+        return max(progress / warmup, 0.01)
+    p = min((progress - warmup) / (1.0 - warmup), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+class _Phase:
+    """Progress of one phase by steps (if given) or by wall-clock seconds."""
+
+    def __init__(self, steps: int | None, seconds: float, step: int = 0, elapsed: float = 0.0):
+        self.steps, self.seconds = steps, seconds
+        self.step, self.elapsed = step, elapsed
+        self._start = time.monotonic() - elapsed
+
+    def tick(self) -> None:
+        self.step += 1
+        self.elapsed = time.monotonic() - self._start
+
+    @property
+    def progress(self) -> float:
+        if self.steps is not None:
+            return self.step / max(self.steps, 1)
+        return self.elapsed / max(self.seconds, 1e-9)
+
+    @property
+    def done(self) -> bool:
+        return self.progress >= 1.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item()
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+def _random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(batch.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+
+
+def train_vae(vae, pixels, config: TrainConfig, state: dict, generator: torch.Generator) -> dict:
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    if "vae_optimizer" in state:
+        optimizer.load_state_dict(state["vae_optimizer"])
+    seconds = config.minutes * 60 * config.vae_share
+    phase = _Phase(config.vae_steps, seconds, state.get("vae_step", 0), state.get("vae_elapsed", 0.0))
+    history = state.setdefault("vae_history", [])
+    last_checkpoint = time.monotonic()
+    bar = tqdm(desc="vae", total=config.vae_steps or int(seconds), file=sys.stderr, initial=0)
+    vae.train()
+    running = None
+    while not phase.done:
+        for group in optimizer.param_groups:
+            group["lr"] = config.vae_lr * lr_factor(phase.progress)
+        index = torch.randint(0, pixels.shape[0], (config.vae_batch,), generator=generator)
+        batch = _random_flip(pixels[index], generator)
+        posterior = vae.encode(batch).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(
+            posterior.mean.shape, generator=generator
+        )
+        reconstruction = vae.decode(latents).sample
+        mse = F.mse_loss(reconstruction, batch)
+        kl = posterior.kl().mean() / batch[0].numel()
+        loss = mse + config.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        phase.tick()
+        value = 10 * math.log10(4.0 / max(mse.item(), 1e-12))
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.n = phase.step if config.vae_steps else int(phase.elapsed)
+        bar.set_postfix(step=phase.step, psnr=f"{running:.1f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        if phase.step % 50 == 0:
+            history.append((phase.step, round(phase.elapsed, 1), round(running, 2)))
+        if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+            state.update(vae_step=phase.step, vae_elapsed=phase.elapsed,
+                         vae_optimizer=optimizer.state_dict())
+            _save_state(state, config, vae=vae, generator=generator)
+            last_checkpoint = time.monotonic()
+    bar.close()
+    vae.eval()
+    state.update(vae_step=phase.step, vae_elapsed=phase.elapsed, vae_train_psnr=running)
+    state.pop("vae_optimizer", None)
+    return state
+
+
+@torch.no_grad()
+def encode_dataset(vae, pixels: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Posterior means of the images, ``(N, 4, 16, 16)``, unscaled."""
+    means = []
+    for start in tqdm(range(0, pixels.shape[0], batch), desc="encode", file=sys.stderr):
+        means.append(vae.encode(pixels[start : start + batch]).latent_dist.mean)
+    return torch.cat(means)
+
+
+def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    # Exactly as StableDiffusionPipeline.encode_prompt tokenizes (no attention mask is passed).
+    return tokenizer(
+        texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, state, generator):
+    """Epsilon-prediction training of UNet + text encoder on precomputed (scaled) latents."""
+    scheduler = build_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
+    loss_weight = torch.clamp(snr, max=config.snr_gamma) / snr  # Min-SNR-gamma for epsilon
+
+    unique = sorted(set(captions))
+    caption_index = torch.tensor([unique.index(c) for c in captions])
+    token_ids = _tokenize(tokenizer, unique + [""])
+    empty_index = len(unique)
+
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=1e-2)
+    if "unet_optimizer" in state:
+        optimizer.load_state_dict(state["unet_optimizer"])
+    ema = state.get("ema")
+    if ema is None:
+        ema = [p.detach().clone() for p in parameters]
+    seconds = config.minutes * 60 * (1.0 - config.vae_share)
+    if "unet_seconds" in state:
+        seconds = state["unet_seconds"]
+    state["unet_seconds"] = seconds
+    phase = _Phase(config.unet_steps, seconds, state.get("unet_step", 0), state.get("unet_elapsed", 0.0))
+    history = state.setdefault("unet_history", [])
+    last_checkpoint = time.monotonic()
+    bar = tqdm(desc="unet", total=config.unet_steps or int(seconds), file=sys.stderr)
+    unet.train()
+    text_encoder.train()
+    running = None
+    while not phase.done:
+        for group in optimizer.param_groups:
+            group["lr"] = config.unet_lr * lr_factor(phase.progress, warmup=0.02, floor=0.05)
+        index = torch.randint(0, latents.shape[0], (config.unet_batch,), generator=generator)
+        z0 = latents[index]
+        drop = torch.rand(config.unet_batch, generator=generator) < config.caption_dropout
+        ids = token_ids[torch.where(drop, empty_index, caption_index[index])]
+        timesteps = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (config.unet_batch,),
+                                  generator=generator)
+        noise = torch.randn(z0.shape, generator=generator)
+        alpha_prod_t = alphas_cumprod[timesteps][:, None, None, None]
+        zt = alpha_prod_t.sqrt() * z0 + (1.0 - alpha_prod_t).sqrt() * noise
+        hidden = text_encoder(ids)[0]
+        eps = unet(zt, timesteps, hidden).sample
+        per_sample = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weight[timesteps]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        phase.tick()
+        decay = min(config.ema_decay, (1.0 + phase.step) / (10.0 + phase.step))
+        with torch.no_grad():
+            for average, p in zip(ema, parameters):
+                average.lerp_(p.detach(), 1.0 - decay)
+        value = per_sample.mean().item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.n = phase.step if config.unet_steps else int(phase.elapsed)
+        bar.set_postfix(step=phase.step, loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        if phase.step % 50 == 0:
+            history.append((phase.step, round(phase.elapsed, 1), round(running, 5)))
+        if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+            state.update(unet_step=phase.step, unet_elapsed=phase.elapsed,
+                         unet_optimizer=optimizer.state_dict(), ema=ema)
+            _save_state(state, config, unet=unet, text_encoder=text_encoder, generator=generator)
+            last_checkpoint = time.monotonic()
+    bar.close()
+    with torch.no_grad():  # the moving average is what is kept
+        for average, p in zip(ema, parameters):
+            p.copy_(average)
+    unet.eval()
+    text_encoder.eval()
+    state.update(unet_step=phase.step, unet_elapsed=phase.elapsed, unet_train_loss=running)
+    state.pop("unet_optimizer", None)
+    state.pop("ema", None)
+    return state
+
+
+def _save_state(state: dict, config: TrainConfig, vae=None, unet=None, text_encoder=None,
+                generator=None) -> None:
+    if vae is not None:
+        state["vae"] = vae.state_dict()
+    if unet is not None:
+        state["unet"] = unet.state_dict()
+    if text_encoder is not None:
+        state["text_encoder"] = text_encoder.state_dict()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    state["config"] = {k: v for k, v in vars(config).items() if k != "resume"}
+    os.makedirs(os.path.dirname(os.path.abspath(config.state)), exist_ok=True)
+    temporary = config.state + ".tmp"
+    torch.save(state, temporary)
+    os.replace(temporary, config.state)
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) training and save the pipeline to ``config.out``; returns the training log."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    wall_start = time.monotonic()
+    state: dict = {}
+    if config.resume:
+        if not os.path.exists(config.state):
+            raise FileNotFoundError(f"--resume: no state file at {config.state}")
+        state = torch.load(config.state, weights_only=False)
+        _log(f"resuming from {config.state}: phase {state.get('phase')}")
+    state.setdefault("phase", "vae")
+    state.setdefault("wall_seconds_before", 0.0)
+    generator = torch.Generator().manual_seed(config.seed)
+    if "generator" in state:
+        generator.set_state(state["generator"])
+
+    tokenizer = build_tokenizer()
+    vae = build_vae(config.seed)
+    text_encoder = build_text_encoder(tokenizer, config.seed)
+    unet = build_unet(config.seed)
+    for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
+        if name in state:
+            module.load_state_dict(state[name])
+
+    pixels, captions = render_dataset(config)
+    if state["phase"] == "vae":
+        state = train_vae(vae, pixels, config, state, generator)
+        state["phase"] = "unet"
+        _save_state(state, config, vae=vae, generator=generator)
+
+    vae.eval()
+    latents = encode_dataset(vae, pixels)
+    scaling_factor = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
+    latents = latents * scaling_factor
+    with torch.no_grad():
+        check = slice(0, min(256, pixels.shape[0]))
+        reconstruction = vae.decode(latents[check] / scaling_factor).sample
+        train_psnr = psnr(reconstruction, pixels[check])
+    _log(f"VAE train-set PSNR {train_psnr:.2f} dB, scaling_factor {scaling_factor:.4f}")
+
+    if state["phase"] == "unet":
+        state = train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, state,
+                                generator)
+        state["phase"] = "done"
+        _save_state(state, config, vae=vae, unet=unet, text_encoder=text_encoder,
+                    generator=generator)
+
+    pipeline = build_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                              scheduler=build_scheduler())
+    pipeline.save_pretrained(config.out, safe_serialization=True)
+    write_slow_tokenizer_files(os.path.join(config.out, "tokenizer"))
+    log = {
+        "train_seed": config.seed,
+        "n_train_scenes": config.n_train,
+        "vae_steps": state.get("vae_step"),
+        "vae_minutes": round(state.get("vae_elapsed", 0.0) / 60, 2),
+        "vae_batch": config.vae_batch,
+        "vae_train_psnr_db": round(train_psnr, 2),
+        "scaling_factor": scaling_factor,
+        "unet_steps": state.get("unet_step"),
+        "unet_minutes": round(state.get("unet_elapsed", 0.0) / 60, 2),
+        "unet_batch": config.unet_batch,
+        "unet_final_loss": state.get("unet_train_loss"),
+        "caption_dropout": config.caption_dropout,
+        "snr_gamma": config.snr_gamma,
+        "ema_decay": config.ema_decay,
+        "wall_minutes_this_run": round((time.monotonic() - wall_start) / 60, 2),
+        "threads": config.threads,
+        "parameters": {
+            "unet": count_parameters(unet),
+            "vae": count_parameters(vae),
+            "text_encoder": count_parameters(text_encoder),
+        },
+        "torch": torch.__version__,
+        "vae_history": state.get("vae_history", []),
+        "unet_history": state.get("unet_history", []),
+    }
+    with open(os.path.join(config.out, "training_log.json"), "w") as handle:
+        json.dump(log, handle, indent=1)
+    _log(f"saved pipeline to {config.out}")
+    return log
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output pipeline folder")
+    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget for both phases")
+    parser.add_argument("--vae-share", type=float, default=0.35, help="share of --minutes for the VAE")
+    parser.add_argument("--vae-steps", type=int, default=None, help="fixed VAE steps (overrides time)")
+    parser.add_argument("--unet-steps", type=int, default=None, help="fixed UNet steps (overrides time)")
+    parser.add_argument("--n-train", type=int, default=6000, help="training scenes")
+    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="scene and weight seed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--state", default=DEFAULT_STATE, help="resumable state file")
+    parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    parser.add_argument("--resume", action="store_true", help="continue from --state")
+    args = parser.parse_args(argv)
+    config = TrainConfig(**vars(args))
+    if not 0.0 < config.vae_share < 1.0:
+        parser.error("--vae-share must be between 0 and 1")
+    log = train(config)
+    print(json.dumps({k: v for k, v in log.items() if not k.endswith("history")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
