@@ -1,0 +1,133 @@
+"""``ddim-edit inpaint``: regenerate a masked region of a photo, keep the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ddim_edit.edits.inpaint import KNOWN_SOURCES, InpaintOptions, inpaint
+from ddim_edit.errors import TrajectoryError
+from ddim_edit.images import grid, load_image, resize_rgb, save_png
+from ddim_edit.inversion import file_sha256
+from ddim_edit.io import check_output_path
+from ddim_edit.masks import MaskOptions, check_mask_file, prepare_mask
+from ddim_edit.model import load_model
+from ddim_edit.trajectory import Trajectory
+from ddim_edit.workflow import invert_image, make_schedule, prepare_image
+
+from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .invert import check_prompt, inversion_settings
+
+
+def mask_preview(binary: np.ndarray) -> np.ndarray:
+    """The binary mask as a white-on-black RGB image, for the grid."""
+    return np.repeat((binary.astype(np.uint8) * 255)[..., None], 3, axis=2)
+
+
+def _explicit(name: str) -> bool:
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _load_trajectory(path: str, image: str) -> Trajectory:
+    traj = Trajectory.load(path)
+    recorded = (traj.metadata.get("source") or {}).get("sha256")
+    if recorded and recorded != file_sha256(image):
+        raise TrajectoryError(f"{path} was made from another image than {image}; "
+                              "pass the image it was inverted from, or drop --trajectory to invert this one")
+    return traj
+
+
+@click.command("inpaint")
+@click.argument("image")
+@click.option("--mask", "-m", "mask_path", required=True, help="Mask image, white = regenerate (any format OpenCV reads).")
+@click.option("--prompt", "-p", default=None, help="What to fill the hole with (default: the source prompt, i.e. restore).")
+@click.option("--source-prompt", default=None, help="Caption of IMAGE, to invert it (not needed with --trajectory).")
+@click.option("--unconditional", is_flag=True, help="Invert IMAGE with the empty prompt.")
+@click.option("--trajectory", default=None, help="Reuse the trajectory of IMAGE made by `ddim-edit invert`.")
+@click.option("--dilate", default=0, show_default=True, type=int, help="Grow the mask by PX pixels.")
+@click.option("--feather", default=None, type=int, help="Soft edge outside the mask, PX pixels (default: one latent cell).")
+@click.option("--mask-threshold", default=0.5, show_default=True, type=float, help="Mask values ≥ this (0–1) are masked.")
+@click.option("--invert-mask", is_flag=True, help="Black = regenerate instead of white.")
+@click.option("--resize-mask", is_flag=True, help="Resize a mask whose size differs from the image's.")
+@click.option("--resample", default=0, show_default=True, type=int, help="RePaint: resampling passes per jump (0 = off).")
+@click.option("--jump-length", default=10, show_default=True, type=int, help="RePaint: steps per jump.")
+@click.option("--start-step", default=0.0, show_default=True, type=float, help="Skip this fraction of the steps (0–1).")
+@click.option("--blend", default="shared", show_default=True, type=click.Choice(KNOWN_SOURCES),
+              help="Known region from the shared trajectory, or fresh noise each step (Blended Latent Diffusion).")
+@click.option("--no-paste", is_flag=True, help="Keep the decoded image; do not paste the input's unmasked pixels.")
+@click.option("--size", default=None, type=int, help="Longer image side to work at (default: the model's).")
+@click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
+@click.option("--grid", "with_grid", is_flag=True, help="Write input | mask | result side by side.")
+@model_options()
+@schedule_options
+@inversion_options
+@run_options
+@handle_errors
+def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, dilate, feather, mask_threshold,
+            invert_mask, resize_mask, resample, jump_length, start_step, blend, no_paste, size, output, with_grid,
+            model_name, model_config, device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance,
+            inversion_guidance, negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet,
+            output_format, seed):
+    """Regenerate the masked region of IMAGE (white in MASK) and keep the rest of it.
+
+    The known region follows IMAGE's own inverted trajectory; the hole is sampled from the same x_T
+    with the source prompt (restore) or --prompt (replace).
+
+    \b
+    Examples:
+      ddim-edit inpaint photo.png --mask hole.png --source-prompt "a red circle on a white background" -o fixed.png
+      ddim-edit inpaint photo.png --mask hole.png --trajectory photo.traj.safetensors --prompt "a blue square" -o new.png
+      ddim-edit inpaint photo.png --mask hole.png --source-prompt "…" --resample 4 --jump-length 5 -o harmonised.png
+    """
+    output = Path(output) if output else Path(image).with_suffix("").with_suffix(".inpaint.png")
+    check_output_path(output, force)
+    mask_options = MaskOptions(threshold=mask_threshold, dilate=dilate, feather=feather, invert=invert_mask,
+                               resize=resize_mask)
+    check_mask_file(mask_path, mask_options)  # missing, unreadable, empty, full: fail before loading the model
+    source_image = load_image(image)
+    original_size = (source_image.shape[1], source_image.shape[0])
+    traj = _load_trajectory(trajectory, image) if trajectory else None
+    if traj is None:
+        source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
+    edit_options = InpaintOptions(prompt=prompt, known=blend, start_step=start_step, resample=resample,
+                                  jump_length=jump_length, guidance_scale=guidance if _explicit("guidance") else None,
+                                  paste=not no_paste, seed=seed)
+    edit_options.check(traj.num_steps if traj else len(timesteps.split(",")) if timesteps else steps)
+    seed_everything(seed)
+    model = load_model(model_name or (traj.metadata["model"] if traj else "toy"), device, dtype, allow_pickle, model_config)
+    inversion_evaluations = 0
+    with Timer() as timer:
+        factor = model.vae_scale_factor
+        if traj is None:
+            prepared = prepare_image(model, image, size)
+            pixels = prepared.pixels
+        else:
+            pixels = resize_rgb(source_image, (traj.latents.shape[-1] * factor, traj.latents.shape[-2] * factor))
+        working = (pixels.shape[1], pixels.shape[0])
+        mask = prepare_mask(mask_path, working, factor, mask_options, image_size=original_size)
+        if traj is None:
+            schedule = make_schedule(model, steps, spacing, timesteps)
+            options = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
+                                         tolerance, null_text_steps)
+            traj = invert_image(model, prepared, source_prompt, schedule, options, progress=not quiet)
+            inversion_evaluations = traj.metadata["unet_evaluations"]
+        result = inpaint(model, traj, pixels, mask, edit_options, progress=not quiet)
+    picture = result.image
+    if with_grid:
+        picture = grid([pixels, mask_preview(result.mask.binary), result.image], ["input", "mask", "inpainted"])
+    info = result.info
+    parameters = {"command": "inpaint", "image": str(image), "mask": str(mask_path), "trajectory": trajectory,
+                  "method": traj.method, "dilate": dilate, "feather": info["feather"], **{k: info[k] for k in (
+                      "prompt", "known", "steps", "start_index", "resample", "jump_length", "guidance", "paste", "seed")}}
+    save_png(output, picture, parameters, force=force)
+    evaluations = inversion_evaluations + info["unet_evaluations"]
+    payload = {"output": str(output), "prompt": info["prompt"], "blend": info["known"], "method": traj.method,
+               "steps": info["steps"], "start_index": info["start_index"], "resample": info["resample"],
+               "jump_length": info["jump_length"], "mask_coverage": round(info["mask_coverage"], 4),
+               "paste": info["paste"], "unet_evaluations": evaluations,
+               "inpaint_unet_evaluations": info["unet_evaluations"], "seconds": round(timer.seconds, 3)}
+    emit(payload, output_format, f"wrote {output} ({info['known']} blending, {info['steps']} steps, "
+                                 f"{evaluations} UNet evaluations, {timer.seconds:.1f}s)")

@@ -1,0 +1,1 @@
+"""Edit methods over a shared DDIM trajectory: one module per edit."""
