@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ddim_edit.edits.inpaint import KNOWN_SOURCES, InpaintOptions, inpaint
+from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions, inpaint
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.images import grid, load_image, resize_rgb, save_png
 from ddim_edit.inversion import file_sha256
@@ -57,6 +57,8 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @click.option("--start-step", default=0.0, show_default=True, type=float, help="Skip this fraction of the steps (0–1).")
 @click.option("--blend", default="shared", show_default=True, type=click.Choice(KNOWN_SOURCES),
               help="Known region from the shared trajectory, or fresh noise each step (Blended Latent Diffusion).")
+@click.option("--hole-noise", default="trajectory", show_default=True, type=click.Choice(HOLE_STARTS),
+              help="The masked region starts from the inverted latent, or from fresh noise.")
 @click.option("--no-paste", is_flag=True, help="Keep the decoded image; do not paste the input's unmasked pixels.")
 @click.option("--size", default=None, type=int, help="Longer image side to work at (default: the model's).")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
@@ -67,7 +69,7 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @run_options
 @handle_errors
 def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, dilate, feather, mask_threshold,
-            invert_mask, resize_mask, resample, jump_length, start_step, blend, no_paste, size, output, with_grid,
+            invert_mask, resize_mask, resample, jump_length, start_step, blend, hole_noise, no_paste, size, output, with_grid,
             model_name, model_config, device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance,
             inversion_guidance, negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet,
             output_format, seed):
@@ -94,7 +96,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
     edit_options = InpaintOptions(prompt=prompt, known=blend, start_step=start_step, resample=resample,
                                   jump_length=jump_length, guidance_scale=guidance if _explicit("guidance") else None,
-                                  paste=not no_paste, seed=seed)
+                                  paste=not no_paste, seed=seed, hole_start=hole_noise)
     edit_options.check(traj.num_steps if traj else len(timesteps.split(",")) if timesteps else steps)
     seed_everything(seed)
     model = load_model(model_name or (traj.metadata["model"] if traj else "toy"), device, dtype, allow_pickle, model_config)
@@ -110,6 +112,9 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
         mask = prepare_mask(mask_path, working, factor, mask_options, image_size=original_size)
         if traj is None:
             schedule = make_schedule(model, steps, spacing, timesteps)
+            # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer
+            # guided steps, unless --method is given.
+            method = method if _explicit("method") else "ddim"
             options = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
                                          tolerance, null_text_steps)
             traj = invert_image(model, prepared, source_prompt, schedule, options, progress=not quiet)
@@ -121,7 +126,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     info = result.info
     parameters = {"command": "inpaint", "image": str(image), "mask": str(mask_path), "trajectory": trajectory,
                   "method": traj.method, "dilate": dilate, "feather": info["feather"], **{k: info[k] for k in (
-                      "prompt", "known", "steps", "start_index", "resample", "jump_length", "guidance", "paste", "seed")}}
+                      "prompt", "known", "hole_start", "steps", "start_index", "resample", "jump_length", "guidance", "paste", "seed")}}
     save_png(output, picture, parameters, force=force)
     evaluations = inversion_evaluations + info["unet_evaluations"]
     payload = {"output": str(output), "prompt": info["prompt"], "blend": info["known"], "method": traj.method,

@@ -88,6 +88,28 @@ def test_nothing_masked_with_plain_ddim_gives_the_trajectory_z0(tiny_model):
     torch.testing.assert_close(latents[0], ddim.z_0.to(latents), rtol=0, atol=0)
 
 
+def test_exact_and_plain_ddim_trajectories_inpaint_identically(tiny_model, traj):
+    ddim = invert(tiny_model, method="ddim")
+    mask = np.zeros((8, 8))
+    mask[1:4, 2:6] = 1.0
+    from_exact, _ = inpaint_latents(tiny_model, traj, mask, progress=False)
+    from_ddim, _ = inpaint_latents(tiny_model, ddim, mask, progress=False)
+    torch.testing.assert_close(from_exact, from_ddim, rtol=0, atol=0)
+
+
+def test_fresh_hole_start_changes_only_the_start_of_the_hole(tiny_model, traj):
+    mask = np.zeros((8, 8))
+    mask[1:4, 2:6] = 1.0
+    shared, _ = inpaint_latents(tiny_model, traj, mask, progress=False)
+    fresh_hole, info = inpaint_latents(tiny_model, traj, mask, InpaintOptions(hole_start="fresh"), progress=False)
+    assert info["hole_start"] == "fresh"
+    keep = torch.from_numpy(mask == 0)
+    torch.testing.assert_close(fresh_hole[0][:, keep], shared[0][:, keep], rtol=0, atol=0)
+    assert (fresh_hole[0][:, ~keep] - shared[0][:, ~keep]).abs().max() > 1e-3
+    nothing, _ = inpaint_latents(tiny_model, traj, np.zeros((8, 8)), InpaintOptions(hole_start="fresh"), progress=False)
+    torch.testing.assert_close(nothing[0], traj.z_0.to(nothing), rtol=0, atol=0)
+
+
 def test_everything_masked_is_plain_sampling_from_the_same_x_T(tiny_model, traj):
     latents, _ = inpaint_latents(tiny_model, traj, np.ones((8, 8)), progress=False)
     plan = replay_plan(tiny_model, traj)
@@ -170,7 +192,8 @@ def test_bad_settings_are_refused(tiny_model, traj):
     for options, message in [(InpaintOptions(start_step=1.0), "start-step"),
                              (InpaintOptions(resample=-1), "resample"),
                              (InpaintOptions(resample=1, jump_length=STEPS + 1), "jump-length"),
-                             (InpaintOptions(known="nearest"), "known-region")]:
+                             (InpaintOptions(known="nearest"), "known-region"),
+                             (InpaintOptions(hole_start="zeros"), "hole start")]:
         with pytest.raises(InpaintError, match=message):
             inpaint(tiny_model, traj, pixels, hole(), options, progress=False)
     with pytest.raises(MaskError, match="nothing to inpaint"):
@@ -209,7 +232,8 @@ def test_cli_inpaints_and_reuses_a_trajectory(files, tiny_model_dir):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["prompt"] == PROMPT and payload["blend"] == "shared" and payload["paste"]
-    assert payload["unet_evaluations"] == 4 + 2 * 4 + 2 * 4  # exact inversion (4 + 2·4) + inpainting (2·4)
+    # Plain DDIM inversion by default (4; the blend never uses exact corrections) + inpainting (2·4).
+    assert payload["unet_evaluations"] == 4 + 2 * 4 and payload["method"] == "ddim"
     written = load_image(out)
     far = np.ones((32, 32), bool)
     far[0:19, 7:27] = False  # the hole grown by its 4-px feather
@@ -222,7 +246,7 @@ def test_cli_inpaints_and_reuses_a_trajectory(files, tiny_model_dir):
     traj_path = folder / "photo.traj.safetensors"
     assert run_cli("invert", image, "--prompt", PROMPT, "-o", traj_path, *common).exit_code == 0
     reused = run_cli("inpaint", image, "--mask", mask, "--trajectory", traj_path, "--prompt", "a blue square",
-                     "--resample", 1, "--jump-length", 2, "--no-paste", "--grid", "-o", folder / "new.png", *common)
+                     "--resample", 1, "--jump-length", 2, "--no-paste", "--hole-noise", "fresh", "--grid", "-o", folder / "new.png", *common)
     assert reused.exit_code == 0, reused.output
     payload = json.loads(reused.stdout.strip().splitlines()[-1])
     assert payload["prompt"] == "a blue square" and payload["inpaint_unet_evaluations"] == 2 * 2 * 2 * 2
