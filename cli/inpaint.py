@@ -76,7 +76,12 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     """Regenerate the masked region of IMAGE (white in MASK) and keep the rest of it.
 
     The known region follows IMAGE's own inverted trajectory; the hole is sampled from the same x_T
-    with the source prompt (restore) or --prompt (replace).
+    with the source prompt (restore) or --prompt (replace). Outside the mask and its feather the
+    output's pixels are IMAGE's exactly (unless --no-paste); the output has the working size.
+
+    IMAGE is inverted with plain DDIM unless --method is given: the blend never uses the exact
+    method's corrections, so they would cost 2N UNet evaluations for the same result. With
+    --trajectory, its own steps, method and guidance are used.
 
     \b
     Examples:
