@@ -65,7 +65,8 @@ def inversion_options(func: Callable) -> Callable:
     for option in reversed([
         click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS), help="Inversion method."),
         click.option("--guidance", default=7.5, show_default=True, type=float, help="Guidance of replays and edits."),
-        click.option("--inversion-guidance", default=1.0, show_default=True, type=float, help="Guidance while inverting."),
+        click.option("--inversion-guidance", default=None, type=float,
+                     help="Guidance while inverting (default 1; fixed-point: --guidance)."),
         click.option("--negative-prompt", default="", help="Negative prompt for guided replay."),
         click.option("--fixed-point-iterations", default=10, show_default=True, type=int, help="fixed-point: most iterations per step."),
         click.option("--tolerance", default=1e-5, show_default=True, type=float, help="fixed-point: relative change to stop at."),

@@ -40,7 +40,9 @@ class InversionOptions:
         method: one of :data:`METHODS`.
         guidance_scale: the guidance that replays and edits use (and that ``exact`` corrections and
             ``null-text`` embeddings are fitted for).
-        inversion_guidance: guidance while inverting (1 = conditional only).
+        inversion_guidance: guidance while inverting; None means 1 (conditional only), except for
+            ``fixed-point``, which then inverts at ``guidance_scale`` so that its solution is the
+            inverse of the guided sampler that replays it.
         negative_prompt: the negative prompt for guided replay (not used by ``negative-prompt``).
         fixed_point_iterations: the most iterations per step for ``fixed-point``.
         fixed_point_tolerance: stop when ‖Δz_t‖ / ‖z_t‖ falls below this.
@@ -50,9 +52,14 @@ class InversionOptions:
 
     method: str = "ddim"
     guidance_scale: float = 7.5
-    inversion_guidance: float = 1.0
+    inversion_guidance: float | None = None
     negative_prompt: str = ""
     fixed_point_iterations: int = 10
+
+    def effective_inversion_guidance(self) -> float:
+        if self.inversion_guidance is not None:
+            return float(self.inversion_guidance)
+        return float(self.guidance_scale) if self.method == "fixed-point" else 1.0
     fixed_point_tolerance: float = 1e-5
     null_text_steps: int = 10
     null_text_lr: float = 1e-2
@@ -189,7 +196,7 @@ def invert(
     start_evaluations = model.unet_evaluations
     iterations = options.fixed_point_iterations if options.method == "fixed-point" else 1
     with torch.no_grad():
-        latents, used = invert_latents(model, schedule, z0, cond, negative, options.inversion_guidance,
+        latents, used = invert_latents(model, schedule, z0, cond, negative, options.effective_inversion_guidance(),
                                        iterations, options.fixed_point_tolerance, progress)
         corrections = null_embeddings = None
         if options.method == "exact":
@@ -207,7 +214,7 @@ def invert(
         "negative_prompt": prompt if options.method == "negative-prompt" else options.negative_prompt,
         "method": options.method,
         "guidance_scale": options.guidance_scale,
-        "inversion_guidance": options.inversion_guidance,
+        "inversion_guidance": options.effective_inversion_guidance(),
         "fixed_point_iterations": used if options.method == "fixed-point" else None,
         "unet_evaluations": model.unet_evaluations - start_evaluations,
         "latent_shape": list(z0.shape[1:]),

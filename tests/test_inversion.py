@@ -36,13 +36,15 @@ def _recon_error(model, schedule, z0, method, guidance=1.0, **kw):
     return (z - z0).abs().max().item(), traj
 
 
-def test_fixed_point_beats_plain_ddim_tenfold(tiny_model):
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_fixed_point_beats_plain_ddim_tenfold(tiny_model, guidance):
     schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=10)
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    plain, _ = _recon_error(tiny_model, schedule, z0, "ddim", guidance=1.0)
-    fixed, traj = _recon_error(tiny_model, schedule, z0, "fixed-point", guidance=1.0)
+    plain, _ = _recon_error(tiny_model, schedule, z0, "ddim", guidance=guidance)
+    fixed, traj = _recon_error(tiny_model, schedule, z0, "fixed-point", guidance=guidance)
     assert fixed <= plain / 10, f"fixed-point {fixed:.3e} vs ddim {plain:.3e}"
     assert max(traj.metadata["fixed_point_iterations"]) > 1
+    assert traj.metadata["inversion_guidance"] == guidance  # fixed-point inverts at the replay guidance
 
 
 def test_exact_reconstructs_with_guidance(tiny_model):
