@@ -1,0 +1,118 @@
+"""``ddim-edit style``: the content of one image in the style of another (StyleID through inversion)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from ddim_edit.edits.style import StyleOptions, style_images
+from ddim_edit.images import grid, load_image, save_png
+from ddim_edit.inversion import METHODS, InversionOptions, file_sha256
+from ddim_edit.io import check_output_path
+from ddim_edit.model import load_model
+from ddim_edit.trajectory import Trajectory
+from ddim_edit.workflow import is_trajectory_path, make_schedule
+
+from .common import Timer, emit, handle_errors, model_options, run_options, schedule_options, seed_everything
+
+
+def read_side(path: str):
+    """A trajectory file as is, or an image file as uint8 RGB with its source record."""
+    if is_trajectory_path(path):
+        return Trajectory.load(path), None
+    pixels = load_image(path)
+    return pixels, {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+
+
+def parse_layers(text: str | None) -> tuple[str, ...] | None:
+    """``--layers up_blocks.2,up_blocks.3`` → a tuple; None or ``styleid`` → StyleID's default."""
+    if text is None or text.strip() in ("", "styleid"):
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@click.command("style")
+@click.option("--content", required=True, help="Content image, or its trajectory file (.safetensors).")
+@click.option("--style", "style_path", required=True, help="Style image, or its trajectory file (.safetensors).")
+@click.option("--output", "-o", required=True, help="PNG to write.")
+@click.option("--gamma", default=0.75, show_default=True, type=float,
+              help="Query preservation γ in [0, 1]: higher keeps more content.")
+@click.option("--temperature", default=1.5, show_default=True, type=float,
+              help="Attention temperature T > 0 on the injected layers' logits.")
+@click.option("--layers", default=None,
+              help="Decoder self-attention layers to inject into: comma-separated names or prefixes "
+                   "(e.g. up_blocks.2,up_blocks.3), 'all', or 'styleid' (default: all but the lowest-resolution "
+                   "attention block).")
+@click.option("--injection-window", nargs=2, type=float, default=(0.0, 1.0), show_default=True,
+              help="Inject at steps whose fraction i/N lies in [START, END).")
+@click.option("--no-adain", is_flag=True, help="Start from the content's x_T without the style's statistics.")
+@click.option("--no-kv-injection", is_flag=True, help="Ablation: keep the output's own keys/values.")
+@click.option("--output-corrections", default="content", show_default=True, type=click.Choice(["content", "none"]),
+              help="Exact trajectories: the output branch gets the content's corrections, or none.")
+@click.option("--prompt", "-p", default=None,
+              help="Caption to invert the content image with and to sample the output with (default: '' as in "
+                   "StyleID, or a content trajectory's own prompt).")
+@click.option("--style-prompt", default=None, help="Caption to invert the style image with (default: --prompt).")
+@click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS),
+              help="Inversion method for images given as pixels.")
+@click.option("--guidance", default=None, type=float,
+              help="Guidance (default: a trajectory's recorded one, else 1: StyleID samples without text guidance).")
+@click.option("--grid", "with_grid", is_flag=True, help="Write content | style | output side by side.")
+@model_options()
+@schedule_options
+@run_options
+@handle_errors
+def command(content, style_path, output, gamma, temperature, layers, injection_window, no_adain, no_kv_injection,
+            output_corrections, prompt, style_prompt, method, guidance, with_grid, model_name, model_config, device,
+            dtype, allow_pickle, steps, spacing, timesteps, force, quiet, output_format, seed):
+    """Render the layout of --content in the colours and textures of --style.
+
+    Both images are inverted (or read from trajectory files) and sampled as one batch; in the
+    decoder's self-attention the output takes the style's keys and values at each step (StyleID,
+    CVPR 2024). The content image is fitted to the model's size; the style image is resized to it.
+
+    \b
+    Example:
+      ddim-edit style --content photo.png --style painting.png -o stylised.png --grid
+    """
+    options = StyleOptions(gamma=gamma, temperature=temperature, layers=parse_layers(layers),
+                           injection_start=injection_window[0], injection_end=injection_window[1],
+                           adain=not no_adain, inject_key_value=not no_kv_injection,
+                           output_corrections=output_corrections, prompt=None, guidance_scale=guidance)
+    output = check_output_path(Path(output), force)
+    content_side, content_source = read_side(content)
+    style_side, style_source = read_side(style_path)
+    seed_everything(seed)
+    recorded = next((side for side in (content_side, style_side) if isinstance(side, Trajectory)), None)
+    name = model_name if model_name is not None else recorded.metadata["model"] if recorded else "toy"
+    model = load_model(name, device, dtype, allow_pickle, model_config)
+    schedule = None if recorded is not None else make_schedule(model, steps, spacing, timesteps)
+    inversion_guidance = guidance if guidance is not None else (
+        float(recorded.metadata["guidance_scale"]) if recorded is not None else 1.0)
+    inversion = InversionOptions(method=method, guidance_scale=inversion_guidance)
+    if isinstance(content_side, Trajectory) and prompt is not None:
+        options = dataclasses.replace(options, prompt=prompt)
+    with Timer() as timer:
+        outcome = style_images(model, content_side, style_side, schedule, prompt=prompt or "", style_prompt=style_prompt,
+                               inversion=inversion, options=options, sources=(content_source, style_source),
+                               progress=not quiet)
+    picture = outcome.output
+    if with_grid:
+        panels = [(outcome.content_source if outcome.content_source is not None else outcome.content_reconstruction,
+                   "content"),
+                  (outcome.style_source if outcome.style_source is not None else outcome.style_reconstruction, "style"),
+                  (outcome.output, "output")]
+        picture = grid([image for image, _ in panels], [label for _, label in panels])
+    result = dict(outcome.result.settings, output=str(output), layers=outcome.result.layers,
+                  injected_steps=len(outcome.result.injected_steps), method=outcome.content.method,
+                  unet_evaluations=outcome.result.unet_evaluations,
+                  inversion_unet_evaluations=outcome.inversion_evaluations, seconds=round(timer.seconds, 3),
+                  size=[int(outcome.output.shape[1]), int(outcome.output.shape[0])])
+    save_png(output, picture, {"command": "style", "content": str(content), "style": str(style_path), **{
+        k: result[k] for k in ("gamma", "temperature", "adain", "layers", "injection_window", "guidance", "steps",
+                               "prompt", "output_corrections", "inject_key_value")}}, force=force)
+    emit(result, output_format,
+         f"wrote {output} (γ={gamma}, T={temperature}, {len(outcome.result.layers)} layers, {result['steps']} steps, "
+         f"{result['unet_evaluations']} + {result['inversion_unet_evaluations']} UNet evaluations, {timer.seconds:.1f}s)")

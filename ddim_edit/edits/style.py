@@ -1,0 +1,488 @@
+"""Style transfer through inversion: the content of one image in the style of another (StyleID).
+
+StyleID (Chung, Hyun & Heo, "Style Injection in Diffusion", CVPR 2024) inverts a content image and
+a style image, then samples a stylised image in which, in the decoder's later self-attention
+layers, the keys and values come from the style image at the same step while the query blends the
+content image's query with the output's own (query preservation):
+
+    Q̃_cs = γ · Q_c + (1 − γ) · Q_cs,      K̃ = K_s,   Ṽ = V_s,
+    Attn = softmax(T · Q̃_cs K̃ᵀ / √d) Ṽ                       (attention temperature T),
+
+and the output starts from x_T^cs = AdaIN(x_T^c, x_T^s): the content's inverted noise with the
+style's per-channel mean and standard deviation.
+
+StyleID records Q, K and V of every injected layer at every step to files (> 3 GB per image).
+Here the three branches run as one batch through the one DDIM sampler, in the order
+``[content, style, output]``: the content and style branches replay their own trajectories (each
+with its own x_T, prompt, negative/null embeddings and, for ``exact`` trajectories, its own
+corrections), and :class:`StyleAttnProcessor` takes Q_c, K_s and V_s from the other two branches of
+the same UNet call. Nothing is stored between steps, so memory does not grow with the number of
+steps.
+
+Notation: ``gamma`` γ, ``temperature`` T, branches ``content`` (c), ``style`` (s), ``output`` (cs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import EditAttnProcessor, LayerInfo, attention_layers, installed_processors
+from ..errors import DdimEditError, TrajectoryError
+from ..replay import replay_plan
+from ..sampler import Conditioning, SamplerHook, StepInfo, sample
+from ..trajectory import Trajectory
+
+CONTENT, STYLE, OUTPUT = 0, 1, 2
+NUM_BRANCHES = 3
+OUTPUT_CORRECTIONS = ("content", "none")
+
+
+class StyleOptionError(DdimEditError):
+    """A style-transfer setting is out of range or names no layer of the model."""
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    """Settings of :func:`style_transfer` (defaults: StyleID's).
+
+    Attributes:
+        gamma: query preservation γ in [0, 1]; 1 keeps the content's query, 0 the output's own.
+        temperature: attention temperature T > 0 multiplying the injected layers' logits (1: none).
+        layers: decoder self-attention layers to inject into: processor names or name prefixes
+            (``up_blocks.2`` selects every self-attention layer of that block), or ``("all",)``.
+            None: StyleID's choice (see :func:`styleid_layers`).
+        injection_start, injection_end: inject at sampling steps whose fraction i / N lies in
+            [start, end); StyleID injects at every step it samples (0, 1).
+        adain: start the output from AdaIN(x_T content, x_T style) instead of x_T content.
+        inject_key_value: replace the output's keys and values by the style's; False keeps the
+            output's own (an ablation: only the query blend and T act).
+        output_corrections: ``content``: the output branch gets the content trajectory's exact
+            corrections (it is the content branch with edited attention); ``none``: no corrections.
+        prompt: the output branch's prompt (None: the content trajectory's source prompt).
+        guidance_scale: classifier-free guidance (None: the content trajectory's recorded one).
+    """
+
+    gamma: float = 0.75
+    temperature: float = 1.5
+    layers: tuple[str, ...] | None = None
+    injection_start: float = 0.0
+    injection_end: float = 1.0
+    adain: bool = True
+    inject_key_value: bool = True
+    output_corrections: str = "content"
+    prompt: str | None = None
+    guidance_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        check_style_options(self)
+
+
+def check_style_options(options: StyleOptions) -> None:
+    """Raise :class:`StyleOptionError` for out-of-range settings, with the accepted range."""
+    if not isinstance(options.gamma, (int, float)) or not 0.0 <= options.gamma <= 1.0 or math.isnan(options.gamma):
+        raise StyleOptionError(f"gamma must be in [0, 1] (0.75 in StyleID), got {options.gamma}; e.g. --gamma 0.75")
+    if not isinstance(options.temperature, (int, float)) or not options.temperature > 0 or math.isinf(options.temperature):
+        raise StyleOptionError(f"temperature must be a positive number (1.5 in StyleID), got {options.temperature}; "
+                               "e.g. --temperature 1.5")
+    if not 0.0 <= options.injection_start <= options.injection_end <= 1.0:
+        raise StyleOptionError(
+            f"the injection window must satisfy 0 <= start <= end <= 1, got [{options.injection_start}, "
+            f"{options.injection_end}]")
+    if options.output_corrections not in OUTPUT_CORRECTIONS:
+        raise StyleOptionError(f"output_corrections must be one of {OUTPUT_CORRECTIONS}, got {options.output_corrections!r}")
+    if options.guidance_scale is not None and not options.guidance_scale > 0:
+        raise StyleOptionError(f"guidance must be positive, got {options.guidance_scale}")
+
+
+# ----------------------------------------------------------------------------------- layers
+def decoder_self_attention(unet) -> list[LayerInfo]:
+    """The decoder's (up blocks') self-attention layers, in UNet order."""
+    return attention_layers(unet, cross=False, places=("up",))
+
+
+def styleid_layers(unet) -> list[str]:
+    """StyleID's injection layers: decoder self-attention except the lowest-resolution attention block.
+
+    StyleID injects into the self-attention of SD 1.x output blocks 6–11, i.e. diffusers'
+    ``up_blocks.2`` and ``up_blocks.3``; ``up_blocks.1`` (the lowest-resolution decoder block with
+    attention) keeps its own keys and values, which carry the content's layout. A UNet whose decoder
+    has a single attention-bearing block injects there.
+    """
+    layers = decoder_self_attention(unet)
+    blocks = sorted({layer.block for layer in layers})
+    chosen = blocks[1:] if len(blocks) > 1 else blocks
+    return [layer.name for layer in layers if layer.block in chosen]
+
+
+def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:
+    """Processor names for a layer spec (names, name prefixes, ``all``; None: :func:`styleid_layers`).
+
+    Raises:
+        StyleOptionError: when an entry matches no decoder self-attention layer.
+    """
+    if spec is None:
+        return styleid_layers(unet)
+    available = [layer.name for layer in decoder_self_attention(unet)]
+    chosen: list[str] = []
+    for entry in spec:
+        entry = entry.strip()
+        if not entry:
+            continue
+        if entry == "all":
+            matches = available
+        else:
+            matches = [name for name in available
+                       if name == entry or name.startswith(entry.rstrip(".") + ".")]
+        if not matches:
+            blocks = sorted({".".join(name.split(".")[:2]) for name in available})
+            raise StyleOptionError(
+                f"layer {entry!r} is no decoder self-attention layer of this model; use 'all', a block "
+                f"({', '.join(blocks)}) or a full name such as {available[-1]!r}")
+        chosen.extend(name for name in matches if name not in chosen)
+    return [name for name in available if name in chosen]
+
+
+# ----------------------------------------------------------------------------------- attention
+@dataclass
+class InjectionSwitch:
+    """Whether the injection acts at the current step; set by :class:`InjectionSchedule`."""
+
+    active: bool = False
+
+
+class StyleAttnProcessor(EditAttnProcessor):
+    """StyleID's self-attention for a batch laid out as groups of ``[content, style, output]``.
+
+    With guidance the UNet batch is ``[uncond group, cond group]``; each group holds the three
+    branches. The content and style branches attend as usual. While the switch is on, the output
+    branch uses Q̃ = γ Q_c + (1 − γ) Q_cs, keys/values of the style branch (or its own with
+    ``inject_key_value=False``) and logits scaled by T (``scale = T / √d`` in SDPA).
+    """
+
+    def __init__(self, layer: LayerInfo, switch: InjectionSwitch, gamma: float = 0.75, temperature: float = 1.5,
+                 inject_key_value: bool = True):
+        super().__init__(layer)
+        self.switch = switch
+        self.gamma = float(gamma)
+        self.temperature = float(temperature)
+        self.inject_key_value = inject_key_value
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn,
+               attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.switch.active:
+            return super().attend(query, key, value, attn, attention_mask)
+        batch = query.shape[0]
+        if batch % NUM_BRANCHES:
+            raise RuntimeError(f"style attention expects groups of {NUM_BRANCHES} branches, got a batch of {batch}")
+        groups = batch // NUM_BRANCHES
+        q, k, v = (t.unflatten(0, (groups, NUM_BRANCHES)) for t in (query, key, value))
+        mask = None if attention_mask is None else attention_mask.unflatten(0, (groups, NUM_BRANCHES))
+        # content and style: plain self-attention
+        sources = F.scaled_dot_product_attention(
+            q[:, :OUTPUT].flatten(0, 1), k[:, :OUTPUT].flatten(0, 1), v[:, :OUTPUT].flatten(0, 1),
+            attn_mask=None if mask is None else mask[:, :OUTPUT].flatten(0, 1)).unflatten(0, (groups, OUTPUT))
+        # output: query preservation, injected keys/values, temperature
+        q_cs = self.gamma * q[:, CONTENT] + (1.0 - self.gamma) * q[:, OUTPUT]
+        donor = STYLE if self.inject_key_value else OUTPUT
+        scale = self.temperature / math.sqrt(query.shape[-1])
+        output = F.scaled_dot_product_attention(q_cs, k[:, donor], v[:, donor], scale=scale,
+                                                attn_mask=None if mask is None else mask[:, OUTPUT])
+        return torch.cat([sources, output[:, None]], dim=1).flatten(0, 1)
+
+
+class InjectionSchedule(SamplerHook):
+    """Turns the injection on at steps whose fraction i / N lies in [start, end)."""
+
+    def __init__(self, switch: InjectionSwitch, start: float = 0.0, end: float = 1.0):
+        self.switch, self.start, self.end = switch, start, end
+        self.active_steps: list[int] = []
+
+    def before_step(self, step: StepInfo, latents: torch.Tensor) -> None:
+        self.switch.active = self.start <= step.fraction < self.end
+        if self.switch.active:
+            self.active_steps.append(step.index)
+
+
+def style_processors(unet, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions) -> dict[str, object]:
+    """name → :class:`StyleAttnProcessor` for the chosen layers."""
+    by_name = {layer.name: layer for layer in decoder_self_attention(unet)}
+    return {name: StyleAttnProcessor(by_name[name], switch, options.gamma, options.temperature,
+                                     options.inject_key_value) for name in layer_names}
+
+
+# ----------------------------------------------------------------------------------- latents
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """AdaIN over latents [..., C, h, w]: the content normalised per channel, given the style's mean and std.
+
+    AdaIN(x, y) = σ(y) (x − μ(x)) / σ(x) + μ(y), statistics over the spatial dimensions (StyleID's
+    initial-latent AdaIN). σ(x) is clamped at ``eps``; AdaIN(x, x) = x up to rounding.
+    """
+    dims = (-2, -1)
+    mean_c, std_c = content.mean(dims, keepdim=True), content.std(dims, keepdim=True).clamp_min(eps)
+    mean_s, std_s = style.mean(dims, keepdim=True), style.std(dims, keepdim=True)
+    return (content - mean_c) / std_c * std_s + mean_s
+
+
+# ----------------------------------------------------------------------------------- the edit
+@dataclass
+class StyleResult:
+    """The three branches' z_0 and what the run cost.
+
+    Attributes:
+        latents: [3, C, h, w]: content reconstruction, style reconstruction, stylised output.
+        layers: the processor names injected into.
+        injected_steps: the sampling step indices at which the injection acted.
+        unet_evaluations: UNet batch items evaluated (3 per step, 6 with guidance > 1).
+        settings: the options as used (JSON-ready).
+    """
+
+    latents: torch.Tensor
+    layers: list[str]
+    injected_steps: list[int]
+    unet_evaluations: int
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def content(self) -> torch.Tensor:
+        return self.latents[CONTENT:CONTENT + 1]
+
+    @property
+    def style(self) -> torch.Tensor:
+        return self.latents[STYLE:STYLE + 1]
+
+    @property
+    def output(self) -> torch.Tensor:
+        return self.latents[OUTPUT:OUTPUT + 1]
+
+
+def check_pair(content: Trajectory, style: Trajectory) -> None:
+    """The two trajectories must share timesteps and latent shape to run as one batch."""
+    if content.timesteps != style.timesteps:
+        raise TrajectoryError(
+            f"the content and style trajectories have different timesteps ({content.num_steps} vs "
+            f"{style.num_steps} steps); invert both with the same --steps/--spacing, or pass images")
+    if content.latents.shape[1:] != style.latents.shape[1:]:
+        raise TrajectoryError(
+            f"the content latents {tuple(content.latents.shape[1:])} and style latents "
+            f"{tuple(style.latents.shape[1:])} differ in size; pass the style as an image (it is resized "
+            "to the content's size) or invert it at the content's size")
+
+
+class BranchConditioning(Conditioning):
+    """Conditioning whose per-step null embeddings are gathered step by step from each branch's record.
+
+    Stacking every branch's [N, L, D] null-text record into one [N, B, L, D] tensor would copy
+    it and make memory grow with the number of steps; :meth:`uncond_at` builds only step i's rows.
+    """
+
+    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, branch_nulls: list[torch.Tensor | None]):
+        super().__init__(cond, uncond, None)
+        self.branch_nulls = branch_nulls  # per branch: [N, L, D] per-step embeddings, or None
+
+    def uncond_at(self, index: int) -> torch.Tensor | None:
+        if all(null is None for null in self.branch_nulls):
+            return self.uncond
+        return torch.cat([self.uncond[b:b + 1] if null is None else null[index][None].to(self.uncond)
+                          for b, null in enumerate(self.branch_nulls)])
+
+
+class BranchCorrections(SamplerHook):
+    """Adds each branch's own exact-inversion correction after step i (Direct-Inversion record).
+
+    Equivalent to the sampler's ``corrections=[N, B, C, h, w]`` with the branches' records stacked,
+    but reads step i of each record in place, so no O(N) copy is made.
+    """
+
+    def __init__(self, branch_corrections: list[torch.Tensor | None]):
+        self.branch_corrections = branch_corrections  # per branch: [N, C, h, w], or None
+
+    def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
+        if all(c is None for c in self.branch_corrections):
+            return latents
+        rows = [torch.zeros_like(latents[b]) if c is None else c[step.index].to(latents)
+                for b, c in enumerate(self.branch_corrections)]
+        return latents + torch.stack(rows)
+
+
+@dataclass
+class StylePlan:
+    """What the sampler needs for the batch ``[content, style, output]``."""
+
+    schedule: object
+    x_T: torch.Tensor  # noqa: N815
+    conditioning: BranchConditioning
+    guidance_scale: float
+    corrections: BranchCorrections
+
+
+def style_plan(model, content: Trajectory, style: Trajectory, options: StyleOptions) -> StylePlan:
+    """x_T, conditioning and corrections of the batch ``[content, style, output]``.
+
+    The content and style branches each replay their own trajectory (x_T, prompt, negative or
+    null embeddings, exact corrections). The output branch has the content's negative/null
+    embeddings and, with ``output_corrections="content"``, the content's corrections: it is the
+    content branch with edited attention, so where the edit is a no-op it follows the content's
+    exact replay (without them it would drift by the DDIM inversion error even unedited). It starts
+    from AdaIN(x_T^c, x_T^s) when ``options.adain``.
+    """
+    check_pair(content, style)
+    prompt = content.metadata["prompt"] if options.prompt is None else options.prompt
+    content_plan = replay_plan(model, content, [content.metadata["prompt"], prompt], options.guidance_scale)
+    style_replay = replay_plan(model, style, None, content_plan.guidance_scale)
+    x_T_c, x_T_s = content_plan.x_T[:1], style_replay.x_T[:1]
+    x_T_cs = adain(x_T_c.double(), x_T_s.double()).to(x_T_c.dtype) if options.adain else x_T_c
+    x_T = torch.cat([x_T_c, x_T_s, x_T_cs])
+    cc, sc = content_plan.conditioning, style_replay.conditioning
+    cond = torch.cat([cc.cond[:1], sc.cond, cc.cond[1:]])
+    uncond = torch.cat([cc.uncond[:1], sc.uncond, cc.uncond[1:]])
+    content_null = None if content.null_embeddings is None else content.null_embeddings.to(model.device)
+    style_null = None if style.null_embeddings is None else style.null_embeddings.to(model.device)
+    conditioning = BranchConditioning(cond, uncond, [content_null, style_null, content_null])
+    content_corr = None if content.corrections is None else content.corrections.to(model.device)
+    style_corr = None if style.corrections is None else style.corrections.to(model.device)
+    output_corr = content_corr if options.output_corrections == "content" else None
+    corrections = BranchCorrections([content_corr, style_corr, output_corr])
+    return StylePlan(content_plan.schedule, x_T, conditioning, content_plan.guidance_scale, corrections)
+
+
+def style_transfer(model, content: Trajectory, style: Trajectory, options: StyleOptions = StyleOptions(),
+                   progress: bool = True) -> StyleResult:
+    """Sample the content in the style of ``style`` (StyleID through the one DDIM sampler).
+
+    Args:
+        model: an :class:`~ddim_edit.model.EditModel`.
+        content, style: the two inverted images (same timesteps and latent size).
+        options: γ, T, layers, injection window, AdaIN, prompt and guidance.
+        progress: progress bar on stderr.
+
+    Returns:
+        a :class:`StyleResult` with the three branches' z_0 (content and style are their replays).
+
+    Raises:
+        TrajectoryError: when the trajectories do not fit together or the guidance differs from
+            the one an ``exact`` / ``null-text`` trajectory was fitted for.
+        StyleOptionError: for a layer name that is no decoder self-attention layer.
+    """
+    check_style_options(options)
+    plan = style_plan(model, content, style, options)
+    layers = resolve_layers(model.unet, options.layers)
+    switch = InjectionSwitch()
+    hook = InjectionSchedule(switch, options.injection_start, options.injection_end)
+    before = model.unet_evaluations
+    with torch.no_grad(), installed_processors(model.unet, style_processors(model.unet, layers, switch, options)):
+        latents = sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale,
+                         hooks=(plan.corrections, hook), progress=progress, desc="style transfer")
+    settings = {"gamma": options.gamma, "temperature": options.temperature, "adain": options.adain,
+                "inject_key_value": options.inject_key_value, "injection_window": [options.injection_start,
+                                                                                    options.injection_end],
+                "output_corrections": options.output_corrections, "guidance": plan.guidance_scale,
+                "prompt": content.metadata["prompt"] if options.prompt is None else options.prompt,
+                "steps": plan.schedule.num_steps}
+    return StyleResult(latents, layers, hook.active_steps, model.unet_evaluations - before, settings)
+
+
+# ----------------------------------------------------------------------------------- images
+@dataclass
+class StyleOutcome:
+    """What :func:`style_images` made: decoded images, the trajectories and the costs.
+
+    Attributes:
+        output: uint8 [H, W, 3] stylised image.
+        content_reconstruction, style_reconstruction: the two replayed branches, decoded.
+        content_source, style_source: the input pixels at the working size (None: a trajectory
+            file whose source image is gone).
+        content, style: the trajectories used (inverted now or loaded).
+        result: the :class:`StyleResult`.
+        inversion_evaluations: UNet batch items spent inverting images given as pixels.
+    """
+
+    output: "np.ndarray"
+    content_reconstruction: "np.ndarray"
+    style_reconstruction: "np.ndarray"
+    content_source: "np.ndarray | None"
+    style_source: "np.ndarray | None"
+    content: Trajectory
+    style: Trajectory
+    result: StyleResult
+    inversion_evaluations: int
+
+
+def working_size(model, content: "np.ndarray | Trajectory") -> tuple[int, int]:
+    """(width, height) the pair is worked at: the content's trajectory size, or the content image fitted to the model."""
+    from ..images import fit_size
+
+    if isinstance(content, Trajectory):
+        _, h, w = content.latents.shape[1:]
+        return w * model.vae_scale_factor, h * model.vae_scale_factor
+    height, width = content.shape[:2]
+    return fit_size(width, height, model.native_size, model.size_multiple)
+
+
+def _prepare_pixels(pixels: "np.ndarray", size: tuple[int, int], source: dict | None, label: str):
+    from ..images import resize_rgb
+    from ..workflow import PreparedImage
+
+    height, width = pixels.shape[:2]
+    info = dict(source or {"path": None, "sha256": None, "label": label})
+    info.update(original_size=[width, height], size=list(size))
+    return PreparedImage(resize_rgb(pixels, size), (width, height), info)
+
+
+def style_images(model, content: "np.ndarray | Trajectory", style: "np.ndarray | Trajectory", schedule=None,
+                 prompt: str = "", style_prompt: str | None = None, inversion=None,
+                 options: StyleOptions = StyleOptions(), sources: tuple[dict | None, dict | None] = (None, None),
+                 progress: bool = True) -> StyleOutcome:
+    """Style transfer from images or trajectories: invert what is given as pixels, then :func:`style_transfer`.
+
+    The CLI and the benchmark both call this.
+
+    Args:
+        model: an :class:`~ddim_edit.model.EditModel`.
+        content, style: uint8 RGB [H, W, 3] images, or trajectories (e.g. ``Trajectory.load``).
+            The content image is fitted to the model's size (aspect kept, sides a multiple the VAE
+            and UNet accept); the style image is resized to the content's working size.
+        schedule: the schedule to invert images with; when a trajectory is given, its timesteps are
+            used instead (both sides must share them).
+        prompt: the caption the content image is inverted with ("" as in StyleID).
+        style_prompt: the caption the style image is inverted with (None: ``prompt``).
+        inversion: :class:`~ddim_edit.inversion.InversionOptions` for images (default: exact,
+            guidance 1, since StyleID samples without text guidance).
+        options: the edit's :class:`StyleOptions`.
+        sources: metadata (path, sha256) recorded in trajectories inverted from files.
+        progress: progress bars on stderr.
+    """
+    import numpy as np  # noqa: F401  (annotations above)
+
+    from ..images import to_uint8
+    from ..inversion import InversionOptions
+    from ..replay import trajectory_schedule
+    from ..workflow import invert_image, source_image_for
+
+    check_style_options(options)
+    inversion = inversion or InversionOptions(method="exact", guidance_scale=1.0)
+    given = [side for side in (content, style) if isinstance(side, Trajectory)]
+    if given:
+        schedule = trajectory_schedule(model, given[0])
+    elif schedule is None:
+        raise ValueError("a schedule is needed to invert images")
+    size = working_size(model, content)
+    before = model.unet_evaluations
+    prompts = (prompt, prompt if style_prompt is None else style_prompt)
+    trajectories, pixels = [], []
+    for side, side_prompt, source, label in zip((content, style), prompts, sources, ("content", "style")):
+        if isinstance(side, Trajectory):
+            trajectories.append(side)
+            pixels.append(source_image_for(side, size))
+            continue
+        prepared = _prepare_pixels(side, size, source, label)
+        trajectories.append(invert_image(model, prepared, side_prompt, schedule, inversion, progress=progress))
+        pixels.append(prepared.pixels)
+    inversion_evaluations = model.unet_evaluations - before
+    result = style_transfer(model, trajectories[0], trajectories[1], options, progress=progress)
+    decoded = [to_uint8(model.decode_latents(result.latents[i:i + 1])) for i in (OUTPUT, CONTENT, STYLE)]
+    return StyleOutcome(decoded[0], decoded[1], decoded[2], pixels[0], pixels[1], trajectories[0], trajectories[1],
+                        result, inversion_evaluations)
