@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ddim_edit.errors import DdimEditError
 from ddim_edit.images import grid, load_image, resize_rgb, save_png
 from ddim_edit.io import check_output_path
 from ddim_edit.metrics import psnr
@@ -20,12 +21,13 @@ from .common import Timer, emit, handle_errors, model_options, run_options
 @click.argument("trajectory")
 @click.option("--output", "-o", default=None, help="PNG to write (default: TRAJECTORY stem + .recon.png).")
 @click.option("--guidance", default=None, type=float, help="Guidance (default: the trajectory's).")
+@click.option("--eta", default=0.0, show_default=True, type=float, help="DDIM η (0: deterministic; > 0 uses --seed).")
 @click.option("--source", default=None, help="Source image to report PSNR against (default: the one recorded, if unchanged).")
 @click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction side by side.")
 @model_options(default_model=None)
 @run_options
 @handle_errors
-def command(trajectory, output, guidance, source, with_grid, model_name, model_config, device, dtype, allow_pickle,
+def command(trajectory, output, guidance, eta, source, with_grid, model_name, model_config, device, dtype, allow_pickle,
             force, quiet, output_format, seed):
     """Regenerate the image of TRAJECTORY through the DDIM sampler; report PSNR against the source.
 
@@ -33,12 +35,14 @@ def command(trajectory, output, guidance, source, with_grid, model_name, model_c
     Example:
       ddim-edit reconstruct cat.traj.safetensors -o cat.recon.png
     """
+    if eta < 0:
+        raise DdimEditError(f"--eta must be ≥ 0, got {eta}")
     traj = Trajectory.load(trajectory)
     output = Path(output) if output else Path(trajectory.removesuffix(".safetensors").removesuffix(".traj") + ".recon.png")
     check_output_path(output, force)
     model = load_model(model_name or traj.metadata["model"], device, dtype, allow_pickle, model_config)
     with Timer() as timer:
-        image = reconstruct_image(model, traj, guidance, progress=not quiet)
+        image = reconstruct_image(model, traj, guidance, progress=not quiet, eta=eta, seed=seed)
     reference = None
     if source:
         reference = resize_rgb(load_image(source), (image.shape[1], image.shape[0]))
@@ -47,7 +51,7 @@ def command(trajectory, output, guidance, source, with_grid, model_name, model_c
     score = None if reference is None else psnr(image, reference)
     picture = grid([reference, image], ["source", "reconstruction"]) if with_grid and reference is not None else image
     save_png(output, picture, {"command": "reconstruct", "trajectory": str(trajectory), "method": traj.method,
-                               "guidance": guidance}, force=force)
+                               "guidance": guidance, "eta": eta, "seed": seed}, force=force)
     result = {"output": str(output), "psnr": score, "method": traj.method, "seconds": round(timer.seconds, 3)}
     detail = f", PSNR {score:.2f} dB vs source" if score is not None else ", no source image to compare"
     emit(result, output_format, f"wrote {output}{detail}")

@@ -70,9 +70,15 @@ def replay_plan(model, traj: Trajectory, prompts: list[str] | None = None, guida
 
 
 def reconstruct(model, traj: Trajectory, guidance_scale: float | None = None,
-                hooks: tuple[SamplerHook, ...] = (), progress: bool = True) -> torch.Tensor:
-    """Sample the source prompt from x_T with the trajectory's method: z_0' [1, C, h, w]."""
+                hooks: tuple[SamplerHook, ...] = (), progress: bool = True, eta: float = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample the source prompt from x_T with the trajectory's method: z_0' [1, C, h, w].
+
+    ``eta > 0`` adds DDIM's stochastic noise (seeded by ``generator``); the replay is then no
+    longer exact, whatever the method.
+    """
     plan = replay_plan(model, traj, guidance_scale=guidance_scale)
     with torch.no_grad():
-        return sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale,
-                      corrections=plan.corrections, hooks=hooks, progress=progress, desc="reconstructing")
+        return sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale, eta=eta,
+                      generator=generator, corrections=plan.corrections, hooks=hooks, progress=progress,
+                      desc="reconstructing")

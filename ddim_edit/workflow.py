@@ -58,9 +58,12 @@ def invert_image(model, image: PreparedImage, prompt: str, schedule: Schedule,
     return invert(model, schedule, z0, prompt, options, source=image.source, progress=progress)
 
 
-def reconstruct_image(model, traj: Trajectory, guidance_scale: float | None = None, progress: bool = True) -> np.ndarray:
-    """Replay the trajectory and decode: uint8 [H, W, 3]."""
-    return to_uint8(model.decode_latents(reconstruct(model, traj, guidance_scale, progress=progress)))
+def reconstruct_image(model, traj: Trajectory, guidance_scale: float | None = None, progress: bool = True,
+                      eta: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Replay the trajectory and decode: uint8 [H, W, 3] (``eta > 0``: stochastic, seeded)."""
+    generator = torch.Generator().manual_seed(seed) if eta > 0 else None
+    return to_uint8(model.decode_latents(reconstruct(model, traj, guidance_scale, progress=progress, eta=eta,
+                                                     generator=generator)))
 
 
 def is_trajectory_path(path: str | Path) -> bool:

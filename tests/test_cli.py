@@ -58,6 +58,13 @@ def test_reconstruct_uses_the_trajectory_model_by_default(tmp_path, photo, tiny_
     assert run("invert", photo, "-p", "a cat", "--model", tiny_model_dir, "--steps", "3", "-o", traj, "-q").exit_code == 0
     result = run("reconstruct", traj, "-o", tmp_path / "r.png", "-q")
     assert result.exit_code == 0, result.output
+    outputs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        result = run("reconstruct", traj, "-o", tmp_path / f"{name}.png", "-q", "--eta", "1", "--seed", seed)
+        assert result.exit_code == 0, result.output
+        outputs.append(np.asarray(Image.open(tmp_path / f"{name}.png")))
+    assert (outputs[0] == outputs[1]).all() and not (outputs[0] == outputs[2]).all()
+    one_line_error(run("reconstruct", traj, "-o", tmp_path / "d.png", "--eta", "-1"), "--eta")
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "text", "empty_prompt", "steps0", "steps_huge", "spacing_custom_bad"])

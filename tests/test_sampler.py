@@ -91,3 +91,15 @@ def test_eta_positive_is_seeded(tiny_model):
     deterministic = sample(tiny_model, schedule, x_T, Conditioning(cond), 1.0, progress=False)
     assert torch.equal(runs[0], runs[1])
     assert not torch.allclose(runs[0], deterministic)
+
+
+@pytest.mark.parametrize("scheduler_name", ["EulerDiscreteScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler"])
+def test_any_shipped_scheduler_gives_ddim_with_its_betas(scheduler_name):
+    import diffusers
+
+    base = tiny_pipeline().scheduler.config
+    other = getattr(diffusers, scheduler_name).from_config(base)
+    ours = Schedule.from_scheduler_config(other.config, num_steps=10)
+    reference = Schedule.from_scheduler_config(base, num_steps=10)
+    assert torch.equal(ours.alphas_cumprod, reference.alphas_cumprod)
+    assert ours.fingerprint() == reference.fingerprint() and ours.timesteps == reference.timesteps
