@@ -1,0 +1,147 @@
+"""``ddim-edit swap``: prompt-to-prompt edit of an image (inverted first) or of a trajectory file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, swap
+from ddim_edit.errors import ImageError, PromptError
+from ddim_edit.images import grid, save_png
+from ddim_edit.io import check_output_path
+from ddim_edit.model import load_model
+from ddim_edit.trajectory import Trajectory
+from ddim_edit.workflow import decode, is_trajectory_path, load_or_invert, make_schedule
+
+from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .invert import check_prompt, inversion_settings
+
+
+def parse_word_values(values: tuple[str, ...], flag: str, example: str) -> dict[str, float]:
+    """``("fluffy=2", …)`` → ``{"fluffy": 2.0}``; a bad item raises PromptError naming ``flag``."""
+    parsed: dict[str, float] = {}
+    for item in values:
+        word, sep, number = item.partition("=")
+        try:
+            if not sep or not word.strip():
+                raise ValueError
+            parsed[word.strip()] = float(number)
+        except ValueError:
+            raise PromptError(f"{flag} expects WORD=NUMBER, got {item!r}; e.g. {flag} {example}") from None
+    return parsed
+
+
+def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
+    """``--cross-steps 0.8 --cross-steps red=0.3`` → {"default": 0.8, "red": 0.3} (or just 0.8)."""
+    per_word: dict[str, float] = {}
+    for item in values:
+        if "=" in item:
+            per_word.update(parse_word_values((item,), "--cross-steps", "blue=0.3"))
+            continue
+        try:
+            per_word["default"] = float(item)
+        except ValueError:
+            raise PromptError(f"--cross-steps expects a fraction or WORD=FRACTION, got {item!r}") from None
+    per_word.setdefault("default", SwapOptions.cross_steps)
+    return per_word["default"] if len(per_word) == 1 else per_word
+
+
+@click.command("swap")
+@click.argument("image_or_trajectory")
+@click.option("--source", "-s", "source_prompt", default=None, help="Caption of the image (the trajectory's prompt).")
+@click.option("--target", "-t", "target_prompt", required=True, help="Caption of the edited image.")
+@click.option("--mode", default="replace", show_default=True, type=click.Choice(MODES),
+              help="replace: swap words (same token count); refine: words added or removed.")
+@click.option("--blend", "blend_words", multiple=True, help="Local blend: word whose attention marks what may change (repeatable).")
+@click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=float,
+              help="Local blend: fraction of the map's maximum kept in the mask.")
+@click.option("--reweight", multiple=True, help="Scale a target word's attention, WORD=SCALE (repeatable).")
+@click.option("--cross-steps", multiple=True,
+              help=f"Fraction of steps with cross-attention injection, or WORD=F per word [default: {SwapOptions.cross_steps}].")
+@click.option("--self-steps", default=SwapOptions.self_steps, show_default=True, type=float,
+              help="Fraction of steps with self-attention injection.")
+@click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
+@click.option("--save-trajectory", default=None, help="Keep the inverted image's trajectory here (.safetensors).")
+@click.option("--save-attention", default=None, help="PNG grid of per-token cross-attention maps.")
+@click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction | edit side by side.")
+@click.option("--size", default=None, type=int, help="Longer image side to work at (default: the model's).")
+@model_options(default_model=None)
+@schedule_options
+@inversion_options
+@run_options
+@handle_errors
+@click.pass_context
+def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, blend_threshold, reweight,
+            cross_steps, self_steps, output, save_trajectory, save_attention, with_grid, size, model_name, model_config,
+            device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
+            negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed):
+    """Edit IMAGE_OR_TRAJECTORY from --source to --target with prompt-to-prompt attention control.
+
+    An image is inverted first (--method, default exact); a .safetensors trajectory is used as is.
+
+    \b
+    Examples:
+      ddim-edit swap red.png -s "a red circle on a white background" -t "a blue circle on a white background" \\
+          --blend circle -o blue.png --grid
+      ddim-edit swap red.traj.safetensors -s "a red circle on a white background" \\
+          -t "a red square on a white background" --blend circle --blend square -o square.png
+    """
+    from_trajectory = is_trajectory_path(image_or_trajectory)
+    if not Path(image_or_trajectory).exists():
+        raise ImageError(f"{image_or_trajectory} does not exist; give an image or a .safetensors trajectory")
+    if not from_trajectory:
+        source_prompt = check_prompt(source_prompt, what="--source")
+    if save_trajectory and from_trajectory:
+        raise PromptError("--save-trajectory is for an image input; the trajectory file already exists")
+    stem = str(image_or_trajectory).removesuffix(".safetensors").removesuffix(".traj")
+    output = Path(output) if output else Path(Path(stem).with_suffix("").as_posix() + ".swap.png")
+    for path in [output, save_trajectory, save_attention]:
+        if path:
+            check_output_path(path, force)
+    options = SwapOptions(mode=mode, cross_steps=parse_cross_steps(cross_steps), self_steps=self_steps,
+                          reweight=parse_word_values(reweight, "--reweight", "blue=2"), blend_words=tuple(blend_words),
+                          blend_threshold=blend_threshold, keep_maps=bool(save_attention))
+    guidance_given = ctx.get_parameter_source("guidance") != click.core.ParameterSource.DEFAULT
+    seed_everything(seed)
+    if model_name is None:
+        model_name = Trajectory.load(image_or_trajectory).metadata["model"] if from_trajectory else "toy"
+    model = load_model(model_name, device, dtype, allow_pickle, model_config)
+    with Timer() as timer:
+        schedule = None if from_trajectory else make_schedule(model, steps, spacing, timesteps)
+        inversion = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
+                                       tolerance, null_text_steps)
+        before = model.unet_evaluations
+        traj, source_pixels = load_or_invert(model, image_or_trajectory, source_prompt, schedule, inversion, size,
+                                             progress=not quiet)
+        inversion_evaluations = model.unet_evaluations - before
+        if save_trajectory:
+            traj.save(save_trajectory, force=force)
+        result = swap(model, traj, target_prompt, options, source_prompt,
+                      guidance if (guidance_given or not from_trajectory) else None, progress=not quiet)
+    edited = decode(model, result.target_latents)
+    parameters = {"command": "swap", "input": str(image_or_trajectory), "source": traj.metadata["prompt"],
+                  "target": target_prompt, "mode": mode, "blend": list(blend_words), "reweight": list(reweight),
+                  "cross_steps": list(cross_steps), "self_steps": self_steps, "method": traj.method,
+                  "steps": traj.num_steps}
+    picture = edited
+    reconstruction = None
+    if with_grid or save_attention:
+        reconstruction = decode(model, result.source_latents)
+    if with_grid:
+        panels, labels = [reconstruction, edited], ["reconstruction", "edit"]
+        if source_pixels is not None:
+            panels, labels = [source_pixels] + panels, ["source"] + labels
+        picture = grid(panels, labels)
+    save_png(output, picture, parameters, force=force)
+    if save_attention:
+        save_png(save_attention, attention_picture(result, {"source": reconstruction, "target": edited}),
+                 parameters, force=force)
+    summary = {"output": str(output), "method": traj.method, "steps": traj.num_steps,
+               "unet_evaluations": result.unet_evaluations, "inversion_unet_evaluations": inversion_evaluations,
+               "seconds": round(timer.seconds, 3), "trajectory": save_trajectory, "attention": save_attention,
+               "blend_fraction": None if result.blend_mask is None else float(result.blend_mask.float().mean())}
+    emit(summary, output_format, f"wrote {output} ({traj.method}, {traj.num_steps} steps, "
+                                 f"{result.unet_evaluations} UNet evaluations for the edit"
+                                 + (f" + {inversion_evaluations} for the inversion" if inversion_evaluations else "")
+                                 + f", {timer.seconds:.1f}s)")

@@ -1,0 +1,107 @@
+"""``bench swap``: prompt-to-prompt edits of toy scenes scored against the ground-truth edit.
+
+Each scene gets one swap, cycling colour → shape → fill → background, with a new value drawn from a
+generator seeded by the bench seed and the scene index. Ground truth: ``render(with_changes(scene, …))``
+(same geometry). Each inversion method in ``ctx.methods`` inverts the scene with its caption and edits
+it through :func:`ddim_edit.edits.prompt_swap.swap`, the function ``ddim-edit swap`` calls.
+
+Metrics per variant (inversion method):
+
+- ``target_acc``: the changed attribute read back from the edit equals the target value;
+- ``others_kept``: fraction of the three unchanged attributes read back unchanged;
+- ``iou``: the read silhouette against the ground-truth shape mask;
+- ``psnr``: the edit against the ground-truth image; ``bg_psnr``: the same outside both shapes
+  (source and target silhouettes);
+- ``edit_evals`` / ``inversion_evals``: UNet batch items; ``seconds``: inversion + edit.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+
+from ..edits.prompt_swap import SwapOptions, swap
+from ..metrics import iou, psnr
+from ..toy.reader import read_scene
+from ..toy.world import BACKGROUNDS, COLORS, FILLS, SHAPES, Scene, caption, render, shape_mask, with_changes
+from ..workflow import decode, invert_image
+from .harness import BenchContext, SceneResult, prepared
+
+KINDS = ("color", "shape", "fill", "background")
+_VALUES = {"color": tuple(COLORS), "shape": SHAPES, "fill": FILLS, "background": tuple(BACKGROUNDS)}
+
+
+def pick_swap(scene: Scene, index: int, seed: int) -> tuple[str, str, Scene]:
+    """The attribute to change for scene ``index``, its new value and the ground-truth scene."""
+    kind = KINDS[index % len(KINDS)]
+    rng = np.random.default_rng([seed, index])
+    choices = [value for value in _VALUES[kind] if value != getattr(scene, kind)]
+    for position in rng.permutation(len(choices)):
+        try:
+            return kind, choices[position], with_changes(scene, **{kind: choices[position]})
+        except ValueError:  # colour too close to the background: try the next value
+            continue
+    raise ValueError(f"no valid {kind} swap for {scene}")
+
+
+def blend_words_for(kind: str, old: str, new: str, scene: Scene) -> tuple[str, ...]:
+    """Words whose attention marks what may change: the changed words and the object they describe."""
+    if kind == "background":
+        return (old, new, "background")
+    if kind == "shape":
+        return (old, new)
+    return (old, new, scene.shape)
+
+
+def swap_options(ctx: BenchContext, kind: str, old: str, new: str, scene: Scene) -> SwapOptions:
+    """Default options with the blend words of this swap, overridable through ``ctx.options["swap"]``."""
+    settings = dict(ctx.options.get("swap", {}))
+    if settings.pop("blend", True):
+        settings.setdefault("blend_words", blend_words_for(kind, old, new, scene))
+    return SwapOptions(**settings)
+
+
+def score(edit: np.ndarray, kind: str, scene: Scene, truth: Scene) -> dict[str, float]:
+    size = edit.shape[0]
+    read = read_scene(edit)
+    others = [name for name in KINDS if name != kind]
+    truth_image = render(truth, image_size=size)
+    outside = ~(shape_mask(scene, size) | shape_mask(truth, size))
+    return {
+        "target_acc": float(getattr(read, kind) == getattr(truth, kind)),
+        "others_kept": float(np.mean([getattr(read, name) == getattr(truth, name) for name in others])),
+        "iou": iou(read.mask, shape_mask(truth, size)),
+        "psnr": psnr(edit, truth_image),
+        "bg_psnr": psnr(edit, truth_image, mask=outside),
+    }
+
+
+def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
+    """For each scene and each method in ``ctx.methods``: invert the scene, swap one attribute, score."""
+    model = ctx.model
+    schedule = ctx.schedule()
+    size = model.native_size
+    for index, scene in enumerate(scenes):
+        kind, new, truth = pick_swap(scene, index, ctx.seed)
+        old = getattr(scene, kind)
+        source_image = render(scene, image_size=size)
+        target_prompt = caption(truth)
+        for method in ctx.methods:
+            options = ctx.inversion_options(method, **ctx.options.get("inversion", {}))
+            start = time.perf_counter()
+            before = model.unet_evaluations
+            traj = invert_image(model, prepared(source_image, f"scene {index}"), caption(scene), schedule, options,
+                                progress=ctx.progress)
+            inversion_evals = model.unet_evaluations - before
+            result = swap(model, traj, target_prompt, swap_options(ctx, kind, old, new, scene),
+                          progress=ctx.progress)
+            edit = decode(model, result.target_latents)
+            seconds = time.perf_counter() - start
+            metrics = score(edit, kind, scene, truth)
+            metrics.update({f"{kind}_acc": metrics["target_acc"], "edit_evals": result.unet_evaluations,
+                            "inversion_evals": inversion_evals, "seconds": seconds})
+            panels = [("source", source_image), ("reconstruction", decode(model, result.source_latents)),
+                      (f"{method}: {old}->{new}", edit), ("truth", render(truth, image_size=size))]
+            yield SceneResult(index, method, metrics, panels)

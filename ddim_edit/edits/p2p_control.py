@@ -1,0 +1,324 @@
+"""Prompt-to-prompt attention control (Hertz et al.) as attention processors installed by layer name.
+
+Notation (per attention layer, per head; ``P = softmax(q kᵀ · scale)``):
+
+- ``P_src``: the source branch's attention probabilities, ``P_tgt``: the target branch's own;
+- ``V_tgt``: the target branch's values, ``L``: the number of text tokens (77 for CLIP).
+
+Every cross-attention edit of the paper gives the target an attention matrix of the form
+
+    P_edit = P_src · G + P_tgt · diag(d)
+
+where ``G`` [L, L] moves source key tokens onto target key tokens (identity for *replace*, the
+token alignment for *refine*) times the per-word injection weights α and the reweighting ``e``, and
+``d`` keeps part of the target's own attention (1 - α outside the injection window, the words a
+*refine* adds). Its output is linear in V:
+
+    P_edit · V_tgt = SDPA(q_src, k_src, G · V_tgt) + SDPA(q_tgt, k_tgt, d ⊙ V_tgt),
+
+so it runs as one or two ``scaled_dot_product_attention`` calls and ``P`` is never materialised.
+Self-attention injection is ``SDPA(q_src, k_src, V_tgt)``. Probabilities are materialised only for
+the maps that are kept (local blend, attention pictures).
+
+State is keyed by layer name and sampler step (:class:`AttentionController`), never by counting
+calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import EditAttnProcessor, LayerInfo, processors_for
+from ..errors import PromptError
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def token_positions(model, prompt: str, word: str) -> list[int]:
+    """Positions (in the padded sequence: 0 is the start token) of ``word``'s pieces in ``prompt``.
+
+    Every occurrence counts. Returns [] when the word is not in the prompt.
+    """
+    tokens = model.prompt_tokens(prompt)
+    pieces = model.prompt_tokens(word)
+    if not pieces:
+        return []
+    found: list[int] = []
+    for start in range(len(tokens) - len(pieces) + 1):
+        if tokens[start:start + len(pieces)] == pieces:
+            found.extend(range(start + 1, start + 1 + len(pieces)))
+    return found
+
+
+def align_tokens(source: list[str], target: list[str]) -> list[int | None]:
+    """Global (Needleman–Wunsch) alignment: for each target token the aligned source index or None.
+
+    Scores: match +1, mismatch -1, gap 0 (as prompt-to-prompt's ``seq_aligner``); a mismatched pair is
+    not aligned (the target word is new).
+    """
+    n, m = len(source), len(target)
+    score = [[0.0] * (m + 1) for _ in range(n + 1)]
+    move = [[""] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        move[i][0] = "up"
+    for j in range(1, m + 1):
+        move[0][j] = "left"
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = score[i - 1][j - 1] + (1.0 if source[i - 1] == target[j - 1] else -1.0)
+            options = [(diagonal, "diag"), (score[i - 1][j], "up"), (score[i][j - 1], "left")]
+            score[i][j], move[i][j] = max(options, key=lambda item: item[0])
+    aligned: list[int | None] = [None] * m
+    i, j = n, m
+    while i > 0 or j > 0:
+        step = move[i][j]
+        if step == "diag":
+            if source[i - 1] == target[j - 1]:
+                aligned[j - 1] = i - 1
+            i, j = i - 1, j - 1
+        elif step == "up":
+            i -= 1
+        else:
+            j -= 1
+    return aligned
+
+
+@dataclass
+class TokenMap:
+    """How target key tokens take source attention: ``P_edit[:, j] = Σ_i P_src[:, i] A[i, j]``.
+
+    ``mapped[j]`` is 1 where target token j copies a source token (``A`` is a 0/1 matrix), 0 for
+    target tokens that are new (a *refine* keeps the target's own attention there).
+    """
+
+    matrix: torch.Tensor  # A, [L, L]
+    mapped: torch.Tensor  # [L]
+
+
+def replace_map(model, source: str, target: str, length: int) -> TokenMap:
+    """Word swap: same token count, position i of the target takes position i of the source.
+
+    Raises:
+        PromptError: when the prompts have different token counts.
+    """
+    n_src, n_tgt = len(model.prompt_tokens(source)), len(model.prompt_tokens(target))
+    if n_src != n_tgt:
+        raise PromptError(
+            f"replace needs prompts with the same number of tokens ({n_src} vs {n_tgt}); "
+            "use --mode refine for words that are added or removed"
+        )
+    return TokenMap(torch.eye(length), torch.ones(length))
+
+
+def refine_map(model, source: str, target: str, length: int) -> TokenMap:
+    """Words added or removed: aligned tokens copy the source, new ones keep the target's attention.
+
+    The start token maps to the start token, and the end/padding tokens after the prompts map in order.
+    """
+    src_tokens, tgt_tokens = model.prompt_tokens(source), model.prompt_tokens(target)
+    aligned = align_tokens(src_tokens, tgt_tokens)
+    matrix = torch.zeros(length, length)
+    mapped = torch.zeros(length)
+    matrix[0, 0] = mapped[0] = 1.0
+    for j, i in enumerate(aligned):
+        if i is not None:
+            matrix[i + 1, j + 1] = mapped[j + 1] = 1.0
+    tail_src, tail_tgt = len(src_tokens) + 1, len(tgt_tokens) + 1
+    for offset in range(length - tail_tgt):
+        i = min(tail_src + offset, length - 1)
+        matrix[i, tail_tgt + offset] = mapped[tail_tgt + offset] = 1.0
+    return TokenMap(matrix, mapped)
+
+
+# ----------------------------------------------------------------------------- edit schedule
+
+
+@dataclass
+class CrossEdit:
+    """The cross-attention edit at one step: ``P_edit = P_src · G + P_tgt · diag(d)``."""
+
+    G: torch.Tensor  # noqa: N815, [L, L]
+    d: torch.Tensor  # [L]
+
+    @property
+    def keeps_target(self) -> bool:
+        return bool((self.d != 0).any())
+
+
+@dataclass
+class AttentionEditSpec:
+    """What the target branch borrows from the source branch, and when.
+
+    Attributes:
+        tokens: the token map (replace or refine).
+        cross_steps: [L] per target token, the fraction of the steps during which its cross-attention
+            column is injected from the source (prompt-to-prompt's ``cross_replace_steps``).
+        self_steps: the fraction of the steps with self-attention injection.
+        reweight: [L] scale per target token (1 = unchanged), applied while injecting.
+        self_max_tokens: only self-attention layers with at most this many queries are injected
+            (prompt-to-prompt: 32², i.e. not the finest resolution of SD).
+    """
+
+    tokens: TokenMap
+    cross_steps: torch.Tensor
+    self_steps: float
+    reweight: torch.Tensor
+    self_max_tokens: int = 32 ** 2
+
+    def cross_edit(self, fraction: float) -> CrossEdit | None:
+        """The cross edit at sampling fraction ``fraction`` (None when nothing is injected)."""
+        alpha = (fraction < self.cross_steps).to(torch.float32)  # α per target token
+        if not alpha.any():
+            return None
+        mapped = self.tokens.mapped
+        weight = alpha * self.reweight
+        G = self.tokens.matrix * (mapped * weight)[None, :]  # noqa: N806
+        d = (1 - mapped) * weight + (1 - alpha)
+        return CrossEdit(G, d)
+
+    def self_active(self, fraction: float, queries: int) -> bool:
+        return fraction < self.self_steps and queries <= self.self_max_tokens
+
+
+# ----------------------------------------------------------------------------- controller
+
+
+@dataclass
+class BranchLayout:
+    """Which rows of the UNet batch are controlled: target row ``targets[k]`` borrows from ``sources[k]``.
+
+    ``map_rows`` maps a branch name ("source"/"target") to the conditional row whose cross-attention
+    maps are kept, when maps are needed at this step.
+    """
+
+    sources: list[int]
+    targets: list[int]
+    map_rows: dict[str, int] = field(default_factory=dict)
+
+
+class AttentionController:
+    """Per-step state shared by the installed processors.
+
+    The sampler hook sets the step (:meth:`begin_step`); the denoiser sets the batch layout before
+    each UNet call. Processors read both and write cross-attention maps keyed by (layer name, step).
+    """
+
+    def __init__(self, spec: AttentionEditSpec, map_tokens: dict[str, list[int]] | None = None,
+                 map_min_side: int = 1, keep_maps: bool = False):
+        """
+        Args:
+            spec: the edit.
+            map_tokens: per branch ("source"/"target"), the token positions whose maps are stored
+                each step (local blend); None or empty: none.
+            map_min_side: only cross layers with a spatial side ≥ this store maps.
+            keep_maps: also accumulate every prompt token's map over the steps (attention pictures).
+        """
+        self.spec = spec
+        self.map_tokens = {k: v for k, v in (map_tokens or {}).items() if v}
+        self.map_min_side = map_min_side
+        self.keep_maps = keep_maps
+        self.fraction = 0.0
+        self.step = 0
+        self.layout: BranchLayout | None = None
+        self.cross: CrossEdit | None = None
+        self.step_maps: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self.accumulated: dict[str, dict[str, torch.Tensor]] = {}
+        self.accumulated_steps = 0
+
+    # --- step state
+    def begin_step(self, index: int, fraction: float) -> None:
+        self.step, self.fraction = index, fraction
+        self.cross = self.spec.cross_edit(fraction)
+        self.step_maps = {key: value for key, value in self.step_maps.items() if key[1] >= index}
+        if self.keep_maps:
+            self.accumulated_steps += 1
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether the target borrows the source branch's attention (or maps) at this step."""
+        return (self.cross is not None or self.fraction < self.spec.self_steps
+                or bool(self.map_tokens.get("source")) or self.keep_maps)
+
+    @property
+    def needs_maps(self) -> bool:
+        return bool(self.map_tokens) or self.keep_maps
+
+    # --- maps
+    def store(self, layer: str, side: int, branch: str, probabilities: torch.Tensor) -> None:
+        """Keep a branch's head-averaged maps [queries, L] of one layer at the current step."""
+        if side < self.map_min_side:
+            return
+        tokens = self.map_tokens.get(branch)
+        if tokens:
+            self.step_maps.setdefault((layer, self.step), {})[branch] = probabilities[:, tokens].sum(-1)
+        if self.keep_maps:
+            bucket = self.accumulated.setdefault(layer, {})
+            bucket[branch] = bucket.get(branch, 0) + probabilities.float()
+
+    def word_maps(self, step: int, side: int) -> dict[str, torch.Tensor]:
+        """Per branch, the stored word maps at ``step`` averaged over layers: [side, side]."""
+        maps: dict[str, list[torch.Tensor]] = {}
+        for (layer, at), branches in self.step_maps.items():
+            if at != step:
+                continue
+            for branch, flat in branches.items():
+                layer_side = int(round(flat.shape[0] ** 0.5))
+                image = flat.reshape(1, 1, layer_side, layer_side).float()
+                if layer_side != side:
+                    image = F.interpolate(image, size=(side, side), mode="bilinear", align_corners=False)
+                maps.setdefault(branch, []).append(image[0, 0])
+        return {branch: torch.stack(items).mean(0) for branch, items in maps.items()}
+
+
+class P2PAttnProcessor(EditAttnProcessor):
+    """One layer's prompt-to-prompt control; the maths is in :func:`cross_attention_edit` / :func:`self_attention_edit`."""
+
+    def __init__(self, layer: LayerInfo, controller: AttentionController):
+        super().__init__(layer)
+        self.controller = controller
+
+    def attend(self, query, key, value, attn, attention_mask):
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                             is_causal=False)
+        control = self.controller
+        layout = control.layout
+        if layout is None or attention_mask is not None:
+            return out
+        scale = attn.scale
+        side = int(round(query.shape[2] ** 0.5))
+        if self.layer.is_cross:
+            if control.needs_maps and layout.map_rows:
+                for branch, row in layout.map_rows.items():
+                    probabilities = (query[row] @ key[row].transpose(-1, -2) * scale).softmax(-1).mean(0)
+                    control.store(self.layer.name, side, branch, probabilities)
+            if control.cross is not None and layout.targets:
+                s, t = layout.sources, layout.targets
+                out[t] = cross_attention_edit(query[s], key[s], query[t], key[t], value[t], control.cross, scale)
+        elif layout.targets and control.spec.self_active(control.fraction, query.shape[2]):
+            s, t = layout.sources, layout.targets
+            out[t] = self_attention_edit(query[s], key[s], value[t], scale)
+        return out
+
+
+def cross_attention_edit(q_src, k_src, q_tgt, k_tgt, v_tgt, edit: CrossEdit, scale: float) -> torch.Tensor:
+    """(P_src · G + P_tgt · diag(d)) · V_tgt with at most two SDPA calls, [B, heads, Q, head_dim]."""
+    G = edit.G.to(v_tgt)  # noqa: N806
+    moved = torch.einsum("ij,bhjd->bhid", G, v_tgt)  # G · V_tgt
+    out = F.scaled_dot_product_attention(q_src, k_src, moved, scale=scale)
+    if edit.keeps_target:
+        kept = v_tgt * edit.d.to(v_tgt)[None, None, :, None]
+        out = out + F.scaled_dot_product_attention(q_tgt, k_tgt, kept, scale=scale)
+    return out
+
+
+def self_attention_edit(q_src, k_src, v_tgt, scale: float) -> torch.Tensor:
+    """Self-attention injection: the target's values under the source's probabilities, P_src · V_tgt."""
+    return F.scaled_dot_product_attention(q_src, k_src, v_tgt, scale=scale)
+
+
+def make_processors(unet, controller: AttentionController) -> dict[str, P2PAttnProcessor]:
+    """A processor for every attention layer of ``unet`` (name → processor), sharing ``controller``."""
+    return processors_for(unet, lambda layer: P2PAttnProcessor(layer, controller))
