@@ -202,3 +202,19 @@ def test_paste_keeps_unmasked_pixels_exactly():
     np.testing.assert_array_equal(out[prepared.binary], generated[prepared.binary])
     ring = (prepared.soft > 0) & (prepared.soft < 1)
     assert ring.any()
+
+
+def test_exif_orientation_matches_the_image_reader(tmp_path):
+    from ddim_edit.images import load_image
+
+    array = np.zeros((20, 40), np.uint8)
+    array[2:8, 3:30] = 255
+    for name, pixels in (("gray.jpg", array), ("rgb.jpg", np.repeat(array[..., None], 3, axis=2))):
+        image = Image.fromarray(pixels)
+        exif = image.getexif()
+        exif[0x0112] = 6  # rotate 90° clockwise on display
+        image.save(tmp_path / name, exif=exif, quality=95)
+        mask = read_mask(tmp_path / name)
+        shown = load_image(tmp_path / name)
+        assert mask.shape == shown.shape[:2] == (40, 20)
+        np.testing.assert_array_equal(mask >= 0.5, shown[..., 0] >= 128)
