@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -85,7 +86,8 @@ def check_style_options(options: StyleOptions) -> None:
     """Raise :class:`StyleOptionError` for out-of-range settings, with the accepted range."""
     if not isinstance(options.gamma, (int, float)) or not 0.0 <= options.gamma <= 1.0 or math.isnan(options.gamma):
         raise StyleOptionError(f"gamma must be in [0, 1] (0.75 in StyleID), got {options.gamma}; e.g. --gamma 0.75")
-    if not isinstance(options.temperature, (int, float)) or not options.temperature > 0 or math.isinf(options.temperature):
+    temperature = options.temperature
+    if not isinstance(temperature, (int, float)) or not temperature > 0 or math.isinf(temperature):
         raise StyleOptionError(f"temperature must be a positive number (1.5 in StyleID), got {options.temperature}; "
                                "e.g. --temperature 1.5")
     if not 0.0 <= options.injection_start <= options.injection_end <= 1.0:
@@ -93,7 +95,8 @@ def check_style_options(options: StyleOptions) -> None:
             f"the injection window must satisfy 0 <= start <= end <= 1, got [{options.injection_start}, "
             f"{options.injection_end}]")
     if options.output_corrections not in OUTPUT_CORRECTIONS:
-        raise StyleOptionError(f"output_corrections must be one of {OUTPUT_CORRECTIONS}, got {options.output_corrections!r}")
+        raise StyleOptionError(
+            f"output_corrections must be one of {OUTPUT_CORRECTIONS}, got {options.output_corrections!r}")
     if options.guidance_scale is not None and not options.guidance_scale > 0:
         raise StyleOptionError(f"guidance must be positive, got {options.guidance_scale}")
 
@@ -400,19 +403,19 @@ class StyleOutcome:
         inversion_evaluations: UNet batch items spent inverting images given as pixels.
     """
 
-    output: "np.ndarray"
-    content_reconstruction: "np.ndarray"
-    style_reconstruction: "np.ndarray"
-    content_source: "np.ndarray | None"
-    style_source: "np.ndarray | None"
+    output: np.ndarray
+    content_reconstruction: np.ndarray
+    style_reconstruction: np.ndarray
+    content_source: np.ndarray | None
+    style_source: np.ndarray | None
     content: Trajectory
     style: Trajectory
     result: StyleResult
     inversion_evaluations: int
 
 
-def working_size(model, content: "np.ndarray | Trajectory") -> tuple[int, int]:
-    """(width, height) the pair is worked at: the content's trajectory size, or the content image fitted to the model."""
+def working_size(model, content: np.ndarray | Trajectory) -> tuple[int, int]:
+    """(width, height) of the pair: the content trajectory's size, or the content image fitted to the model."""
     from ..images import fit_size
 
     if isinstance(content, Trajectory):
@@ -422,7 +425,7 @@ def working_size(model, content: "np.ndarray | Trajectory") -> tuple[int, int]:
     return fit_size(width, height, model.native_size, model.size_multiple)
 
 
-def _prepare_pixels(pixels: "np.ndarray", size: tuple[int, int], source: dict | None, label: str):
+def _prepare_pixels(pixels: np.ndarray, size: tuple[int, int], source: dict | None, label: str):
     from ..images import resize_rgb
     from ..workflow import PreparedImage
 
@@ -432,7 +435,7 @@ def _prepare_pixels(pixels: "np.ndarray", size: tuple[int, int], source: dict | 
     return PreparedImage(resize_rgb(pixels, size), (width, height), info)
 
 
-def style_images(model, content: "np.ndarray | Trajectory", style: "np.ndarray | Trajectory", schedule=None,
+def style_images(model, content: np.ndarray | Trajectory, style: np.ndarray | Trajectory, schedule=None,
                  prompt: str = "", style_prompt: str | None = None, inversion=None,
                  options: StyleOptions = StyleOptions(), sources: tuple[dict | None, dict | None] = (None, None),
                  progress: bool = True) -> StyleOutcome:
@@ -455,8 +458,6 @@ def style_images(model, content: "np.ndarray | Trajectory", style: "np.ndarray |
         sources: metadata (path, sha256) recorded in trajectories inverted from files.
         progress: progress bars on stderr.
     """
-    import numpy as np  # noqa: F401  (annotations above)
-
     from ..images import to_uint8
     from ..inversion import InversionOptions
     from ..replay import trajectory_schedule
