@@ -55,7 +55,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
               help="replace: swap words (same token count); refine: words added or removed.")
 @click.option("--blend", "blend_words", multiple=True, help="Local blend: word whose attention marks what may change (repeatable).")
 @click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=float,
-              help="Local blend: fraction of the map's maximum kept in the mask.")
+              help="Local blend: keep latent pixels above this fraction of the map's min→max range.")
 @click.option("--reweight", multiple=True, help="Scale a target word's attention, WORD=SCALE (repeatable).")
 @click.option("--cross-steps", multiple=True,
               help=f"Fraction of steps with cross-attention injection, or WORD=F per word [default: {SwapOptions.cross_steps}].")

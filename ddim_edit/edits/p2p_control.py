@@ -290,8 +290,10 @@ class P2PAttnProcessor(EditAttnProcessor):
         scale = attn.scale
         side = int(round(query.shape[2] ** 0.5))
         if self.layer.is_cross:
-            if control.needs_maps and layout.map_rows:
+            if control.needs_maps and side >= control.map_min_side:
                 for branch, row in layout.map_rows.items():
+                    if not (control.keep_maps or control.map_tokens.get(branch)):
+                        continue
                     probabilities = (query[row] @ key[row].transpose(-1, -2) * scale).softmax(-1).mean(0)
                     control.store(self.layer.name, side, branch, probabilities)
             if control.cross is not None and layout.targets:

@@ -54,7 +54,8 @@ class SwapOptions:
         reweight: target word → scale of its attention (prompt-to-prompt's equaliser).
         blend_words: words (of either prompt) whose cross-attention maps make the local-blend mask;
             empty: no blend.
-        blend_threshold: the mask keeps latent pixels above this fraction of the map's maximum.
+        blend_threshold: the mask keeps latent pixels above this fraction of the way from the map's
+            minimum to its maximum.
         blend_start: the blend is applied from this fraction of the steps on.
         blend_dilation: max-pool radius (latent pixels) applied to the maps before thresholding.
         blend_min_side: cross-attention layers with a spatial side below this do not vote
@@ -257,7 +258,7 @@ class SwapHook(SamplerHook):
             image = word_map[None, None]
             if radius > 0:
                 image = F.max_pool2d(image, 2 * radius + 1, stride=1, padding=radius)
-            image = image[0, 0]
+            image = image[0, 0] - image.min()
             union |= (image / image.max().clamp_min(1e-12) > self.options.blend_threshold).cpu()
         return union
 
