@@ -136,7 +136,7 @@ def test_same_prompt_reproduces_the_reconstruction_exactly(trajectories):
     model, trajs = trajectories
     traj = trajs["exact"]
     reconstruction = reconstruct(model, traj, progress=False)
-    result = swap(model, traj, SOURCE, SwapOptions(blend_words=("circle",)), progress=False)
+    result = swap(model, traj, SOURCE, SwapOptions(blend_words=("circle",), correct_target=True), progress=False)
     assert (result.target_latents - reconstruction).abs().max() <= 1e-6
     assert torch.equal(result.source_latents[0], traj.z_0.to(result.source_latents))  # the recorded z_0
     # and the exact reconstruction is the inverted image's latent
@@ -148,7 +148,7 @@ def test_unet_evaluations_per_edit(trajectories):
     n = trajs["exact"].num_steps
     blended = swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=("red", "blue")), progress=False)
     assert blended.unet_evaluations == 3 * n  # target (uncond + cond) + source cond, every step
-    # no blend: the source runs only while injecting (cross 0.5 → steps 0-1 of 4)
+    # no blend: the source runs only while injecting (cross 0.5, self 0.3 → steps 0-1 of 4)
     plain = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3), progress=False)
     assert plain.unet_evaluations == 2 * n + 2
     full = swap(model, trajs["exact"], TARGET, SwapOptions(reuse_source=False), progress=False)

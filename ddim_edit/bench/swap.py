@@ -47,9 +47,13 @@ def pick_swap(scene: Scene, index: int, seed: int) -> tuple[str, str, Scene]:
 
 
 def blend_words_for(kind: str, old: str, new: str, scene: Scene) -> tuple[str, ...]:
-    """Words whose attention marks what may change: the changed words and the object they describe."""
+    """Words whose attention marks what may change: the changed words and the object they describe.
+
+    A background swap changes everything but the object, so it is not blended (local blend is for
+    local edits).
+    """
     if kind == "background":
-        return (old, new, "background")
+        return ()
     if kind == "shape":
         return (old, new)
     return (old, new, scene.shape)
