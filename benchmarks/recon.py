@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from ddim_edit.bench.harness import BenchContext, format_table, run_suite
-from ddim_edit.bench.recon import vae_round_trip
+from ddim_edit.bench import recon as recon_suite
+from ddim_edit.bench.harness import BenchContext
 from ddim_edit.images import to_tensor, to_uint8
 from ddim_edit.metrics import psnr
 from ddim_edit.model import load_model
@@ -70,29 +70,34 @@ def main(argv: list[str] | None = None) -> dict:
     size = model.native_size
     warm = render(scenes[0], image_size=size)  # warm-up, untimed: first calls allocate and pick kernels
     diffusers_invert_reconstruct(pipe, warm, caption(scenes[0]), 2, args.guidance)
-    run_suite("recon", BenchContext(model=model, steps=2, guidance=args.guidance, methods=("ddim",), seed=args.seed,
-                                    n=1, quiet=True))
+    list(recon_suite.run(BenchContext(model=model, steps=2, guidance=args.guidance, methods=("ddim",), quiet=True), scenes[:1]))
     results = {}
     rows = []
     for steps in args.steps:
-        start = time.perf_counter()
-        reference_psnr = []
-        for scene in scenes:
-            pixels = render(scene, image_size=size)
-            reference_psnr.append(psnr(diffusers_invert_reconstruct(pipe, pixels, caption(scene), steps, args.guidance), pixels))
-        reference_seconds = (time.perf_counter() - start) / len(scenes)
-        ceiling = float(np.mean([psnr(vae_round_trip(model, render(s, image_size=size)), render(s, image_size=size)) for s in scenes]))
         ctx = BenchContext(model=model, steps=steps, guidance=args.guidance, methods=tuple(args.methods), seed=args.seed,
                            n=args.n, quiet=True)
-        summary = run_suite("recon", ctx)
-        print(format_table(summary), flush=True)
-        rows.append((steps, "diffusers ddim (reference)", float(np.mean(reference_psnr)), ceiling, steps + 2 * steps,
+        reference = {"psnr": [], "seconds": []}
+        ours: dict[str, dict[str, list[float]]] = {}
+        for scene in scenes:  # reference and ours interleaved per scene, so load changes hit both alike
+            pixels = render(scene, image_size=size)
+            start = time.perf_counter()
+            image = diffusers_invert_reconstruct(pipe, pixels, caption(scene), steps, args.guidance)
+            reference["seconds"].append(time.perf_counter() - start)
+            reference["psnr"].append(psnr(image, pixels))
+            for result in recon_suite.run(ctx, [scene]):
+                for metric, value in result.metrics.items():
+                    ours.setdefault(result.variant, {}).setdefault(metric, []).append(value)
+        reference_seconds = float(np.mean(reference["seconds"]))
+        ceiling = float(np.mean(ours[args.methods[0]]["vae_psnr"]))
+        rows.append((steps, "diffusers ddim (reference)", float(np.mean(reference["psnr"])), ceiling, steps + 2 * steps,
                      reference_seconds, 1.0))
-        for method, metrics in summary["variants"].items():
+        means = {method: {metric: float(np.mean(values)) for metric, values in metrics.items()} for method, metrics in ours.items()}
+        for method, metrics in means.items():
             rows.append((steps, method, metrics["psnr"], metrics["vae_psnr"], metrics["unet_evals"], metrics["seconds"],
                          metrics["seconds"] / reference_seconds))
-        results[steps] = {"reference": {"psnr": float(np.mean(reference_psnr)), "seconds": reference_seconds},
-                          "ours": summary["variants"]}
+        results[steps] = {"reference": {"psnr": float(np.mean(reference["psnr"])), "seconds": reference_seconds},
+                          "ours": means}
+        print(f"done: {steps} steps", flush=True)
     header = f"{'steps':>5}  {'method':<27} {'PSNR dB':>8} {'VAE ceiling':>11} {'UNet evals':>10} {'s/image':>8} {'time ratio':>10}"
     print(f"\nrecon vs diffusers: model {args.model}, {args.n} scenes from seed {args.seed}, guidance {args.guidance}, "
           f"torch threads {torch.get_num_threads()}")
