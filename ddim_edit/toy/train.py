@@ -1,6 +1,6 @@
 """Train the bundled toy model on the toy world, on a CPU, within a wall-clock budget.
 
-    python -m ddim_edit.toy.train --out assets/toy-model --minutes 55 [--resume]
+    python -m ddim_edit.toy.train --out assets/toy-model --minutes 54 [--resume]
 
 Phases:
 
@@ -59,21 +59,21 @@ DEFAULT_STATE = os.path.join(tempfile.gettempdir(), "ddim-edit-toy-train-state.p
 @dataclass
 class TrainConfig:
     out: str
-    minutes: float = 55.0
-    vae_share: float = 0.35
+    minutes: float = 54.0
+    vae_share: float = 0.37
     vae_steps: int | None = None
     unet_steps: int | None = None
     n_train: int = 6000
     seed: int = TRAIN_SEED
-    vae_batch: int = 24
-    vae_lr: float = 1.5e-3
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
     kl_weight: float = 1e-6
-    unet_batch: int = 64
-    unet_lr: float = 6e-4
+    unet_batch: int = 32
+    unet_lr: float = 5e-4
     caption_dropout: float = 0.1
     snr_gamma: float = 5.0
     ema_decay: float = 0.999
-    threads: int = 2
+    threads: int = 1
     state: str = DEFAULT_STATE
     checkpoint_minutes: float = 3.0
     resume: bool = False
@@ -345,6 +345,12 @@ def train(config: TrainConfig) -> dict:
     pipeline.save_pretrained(config.out, safe_serialization=True)
     write_slow_tokenizer_files(os.path.join(config.out, "tokenizer"))
     log = {
+        "command": "python -m ddim_edit.toy.train " + " ".join(sys.argv[1:]),
+        "budget_minutes": config.minutes,
+        "vae_share": config.vae_share,
+        "vae_lr": config.vae_lr,
+        "kl_weight": config.kl_weight,
+        "unet_lr": config.unet_lr,
         "train_seed": config.seed,
         "n_train_scenes": config.n_train,
         "vae_steps": state.get("vae_step"),
@@ -380,13 +386,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output pipeline folder")
-    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget for both phases")
-    parser.add_argument("--vae-share", type=float, default=0.35, help="share of --minutes for the VAE")
+    parser.add_argument("--minutes", type=float, default=54.0, help="wall-clock budget for both phases")
+    parser.add_argument("--vae-share", type=float, default=0.37, help="share of --minutes for the VAE")
     parser.add_argument("--vae-steps", type=int, default=None, help="fixed VAE steps (overrides time)")
     parser.add_argument("--unet-steps", type=int, default=None, help="fixed UNet steps (overrides time)")
     parser.add_argument("--n-train", type=int, default=6000, help="training scenes")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="scene and weight seed")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is fastest on a CPU shared with other jobs)")
     parser.add_argument("--state", default=DEFAULT_STATE, help="resumable state file")
     parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
     parser.add_argument("--resume", action="store_true", help="continue from --state")
