@@ -178,7 +178,10 @@ class EditModel:
     def fingerprint(self) -> str:
         """A hash of the UNet config and a few weights: differs between models."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps(dict(self.unet.config), sort_keys=True, default=str).encode())
+            # Private keys (_name_or_path, _diffusers_version, …) are bookkeeping that saving and
+            # loading change; the architecture and the weights are what identify a model.
+            config = {k: v for k, v in dict(self.unet.config).items() if not k.startswith("_")}
+            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
             for tensor in (self.unet.conv_in.weight, self.unet.conv_out.weight):
                 digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]

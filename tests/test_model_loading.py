@@ -8,10 +8,15 @@ from ddim_edit.model import load_model, resolve_dtype
 
 
 def test_local_folder_loads_offline(tiny_model_dir, tiny_pipe):
+    from ddim_edit.model import EditModel
+    from ddim_edit.testing import tiny_pipeline
+
     model = load_model(str(tiny_model_dir), device="cpu")
     assert model.device.type == "cpu" and model.dtype == torch.float32
     for ours, theirs in zip(model.unet.parameters(), tiny_pipe.unet.parameters()):
         assert torch.equal(ours, theirs)
+    # the same weights in memory and from disk are the same model for trajectory files
+    assert model.fingerprint() == EditModel.from_pipeline(tiny_pipeline(), name="fresh").fingerprint()
 
 
 @pytest.mark.parametrize("suffix", [".ckpt", ".bin", ".pt"])
