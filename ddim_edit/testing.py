@@ -13,39 +13,6 @@ WORDS = ("a photo of the cat dog red blue green yellow circle square triangle st
          "outlined on white black gray background sofa painting in style").split()
 
 
-def word_tokenizer(words=WORDS, model_max_length: int = 77):
-    """A CLIPTokenizer whose vocabulary holds each word whole (plus letters for anything else).
-
-    Built from an in-memory vocab and merges (``CLIPTokenizer(vocab_file=…)`` silently yields a
-    2-token vocabulary in transformers 5). Each word is merged left to right, so every merge
-    result is in the vocabulary.
-    """
-    from transformers import CLIPTokenizer
-
-    vocab: dict[str, int] = {}
-
-    def add(token: str) -> None:
-        vocab.setdefault(token, len(vocab))
-
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        add(special)
-    for code in range(ord("a"), ord("z") + 1):
-        add(chr(code))
-        add(chr(code) + "</w>")
-    merges: list[tuple[str, str]] = []
-    for word in dict.fromkeys(words):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            pair = (pieces[0], pieces[1])
-            if pair not in merges:
-                merges.append(pair)
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            add(pieces[0])
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length,
-                              unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-    return tokenizer
-
-
 def tiny_pipeline(prediction_type: str = "epsilon", timestep_spacing: str = "leading", seed: int = 0,
                   sample_size: int = 8):
     """A StableDiffusionPipeline with tiny random components (latents 4×sample_size², images 4× that)."""
@@ -64,7 +31,9 @@ def tiny_pipeline(prediction_type: str = "epsilon", timestep_spacing: str = "lea
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         layers_per_block=1, norm_num_groups=8, sample_size=sample_size * 4,
     )
-    tokenizer = word_tokenizer()
+    from .toy.components import build_tokenizer
+
+    tokenizer = build_tokenizer(list(WORDS))
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,

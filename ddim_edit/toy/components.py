@@ -151,13 +151,13 @@ def bpe_vocab_and_merges(words: list[str] | None = None) -> tuple[dict[str, int]
     return vocab, merges
 
 
-def build_tokenizer() -> CLIPTokenizer:
-    """A ``CLIPTokenizer`` whose vocabulary holds every caption word as one token.
+def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
+    """A ``CLIPTokenizer`` whose vocabulary holds every word (default: the caption words) as one token.
 
     Built from in-memory ``vocab``/``merges`` (with transformers 5, ``vocab_file``/``merges_file``
     arguments silently give a 2-token vocabulary).
     """
-    vocab, merges = bpe_vocab_and_merges()
+    vocab, merges = bpe_vocab_and_merges(words)
     return CLIPTokenizer(
         vocab=vocab,
         merges=merges,
