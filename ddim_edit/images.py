@@ -128,9 +128,10 @@ def grid(images: list[np.ndarray], labels: list[str] | None = None, pad: int = 4
         tile = image
         if labels:
             bar = np.full((max(12, height // 8), image.shape[1], 3), 255, np.uint8)
-            scale = bar.shape[0] / 30.0
-            cv2.putText(bar, labels[index][: max(1, image.shape[1] // 6)], (2, bar.shape[0] - 4),
-                        cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+            text = labels[index]
+            width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0]
+            scale = min(bar.shape[0] / 30.0, (image.shape[1] - 4) / max(width, 1))  # fit the tile's width
+            cv2.putText(bar, text, (2, bar.shape[0] - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
             tile = np.concatenate([bar, image], axis=0)
         tiles.append(tile)
         tiles.append(np.full((tile.shape[0], pad, 3), 255, np.uint8))
