@@ -19,7 +19,6 @@ whose ᾱ is ``final_alpha_prod`` (1, or ᾱ_0 when the model was configured wit
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence

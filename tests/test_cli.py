@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import app
+from tests.cli_helpers import one_line_error, run
 
 
 @pytest.fixture()
@@ -17,19 +16,6 @@ def photo(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(image).save(path)
     return path
-
-
-def run(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_invert_then_reconstruct(tmp_path, photo, tiny_model_dir):

@@ -5,14 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import app
 from ddim_edit.attention import attention_probabilities, installed_processors
 from ddim_edit.edits.p2p_control import (
     AttentionController,
-    AttentionEditSpec,
     BranchLayout,
     TokenMap,
     align_tokens,
@@ -27,6 +24,7 @@ from ddim_edit.errors import PromptError, TrajectoryError
 from ddim_edit.inversion import InversionOptions, invert
 from ddim_edit.replay import reconstruct
 from ddim_edit.workflow import make_schedule
+from tests.cli_helpers import one_line_error, run
 
 SOURCE = "a red circle on a white background"
 TARGET = "a blue circle on a white background"
@@ -201,18 +199,6 @@ def photo(tmp_path):
     path = tmp_path / "red.png"
     Image.fromarray(image).save(path)
     return path
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_cli_image_then_trajectory(tmp_path, photo, tiny_model_dir):
