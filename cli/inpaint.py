@@ -10,8 +10,7 @@ import numpy as np
 from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions, inpaint
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.images import grid, load_image, resize_rgb, save_png
-from ddim_edit.inversion import file_sha256
-from ddim_edit.io import check_output_path
+from ddim_edit.io import check_output_path, file_sha256
 from ddim_edit.masks import MaskOptions, check_mask_file, prepare_mask
 from ddim_edit.model import load_model
 from ddim_edit.trajectory import Trajectory

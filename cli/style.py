@@ -9,8 +9,8 @@ import click
 
 from ddim_edit.edits.style import StyleOptions, style_images
 from ddim_edit.images import grid, load_image, save_png
-from ddim_edit.inversion import METHODS, InversionOptions, file_sha256
-from ddim_edit.io import check_output_path
+from ddim_edit.inversion import METHODS, InversionOptions
+from ddim_edit.io import check_output_path, file_sha256
 from ddim_edit.model import load_model
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import is_trajectory_path, make_schedule

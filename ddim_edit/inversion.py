@@ -17,7 +17,6 @@ Methods:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -225,10 +224,3 @@ def invert(
                       None if corrections is None else corrections.cpu(),
                       None if null_embeddings is None else null_embeddings.cpu())
 
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -14,7 +14,8 @@ import torch
 
 from .errors import PromptError, TrajectoryError
 from .images import fit_size, load_image, resize_rgb, to_tensor, to_uint8
-from .inversion import InversionOptions, file_sha256, invert
+from .inversion import InversionOptions, invert
+from .io import file_sha256
 from .replay import reconstruct
 from .schedule import Schedule, parse_custom_timesteps
 from .trajectory import Trajectory
@@ -62,8 +63,7 @@ def reconstruct_image(model, traj: Trajectory, guidance_scale: float | None = No
                       eta: float = 0.0, seed: int = 0) -> np.ndarray:
     """Replay the trajectory and decode: uint8 [H, W, 3] (``eta > 0``: stochastic, seeded)."""
     generator = torch.Generator().manual_seed(seed) if eta > 0 else None
-    return to_uint8(model.decode_latents(reconstruct(model, traj, guidance_scale, progress=progress, eta=eta,
-                                                     generator=generator)))
+    return decode(model, reconstruct(model, traj, guidance_scale, progress=progress, eta=eta, generator=generator))
 
 
 def is_trajectory_path(path: str | Path) -> bool:

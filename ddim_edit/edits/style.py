@@ -458,10 +458,9 @@ def style_images(model, content: np.ndarray | Trajectory, style: np.ndarray | Tr
         sources: metadata (path, sha256) recorded in trajectories inverted from files.
         progress: progress bars on stderr.
     """
-    from ..images import to_uint8
     from ..inversion import InversionOptions
     from ..replay import trajectory_schedule
-    from ..workflow import invert_image, source_image_for
+    from ..workflow import decode, invert_image, source_image_for
 
     check_style_options(options)
     inversion = inversion or InversionOptions(method="exact", guidance_scale=1.0)
@@ -484,6 +483,6 @@ def style_images(model, content: np.ndarray | Trajectory, style: np.ndarray | Tr
         pixels.append(prepared.pixels)
     inversion_evaluations = model.unet_evaluations - before
     result = style_transfer(model, trajectories[0], trajectories[1], options, progress=progress)
-    decoded = [to_uint8(model.decode_latents(result.latents[i:i + 1])) for i in (OUTPUT, CONTENT, STYLE)]
+    decoded = [decode(model, result.latents[i:i + 1]) for i in (OUTPUT, CONTENT, STYLE)]
     return StyleOutcome(decoded[0], decoded[1], decoded[2], pixels[0], pixels[1], trajectories[0], trajectories[1],
                         result, inversion_evaluations)
