@@ -78,7 +78,9 @@ UNET_CONFIG = dict(
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     block_out_channels=(48, 96, 128),
     layers_per_block=1,
-    attention_head_dim=8,  # diffusers' legacy name: the number of heads
+    # diffusers' legacy name for the number of heads, per block: head widths 24, 24, 32. Eight heads
+    # of width 6-16 made CPU training 1.4x slower per step for the same parameters.
+    attention_head_dim=(2, 4, 4),
     norm_num_groups=16,
     cross_attention_dim=TEXT_CONFIG["hidden_size"],
     flip_sin_to_cos=True,
