@@ -143,6 +143,16 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _cpu_words(log: dict) -> str:
+    """The CPU the training log records (cores, load at the end), as words for the card; may be empty."""
+    if "cpu_count" not in log:
+        return ""
+    words = f" on a {log['cpu_count']}-core CPU"
+    if log.get("load_average_at_end"):
+        words += f" (1-minute load average {log['load_average_at_end'][0]:g} at the end)"
+    return words
+
+
 def write_model_card(model: str, results: dict) -> str:
     """Write ``README.md`` in the model folder from ``training_log.json`` and ``results``."""
     log_path = os.path.join(model, "training_log.json")
@@ -190,7 +200,7 @@ it knows nothing outside the toy world.
 ## Training
 
 `{log.get('command', 'python -m ddim_edit.toy.train --out assets/toy-model')}` (`ddim_edit/toy/train.py`),
-with {log.get('threads', '?')} torch thread(s) on a 2-core CPU shared with other jobs, torch {log.get('torch', '?')}:
+with {log.get('threads', '?')} torch thread(s){_cpu_words(log)}, torch {log.get('torch', '?')}:
 
 - data: `sample_scenes({log.get('train_seed', '?')}, {log.get('n_train_scenes', '?')})`, rendered at 64x64;
 - VAE: {log.get('vae_steps', '?')} steps ({log.get('vae_minutes', '?')} min), batch {log.get('vae_batch', '?')}, MSE + {log.get('kl_weight', 1e-6):g} x KL,
@@ -225,11 +235,10 @@ generated images are scored by the toy world's attribute reader (`ddim_edit/toy/
     text += "\n## Status against the targets\n\n"
     if missed:
         text += (
-            "Below target: " + "; ".join(missed) + ". The model is under-trained: the whole budget "
-            f"was {minutes:.0f} minutes of a CPU shared with other jobs (one torch thread, often well "
-            "under one core), which allowed only the step counts above. Shapes are often drawn "
-            "roughly (ragged outlines, partial stripes) and backgrounds tinted. More steps (a larger "
-            "`--minutes`, or a GPU) are the expected fix; the pipeline format will not change.\n"
+            "Below target: " + "; ".join(missed) + f". The model is under-trained: {minutes:.0f} "
+            "minutes of CPU training allowed only the step counts above (the loss curves are in "
+            "`training_log.json`). More steps (a larger `--minutes`, or a GPU) are the "
+            "expected fix; the pipeline format will not change.\n"
         )
     else:
         text += "Every target is met.\n"
