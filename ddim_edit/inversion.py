@@ -17,6 +17,8 @@ Methods:
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -54,14 +56,15 @@ class InversionOptions:
     inversion_guidance: float | None = None
     negative_prompt: str = ""
     fixed_point_iterations: int = 10
-
-    def effective_inversion_guidance(self) -> float:
-        if self.inversion_guidance is not None:
-            return float(self.inversion_guidance)
-        return float(self.guidance_scale) if self.method == "fixed-point" else 1.0
     fixed_point_tolerance: float = 1e-5
     null_text_steps: int = 10
     null_text_lr: float = 1e-2
+
+    def effective_inversion_guidance(self) -> float:
+        """The guidance used while inverting (see ``inversion_guidance``)."""
+        if self.inversion_guidance is not None:
+            return float(self.inversion_guidance)
+        return float(self.guidance_scale) if self.method == "fixed-point" else 1.0
 
 
 def _inversion_eps(model, schedule: Schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
@@ -84,6 +87,10 @@ def invert_latents(
 ) -> tuple[torch.Tensor, list[int]]:
     """Invert z_0 ([B, C, h, w]) along the schedule.
 
+    With ``iterations`` > 1 each step solves z_t = inverse_step(ε(z_t)) by fixed-point iteration,
+    stopping once the relative residual ‖f(z_t) − z_t‖ / ‖f(z_t)‖ is below ``tolerance``; if the
+    iteration stops improving, the iterate with the smallest residual is kept.
+
     Returns the latents in sampling order ([N + 1, B, C, h, w], index 0 = x_T) and the number of
     fixed-point iterations used at each step (1 everywhere for plain DDIM).
     """
@@ -94,16 +101,20 @@ def invert_latents(
     for k in tqdm(range(n - 1, -1, -1), desc="inverting", disable=not progress, leave=False):
         z_s = states[k + 1]
         alpha_prod_s, alpha_prod_t = schedule.alpha_prod(k + 1), schedule.alpha_prod(k)
-        z_t = z_s
+        z_t, best, best_residual = z_s, None, math.inf
         for it in range(iterations):
             eps = _inversion_eps(model, schedule, z_t, k, cond, uncond, guidance_scale)
             z_next = ddim_inverse_step(eps, z_s, alpha_prod_s, alpha_prod_t)
-            change = (z_next - z_t).norm() / z_next.norm().clamp_min(1e-12)
+            residual = float((z_next - z_t).norm() / z_next.norm().clamp_min(1e-12))  # of z_t
+            if it > 0 and residual < best_residual:  # iterate 0's input z_s is not a guess of z_t
+                best, best_residual = z_t, residual
             z_t = z_next
             used[k] = it + 1
-            if it > 0 and change < tolerance:
+            if it > 0 and residual < tolerance:
                 break
-        states[k] = z_t
+        # Still contracting (or plain DDIM): the last iterate. Diverging, as guided iterations can at
+        # small t: the iterate that came closest to a fixed point.
+        states[k] = z_t if iterations == 1 or residual <= best_residual else best
     return torch.stack(states), used
 
 

@@ -1,12 +1,14 @@
 """Inversion methods: closed-form exactness, fixed-point and exact reconstruction, determinism."""
 
+import math
+
 import pytest
 import torch
 
 from ddim_edit.inversion import InversionOptions, invert, invert_latents
 from ddim_edit.replay import reconstruct
 from ddim_edit.sampler import Conditioning, sample
-from ddim_edit.schedule import Schedule
+from ddim_edit.schedule import Schedule, ddim_inverse_step
 
 
 class TimeOnlyDenoiser:
@@ -27,6 +29,41 @@ def test_time_only_denoiser_round_trip_is_exact(tiny_pipe, spacing):
     latents, _ = invert_latents(model, schedule, z0, None, progress=False)
     back = sample(model, schedule, latents[0], Conditioning(None), 1.0, progress=False)
     assert (back.double() - z0).abs().max() <= 1e-6
+
+
+class LinearDenoiser:
+    """ε = c·z: an inversion step's fixed-point map is then affine, z ← A·z_s + B·c·z."""
+
+    unet_evaluations = 0
+
+    def __init__(self, c: float):
+        self.c = c
+
+    def denoise(self, latents, t, cond, uncond, guidance_scale):
+        return self.c * latents
+
+
+@pytest.mark.parametrize("gain", [0.5, -1.5])  # B·c: contracting, and diverging (oscillating)
+def test_fixed_point_keeps_the_best_iterate(tiny_pipe, gain):
+    schedule = Schedule.from_scheduler_config(tiny_pipe.scheduler.config, num_steps=2)
+    a_s, a_t = schedule.alpha_prod(2), schedule.alpha_prod(1)  # the first inversion step, z_0 → z_1
+    b = math.sqrt(1 - a_t) - math.sqrt(a_t / a_s) * math.sqrt(1 - a_s)
+    model = LinearDenoiser(gain / b)
+    z0 = torch.randn(1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fixed = math.sqrt(a_t / a_s) * z0 / (1 - gain)  # z* = A·z_s / (1 − B·c)
+    iterates = [z0]
+    for _ in range(10):
+        iterates.append(ddim_inverse_step(model.c * iterates[-1], z0, a_s, a_t))
+    last_error = (iterates[-1] - fixed).norm().item()
+
+    latents, used = invert_latents(model, schedule, z0, None, iterations=10, tolerance=0.0, progress=False)
+    error = (latents[1] - fixed).norm().item()
+    assert used[1] == 10
+    if gain > 0:  # contracting: the last iterate, the closest of all
+        assert torch.equal(latents[1], iterates[-1])
+    else:  # diverging: plain iteration ends 1.5^9 times farther than its first estimate
+        assert error < last_error / 10
+        assert any(torch.equal(latents[1], z) for z in iterates[1:-1])
 
 
 def _recon_error(model, schedule, z0, method, guidance=1.0, **kw):
