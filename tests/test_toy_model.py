@@ -124,3 +124,22 @@ def test_vae_round_trip_shapes(pipeline, one_thread):
         latents = pipeline.vae.encode(x).latent_dist.mean
         assert latents.shape == (1, 4, 16, 16)
         assert pipeline.vae.decode(latents).sample.shape == (1, 3, 64, 64)
+
+
+def test_bundled_model_draws_its_captions(pipeline, one_thread):
+    """Regression guard on the model's quality (the full measurement is ``toy.evaluate``): unseen
+    captions, 20 DDIM steps, scored by the attribute reader; a model that ignores its text fails."""
+    from ddim_edit.toy.evaluate import text_to_image
+    from ddim_edit.toy.reader import attribute_accuracy
+
+    scenes = sample_scenes(2000, 8)
+    images = text_to_image(pipeline, scenes, steps=20, guidance=5.0, seed=0)
+    assert attribute_accuracy(list(images), scenes)["all"] >= 0.75
+    shifted = attribute_accuracy(list(images), scenes[1:] + scenes[:1])  # captions of other scenes
+    assert shifted["all"] <= 0.25
+
+
+def test_bundled_vae_round_trip_above_30_db(pipeline, one_thread):
+    from ddim_edit.toy.evaluate import vae_round_trip
+
+    assert vae_round_trip(pipeline.vae, sample_scenes(2000, 16))["vae_psnr_db"] >= 30.0
