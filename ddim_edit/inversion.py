@@ -18,7 +18,6 @@ Methods:
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch

@@ -368,7 +368,7 @@ def train(config: TrainConfig) -> dict:
         "wall_minutes_this_run": round((time.monotonic() - wall_start) / 60, 2),
         "threads": config.threads,
         "cpu_count": os.cpu_count(),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "parameters": {
             "unet": count_parameters(unet),
             "vae": count_parameters(vae),
