@@ -100,16 +100,43 @@ def lr_factor(progress: float, warmup: float = 0.03, floor: float = 0.02) -> flo
 
 
 class _Phase:
-    """Progress of one phase by steps (if given) or by wall-clock seconds."""
+    """One training phase's bookkeeping: progress by steps (if given) or by wall-clock seconds, the
+    progress bar, the smoothed metric and its history, and the checkpoint clock.
 
-    def __init__(self, steps: int | None, seconds: float, step: int = 0, elapsed: float = 0.0):
+    Resumes from ``state[f"{name}_step"]`` / ``state[f"{name}_elapsed"]``; the history list lives in
+    ``state[f"{name}_history"]`` so that checkpoints carry it.
+    """
+
+    def __init__(self, name: str, steps: int | None, seconds: float, state: dict, metric: str,
+                 digits: int, history_digits: int, checkpoint_minutes: float):
         self.steps, self.seconds = steps, seconds
-        self.step, self.elapsed = step, elapsed
-        self._start = time.monotonic() - elapsed
+        self.step, self.elapsed = state.get(f"{name}_step", 0), state.get(f"{name}_elapsed", 0.0)
+        self._start = time.monotonic() - self.elapsed
+        self.history = state.setdefault(f"{name}_history", [])
+        self.metric, self.digits, self.history_digits = metric, digits, history_digits
+        self.running: float | None = None
+        self.bar = tqdm(desc=name, total=steps or int(seconds), file=sys.stderr)
+        self._checkpoint_seconds = checkpoint_minutes * 60
+        self._last_checkpoint = time.monotonic()
 
     def tick(self) -> None:
         self.step += 1
         self.elapsed = time.monotonic() - self._start
+
+    def record(self, value: float, lr: float) -> None:
+        """Fold this step's metric into the running average (0.98), the bar and every 50th step's history."""
+        self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
+        self.bar.n = self.step if self.steps else int(self.elapsed)
+        self.bar.set_postfix({"step": self.step, self.metric: f"{self.running:.{self.digits}f}", "lr": f"{lr:.1e}"})
+        if self.step % 50 == 0:
+            self.history.append((self.step, round(self.elapsed, 1), round(self.running, self.history_digits)))
+
+    def checkpoint_due(self) -> bool:
+        """True once every ``checkpoint_minutes`` (and restarts the clock)."""
+        if time.monotonic() - self._last_checkpoint <= self._checkpoint_seconds:
+            return False
+        self._last_checkpoint = time.monotonic()
+        return True
 
     @property
     def progress(self) -> float:
@@ -138,12 +165,9 @@ def train_vae(vae, pixels, config: TrainConfig, state: dict, generator: torch.Ge
     if "vae_optimizer" in state:
         optimizer.load_state_dict(state["vae_optimizer"])
     seconds = config.minutes * 60 * config.vae_share
-    phase = _Phase(config.vae_steps, seconds, state.get("vae_step", 0), state.get("vae_elapsed", 0.0))
-    history = state.setdefault("vae_history", [])
-    last_checkpoint = time.monotonic()
-    bar = tqdm(desc="vae", total=config.vae_steps or int(seconds), file=sys.stderr, initial=0)
+    phase = _Phase("vae", config.vae_steps, seconds, state, metric="psnr", digits=1, history_digits=2,
+                   checkpoint_minutes=config.checkpoint_minutes)
     vae.train()
-    running = None
     while not phase.done:
         for group in optimizer.param_groups:
             group["lr"] = config.vae_lr * lr_factor(phase.progress)
@@ -162,20 +186,14 @@ def train_vae(vae, pixels, config: TrainConfig, state: dict, generator: torch.Ge
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         phase.tick()
-        value = 10 * math.log10(4.0 / max(mse.item(), 1e-12))
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.n = phase.step if config.vae_steps else int(phase.elapsed)
-        bar.set_postfix(step=phase.step, psnr=f"{running:.1f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-        if phase.step % 50 == 0:
-            history.append((phase.step, round(phase.elapsed, 1), round(running, 2)))
-        if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+        phase.record(10 * math.log10(4.0 / max(mse.item(), 1e-12)), optimizer.param_groups[0]["lr"])
+        if phase.checkpoint_due():
             state.update(vae_step=phase.step, vae_elapsed=phase.elapsed,
                          vae_optimizer=optimizer.state_dict())
             _save_state(state, config, vae=vae, generator=generator)
-            last_checkpoint = time.monotonic()
-    bar.close()
+    phase.bar.close()
     vae.eval()
-    state.update(vae_step=phase.step, vae_elapsed=phase.elapsed, vae_train_psnr=running)
+    state.update(vae_step=phase.step, vae_elapsed=phase.elapsed, vae_train_psnr=phase.running)
     state.pop("vae_optimizer", None)
     return state
 
@@ -219,13 +237,10 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, st
     if "unet_seconds" in state:
         seconds = state["unet_seconds"]
     state["unet_seconds"] = seconds
-    phase = _Phase(config.unet_steps, seconds, state.get("unet_step", 0), state.get("unet_elapsed", 0.0))
-    history = state.setdefault("unet_history", [])
-    last_checkpoint = time.monotonic()
-    bar = tqdm(desc="unet", total=config.unet_steps or int(seconds), file=sys.stderr)
+    phase = _Phase("unet", config.unet_steps, seconds, state, metric="loss", digits=4, history_digits=5,
+                   checkpoint_minutes=config.checkpoint_minutes)
     unet.train()
     text_encoder.train()
-    running = None
     while not phase.done:
         for group in optimizer.param_groups:
             group["lr"] = config.unet_lr * lr_factor(phase.progress, warmup=0.02, floor=0.05)
@@ -251,24 +266,18 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, st
         with torch.no_grad():
             for average, p in zip(ema, parameters):
                 average.lerp_(p.detach(), 1.0 - decay)
-        value = per_sample.mean().item()
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.n = phase.step if config.unet_steps else int(phase.elapsed)
-        bar.set_postfix(step=phase.step, loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-        if phase.step % 50 == 0:
-            history.append((phase.step, round(phase.elapsed, 1), round(running, 5)))
-        if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+        phase.record(per_sample.mean().item(), optimizer.param_groups[0]["lr"])
+        if phase.checkpoint_due():
             state.update(unet_step=phase.step, unet_elapsed=phase.elapsed,
                          unet_optimizer=optimizer.state_dict(), ema=ema)
             _save_state(state, config, unet=unet, text_encoder=text_encoder, generator=generator)
-            last_checkpoint = time.monotonic()
-    bar.close()
+    phase.bar.close()
     with torch.no_grad():  # the moving average is what is kept
         for average, p in zip(ema, parameters):
             p.copy_(average)
     unet.eval()
     text_encoder.eval()
-    state.update(unet_step=phase.step, unet_elapsed=phase.elapsed, unet_train_loss=running)
+    state.update(unet_step=phase.step, unet_elapsed=phase.elapsed, unet_train_loss=phase.running)
     state.pop("unet_optimizer", None)
     state.pop("ema", None)
     return state
