@@ -2,11 +2,12 @@
 
 import json
 
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
-from ddim_edit.toy.train import TrainConfig, train
+from ddim_edit.toy.train import TrainConfig, main, train
 
 
 def _config(tmp_path, name: str, **kw) -> TrainConfig:
@@ -34,3 +35,20 @@ def test_training_is_seeded_resumable_and_saves_a_pipeline(tmp_path):
     train(_config(tmp_path, "c", resume=True))  # resumes a's finished state: nothing left to train
     resumed = _unet_weights(tmp_path / "c")
     assert all(torch.equal(first[k], resumed[k]) for k in first)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_training_refuses_to_replace_a_folder_without_force(tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "README.md").write_text("an earlier model's card")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(out), "--vae-steps", "1", "--unet-steps", "1", "--n-train", "4"])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"Error: --out {out} already holds files; pass --force to replace it or choose another --out"]
+    assert (out / "README.md").read_text() == "an earlier model's card"
+
+    train(_config(tmp_path, "model", force=True))
+    assert (out / "unet").is_dir() and not (out / "README.md").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -1,6 +1,6 @@
 """Train the bundled toy model on the toy world, on a CPU, within a wall-clock budget.
 
-    python -m ddim_edit.toy.train --out assets/toy-model --minutes 56 [--resume]
+    python -m ddim_edit.toy.train --out assets/toy-model --minutes 56 --force [--resume]
 
 Phases:
 
@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..errors import DdimEditError, OutputError
 from .components import (
     MAX_LENGTH,
     SCHEDULER_CONFIG,
@@ -77,6 +79,7 @@ class TrainConfig:
     state: str = DEFAULT_STATE
     checkpoint_minutes: float = 3.0
     resume: bool = False
+    force: bool = False
 
 
 def _log(message: str) -> None:
@@ -300,8 +303,32 @@ def _save_state(state: dict, config: TrainConfig, vae=None, unet=None, text_enco
     os.replace(temporary, config.state)
 
 
+def check_out_folder(out: str, force: bool) -> None:
+    """Fail before training when ``out`` is a file, or a non-empty folder and ``force`` is off."""
+    if os.path.isfile(out):
+        raise OutputError(f"--out {out} is a file; give a folder for the pipeline")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise OutputError(f"--out {out} already holds files; pass --force to replace it or choose another --out")
+
+
+def _publish(folder: str, out: str) -> None:
+    """Move the finished ``folder`` to ``out``, replacing an old ``out`` only once the new one is complete."""
+    old = None
+    if os.path.isdir(out):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=os.path.dirname(folder))
+        os.replace(out, os.path.join(old, "pipeline"))
+    os.replace(folder, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
 def train(config: TrainConfig) -> dict:
-    """Run (or resume) training and save the pipeline to ``config.out``; returns the training log."""
+    """Run (or resume) training and save the pipeline to ``config.out``; returns the training log.
+
+    The pipeline is written to a temporary folder beside ``config.out`` and moved into place at the
+    end; an existing non-empty ``config.out`` is replaced only with ``config.force``.
+    """
+    check_out_folder(config.out, config.force)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     wall_start = time.monotonic()
@@ -351,8 +378,11 @@ def train(config: TrainConfig) -> dict:
 
     pipeline = build_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=build_scheduler())
-    pipeline.save_pretrained(config.out, safe_serialization=True)
-    write_slow_tokenizer_files(os.path.join(config.out, "tokenizer"))
+    parent = os.path.dirname(os.path.abspath(config.out))
+    os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(config.out))}.", dir=parent)
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    write_slow_tokenizer_files(os.path.join(folder, "tokenizer"))
     log = {
         "command": "python -m ddim_edit.toy.train " + " ".join(sys.argv[1:]),
         "budget_minutes": config.minutes,
@@ -387,14 +417,15 @@ def train(config: TrainConfig) -> dict:
         "vae_history": state.get("vae_history", []),
         "unet_history": state.get("unet_history", []),
     }
-    with open(os.path.join(config.out, "training_log.json"), "w") as handle:
+    with open(os.path.join(folder, "training_log.json"), "w") as handle:
         json.dump(log, handle, indent=1)
+    _publish(folder, os.path.abspath(config.out))
     _log(f"saved pipeline to {config.out}")
     return log
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output pipeline folder")
     parser.add_argument("--minutes", type=float, default=56.0, help="wall-clock budget for both phases")
@@ -408,11 +439,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", default=DEFAULT_STATE, help="resumable state file")
     parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
     parser.add_argument("--resume", action="store_true", help="continue from --state")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
     config = TrainConfig(**vars(args))
     if not 0.0 < config.vae_share < 1.0:
         parser.error("--vae-share must be between 0 and 1")
-    log = train(config)
+    try:
+        log = train(config)
+    except (DdimEditError, FileNotFoundError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(json.dumps({k: v for k, v in log.items() if not k.endswith("history")}, indent=1))
 
 
