@@ -14,6 +14,7 @@ from ddim_edit.model import load_model
 from ddim_edit.schedule import SPACINGS
 
 from .common import emit, handle_errors, model_options
+from .common import SEED, STEPS, FiniteFloat, POSITIVE_INT
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:
@@ -32,11 +33,11 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 
 @click.command("bench")
 @click.argument("suite", type=click.Choice(SUITES))
-@click.option("--seed", default=1000, show_default=True, type=int, help="Scenes are drawn from this seed (training used others).")
-@click.option("--n", "count", default=10, show_default=True, type=int, help="Number of scenes (pairs for style).")
-@click.option("--steps", default=50, show_default=True, type=int, help="DDIM steps.")
+@click.option("--seed", default=1000, show_default=True, type=SEED, help="Scenes are drawn from this seed (training used others).")
+@click.option("--n", "count", default=10, show_default=True, type=POSITIVE_INT, help="Number of scenes (pairs for style).")
+@click.option("--steps", default=50, show_default=True, type=STEPS, help="DDIM steps.")
 @click.option("--spacing", default=None, type=click.Choice(SPACINGS), help="Timestep spacing (default: the model's).")
-@click.option("--guidance", default=7.5, show_default=True, type=float, help="Guidance of replays and edits.")
+@click.option("--guidance", default=7.5, show_default=True, type=FiniteFloat(example="7.5"), help="Guidance of replays and edits.")
 @click.option("--method", "methods", multiple=True, type=click.Choice(METHODS),
               help="Inversion method(s) to compare; repeat the option (default: the suite's).")
 @click.option("--set", "settings", multiple=True, help="Suite option key=value (JSON values), repeatable.")

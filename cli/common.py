@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -51,7 +52,7 @@ def model_options(default_model: str | None = "toy") -> Callable:
 def schedule_options(func: Callable) -> Callable:
     """--steps, --spacing, --timesteps."""
     for option in reversed([
-        click.option("--steps", default=50, show_default=True, type=int, help="Number of DDIM steps."),
+        click.option("--steps", default=50, show_default=True, type=STEPS, help="Number of DDIM steps."),
         click.option("--spacing", default=None, type=click.Choice(SPACINGS),
                      help="Timestep spacing (default: the model's scheduler config)."),
         click.option("--timesteps", default=None, help="Custom descending list, e.g. '999,750,500,250,100,20'."),
@@ -64,13 +65,13 @@ def inversion_options(func: Callable) -> Callable:
     """--method and its settings, --guidance, --inversion-guidance, --negative-prompt."""
     for option in reversed([
         click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS), help="Inversion method."),
-        click.option("--guidance", default=7.5, show_default=True, type=float, help="Guidance of replays and edits."),
-        click.option("--inversion-guidance", default=None, type=float,
+        click.option("--guidance", default=7.5, show_default=True, type=FiniteFloat(example="7.5"), help="Guidance of replays and edits."),
+        click.option("--inversion-guidance", default=None, type=FiniteFloat(example="1"),
                      help="Guidance while inverting (default 1; fixed-point: --guidance)."),
         click.option("--negative-prompt", default="", help="Negative prompt for guided replay."),
-        click.option("--fixed-point-iterations", default=10, show_default=True, type=int, help="fixed-point: most iterations per step."),
-        click.option("--tolerance", default=1e-5, show_default=True, type=float, help="fixed-point: relative change to stop at."),
-        click.option("--null-text-steps", default=10, show_default=True, type=int, help="null-text: most Adam steps per timestep."),
+        click.option("--fixed-point-iterations", default=10, show_default=True, type=POSITIVE_INT, help="fixed-point: most iterations per step."),
+        click.option("--tolerance", default=1e-5, show_default=True, type=FiniteFloat(min=0.0, example="1e-5"), help="fixed-point: relative change to stop at."),
+        click.option("--null-text-steps", default=10, show_default=True, type=POSITIVE_INT, help="null-text: most Adam steps per timestep."),
     ]):
         func = option(func)
     return func
@@ -83,7 +84,7 @@ def run_options(func: Callable) -> Callable:
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
         click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]),
                      help="json: print a machine-readable result on stdout."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed for anything random (eta > 0)."),
+        click.option("--seed", default=0, show_default=True, type=SEED, help="Seed for anything random (eta > 0)."),
     ]):
         func = option(func)
     return func
@@ -97,7 +98,7 @@ def handle_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except DdimEditError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {cli_message(exc)}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; no output was written.", err=True)
@@ -108,7 +109,7 @@ def handle_errors(func: Callable) -> Callable:
 def emit(result: dict[str, Any], output_format: str, text: str) -> None:
     """The command's result: JSON on stdout, or a short human line."""
     if output_format == "json":
-        click.echo(json.dumps(result, sort_keys=True, default=str))
+        click.echo(strict_json(result))
     else:
         click.echo(text)
 
@@ -126,3 +127,157 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- numbers at the door
+class InvalidNumber(click.BadParameter):
+    """A bad number for an option: one ``Error:`` line and exit code 1, like every other bad input."""
+
+    exit_code = 1
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite (no nan/inf), optionally within [min, max]."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None, example: str = "1.0") -> None:
+        self.min, self.max, self.example = min, max, example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float) and math.isfinite(value):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self._fail(f"{value!r} is not a number", param, ctx)
+            if not math.isfinite(number):
+                self._fail(f"{value!r} is not a finite number", param, ctx)
+        if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+            low = "" if self.min is None else f"{self.min:g} ≤ "
+            high = "" if self.max is None else f" ≤ {self.max:g}"
+            self._fail(f"{number:g} is out of range; need {low}x{high}", param, ctx)
+        return number
+
+    def _fail(self, problem: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
+        flag = param.opts[0] if param is not None and param.opts else "the value"
+        raise InvalidNumber(f"{problem}; e.g. {flag} {self.example}", ctx=ctx, param=param)
+
+
+class BoundedInt(click.ParamType):
+    """An integer within [min, max] (either side open when None), with a hint."""
+
+    name = "integer"
+
+    def __init__(self, min: int | None = None, max: int | None = None, example: str = "1",
+                 what: str | None = None) -> None:
+        self.min, self.max, self.example, self.what = min, max, example, what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        flag = param.opts[0] if param is not None and param.opts else "the value"
+        try:
+            number = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip())
+        except ValueError:
+            raise InvalidNumber(f"{value!r} is not an integer; e.g. {flag} {self.example}", ctx=ctx, param=param) from None
+        if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+            if self.what:
+                need = self.what
+            elif self.max is None:
+                need = "a positive integer" if self.min == 1 else f"an integer ≥ {self.min}"
+            else:
+                need = f"an integer in [{self.min}, {self.max}]"
+            raise InvalidNumber(f"{number} is not {need}; e.g. {flag} {self.example}", ctx=ctx, param=param)
+        return number
+
+
+FINITE = FiniteFloat()
+NON_NEGATIVE = FiniteFloat(min=0.0, example="0")
+POSITIVE_INT = BoundedInt(min=1, example="10")
+STEPS = BoundedInt(min=1, example="50")
+SEED = BoundedInt(min=0, max=2**64 - 1, example="0", what="a seed in [0, 2^64 - 1]")
+SIZE = BoundedInt(min=1, example="512", what="a positive image side in pixels")
+
+
+def parse_finite(text: str, what: str, example: str) -> float:
+    """``text`` as a finite float, or a one-line :class:`DdimEditError` naming ``what``."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        raise DdimEditError(f"{what} expects a number, got {text!r}; e.g. {example}") from None
+    if not math.isfinite(number):
+        raise DdimEditError(f"{what} expects a finite number, got {text!r}; e.g. {example}")
+    return number
+
+
+def explicit(name: str) -> bool:
+    """True when the running command's parameter ``name`` was given on the command line (or env)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def refuse_schedule_options(what: str, count_steps: Callable[[], int]) -> None:
+    """Schedule flags given with a trajectory input (which has its own steps) are an error.
+
+    ``count_steps`` returns the trajectory's step count; it is called only when a flag was given.
+    """
+    given = [f"--{name}" for name in ("steps", "spacing", "timesteps") if explicit(name)]
+    if given:
+        raise DdimEditError(f"{what} has {count_steps()} steps of its own; {'/'.join(given)} applies only to "
+                            "images to invert: drop it, or pass the image instead")
+
+
+# ---------------------------------------------------------------------- library errors → flags
+# Library field → flag, for every command (when the command has that flag) …
+FIELD_FLAGS: dict[str, str] = {
+    "num_steps": "--steps", "guidance_scale": "--guidance", "fixed_point_tolerance": "--tolerance",
+    "model_name": "--model", "options": "--set", "count": "--n",
+}
+# … and per command, where the same library field has another flag there.
+COMMAND_FIELD_FLAGS: dict[str, dict[str, str]] = {
+    "swap": {"prompt": "--source", "source_prompt": "--source", "target_prompt": "--target"},
+    "inpaint": {"source_prompt": "--source-prompt"},
+    "demo": {"target_prompt": "--target"},
+    "style": {"style_prompt": "--style-prompt"},
+}
+
+
+def flag_for(field: str, ctx: click.Context | None = None) -> str | None:
+    """The running command's flag for library ``field``, or None when the command has no such flag."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    flags = {opt for param in ctx.command.params for opt in param.opts if opt.startswith("--")}
+    candidates = (COMMAND_FIELD_FLAGS.get(ctx.command.name or "", {}).get(field), FIELD_FLAGS.get(field),
+                  "--" + field.replace("_", "-"))
+    return next((flag for flag in candidates if flag and flag in flags), None)
+
+
+def cli_message(exc: DdimEditError) -> str:
+    """The error's message with its field named as the running command's flag (see ddim_edit.errors)."""
+    field = getattr(exc, "field", None)
+    if field is None or not hasattr(exc, "render"):
+        return str(exc)
+    return exc.render(flag_for(field))
+
+
+# ---------------------------------------------------------------------- strict JSON
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by None, recursively."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) or type(value).__name__ in ("float16", "float32", "float64", "longdouble"):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return json_safe(value.item())  # numpy / torch scalars
+    return value
+
+
+def strict_json(result: dict[str, Any]) -> str:
+    """Standard JSON (RFC 8259): non-finite numbers become null, never ``NaN``/``Infinity``."""
+    return json.dumps(json_safe(result), sort_keys=True, default=str, allow_nan=False)

@@ -15,6 +15,7 @@ from ddim_edit.model import assets_dir, load_model
 from ddim_edit.workflow import decode, invert_image, make_schedule, prepare_image
 
 from .common import Timer, emit, handle_errors
+from .common import STEPS
 
 SOURCE = "a solid red circle on a white background"
 
@@ -22,7 +23,7 @@ SOURCE = "a solid red circle on a white background"
 @click.command("demo")
 @click.option("--output", "-o", default="demo.png", show_default=True, help="Grid PNG: source | reconstruction | edit.")
 @click.option("--target", default="a solid blue circle on a white background", show_default=True, help="Target prompt.")
-@click.option("--steps", default=50, show_default=True, type=int, help="DDIM steps.")
+@click.option("--steps", default=50, show_default=True, type=STEPS, help="DDIM steps.")
 @click.option("--force", is_flag=True, help="Overwrite the output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]))

@@ -17,6 +17,7 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import invert_image, make_schedule, prepare_image
 
 from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import SIZE, FiniteFloat
 from .invert import check_prompt, inversion_settings
 
 
@@ -48,18 +49,18 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @click.option("--trajectory", default=None, help="Reuse the trajectory of IMAGE made by `ddim-edit invert`.")
 @click.option("--dilate", default=0, show_default=True, type=int, help="Grow the mask by PX pixels.")
 @click.option("--feather", default=None, type=int, help="Soft edge outside the mask, PX pixels (default: one latent cell).")
-@click.option("--mask-threshold", default=0.5, show_default=True, type=float, help="Mask values ≥ this (0–1) are masked.")
+@click.option("--mask-threshold", default=0.5, show_default=True, type=FiniteFloat(example="0.5"), help="Mask values ≥ this (0–1) are masked.")
 @click.option("--invert-mask", is_flag=True, help="Black = regenerate instead of white.")
 @click.option("--resize-mask", is_flag=True, help="Resize a mask whose size differs from the image's.")
 @click.option("--resample", default=0, show_default=True, type=int, help="RePaint: resampling passes per jump (0 = off).")
 @click.option("--jump-length", default=10, show_default=True, type=int, help="RePaint: steps per jump.")
-@click.option("--start-step", default=0.0, show_default=True, type=float, help="Skip this fraction of the steps (0–1).")
+@click.option("--start-step", default=0.0, show_default=True, type=FiniteFloat(example="0.2"), help="Skip this fraction of the steps (0–1).")
 @click.option("--blend", default="shared", show_default=True, type=click.Choice(KNOWN_SOURCES),
               help="Known region from the shared trajectory, or fresh noise each step (Blended Latent Diffusion).")
 @click.option("--hole-noise", default="trajectory", show_default=True, type=click.Choice(HOLE_STARTS),
               help="The masked region starts from the inverted latent, or from fresh noise.")
 @click.option("--no-paste", is_flag=True, help="Keep the decoded image; do not paste the input's unmasked pixels.")
-@click.option("--size", default=None, type=int, help="Longer image side to work at (default: the model's).")
+@click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
 @click.option("--grid", "with_grid", is_flag=True, help="Write input | mask | result side by side.")
 @model_options()

@@ -13,6 +13,7 @@ from ddim_edit.model import load_model
 from ddim_edit.workflow import invert_image, make_schedule, prepare_image
 
 from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import SIZE
 
 
 def inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations, tolerance,
@@ -36,7 +37,7 @@ def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "-
 @click.option("--prompt", "-p", default=None, help="Caption of the image (the source prompt).")
 @click.option("--unconditional", is_flag=True, help="Invert with the empty prompt.")
 @click.option("--output", "-o", default=None, help="Trajectory file (default: IMAGE stem + .traj.safetensors).")
-@click.option("--size", default=None, type=int, help="Longer image side to work at (default: the model's).")
+@click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
 @model_options()
 @schedule_options
 @inversion_options

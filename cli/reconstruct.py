@@ -15,13 +15,14 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import reconstruct_image, source_image_for
 
 from .common import Timer, emit, handle_errors, model_options, run_options
+from .common import FiniteFloat
 
 
 @click.command("reconstruct")
 @click.argument("trajectory")
 @click.option("--output", "-o", default=None, help="PNG to write (default: TRAJECTORY stem + .recon.png).")
-@click.option("--guidance", default=None, type=float, help="Guidance (default: the trajectory's).")
-@click.option("--eta", default=0.0, show_default=True, type=float, help="DDIM η (0: deterministic; > 0 uses --seed).")
+@click.option("--guidance", default=None, type=FiniteFloat(example="7.5"), help="Guidance (default: the trajectory's).")
+@click.option("--eta", default=0.0, show_default=True, type=FiniteFloat(min=0.0, example="0"), help="DDIM η (0: deterministic; > 0 uses --seed).")
 @click.option("--source", default=None, help="Source image to report PSNR against (default: the one recorded, if unchanged).")
 @click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction side by side.")
 @model_options(default_model=None)

@@ -16,6 +16,7 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import is_trajectory_path, make_schedule
 
 from .common import Timer, emit, handle_errors, model_options, run_options, schedule_options, seed_everything
+from .common import FiniteFloat
 
 
 def read_side(path: str):
@@ -37,15 +38,15 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
 @click.option("--content", required=True, help="Content image, or its trajectory file (.safetensors).")
 @click.option("--style", "style_path", required=True, help="Style image, or its trajectory file (.safetensors).")
 @click.option("--output", "-o", required=True, help="PNG to write.")
-@click.option("--gamma", default=0.75, show_default=True, type=float,
+@click.option("--gamma", default=0.75, show_default=True, type=FiniteFloat(example="0.75"),
               help="Query preservation γ in [0, 1]: higher keeps more content.")
-@click.option("--temperature", default=1.5, show_default=True, type=float,
+@click.option("--temperature", default=1.5, show_default=True, type=FiniteFloat(example="1.5"),
               help="Attention temperature T > 0 on the injected layers' logits.")
 @click.option("--layers", default=None,
               help="Decoder self-attention layers to inject into: comma-separated names or prefixes "
                    "(e.g. up_blocks.2,up_blocks.3), 'all', or 'styleid' (default: all but the lowest-resolution "
                    "attention block).")
-@click.option("--injection-window", nargs=2, type=float, default=(0.0, 1.0), show_default=True,
+@click.option("--injection-window", nargs=2, type=FiniteFloat(example="0 1"), default=(0.0, 1.0), show_default=True,
               help="Inject at steps whose fraction i/N lies in [START, END).")
 @click.option("--no-adain", is_flag=True, help="Start from the content's x_T without the style's statistics.")
 @click.option("--no-kv-injection", is_flag=True, help="Ablation: keep the output's own keys/values.")
@@ -57,7 +58,7 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
 @click.option("--style-prompt", default=None, help="Caption to invert the style image with (default: --prompt).")
 @click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS),
               help="Inversion method for images given as pixels.")
-@click.option("--guidance", default=None, type=float,
+@click.option("--guidance", default=None, type=FiniteFloat(example="1"),
               help="Guidance (default: a trajectory's recorded one, else 1: StyleID samples without text guidance).")
 @click.option("--grid", "with_grid", is_flag=True, help="Write content | style | output side by side.")
 @model_options()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import decode, is_trajectory_path, load_or_invert, make_schedule
 
 from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import SIZE, FiniteFloat
 from .invert import check_prompt, inversion_settings
 
 
@@ -29,6 +31,8 @@ def parse_word_values(values: tuple[str, ...], flag: str, example: str) -> dict[
             parsed[word.strip()] = float(number)
         except ValueError:
             raise PromptError(f"{flag} expects WORD=NUMBER, got {item!r}; e.g. {flag} {example}") from None
+        if not math.isfinite(parsed[word.strip()]):
+            raise PromptError(f"{flag} expects a finite NUMBER in WORD=NUMBER, got {item!r}; e.g. {flag} {example}")
     return parsed
 
 
@@ -43,6 +47,8 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
             per_word["default"] = float(item)
         except ValueError:
             raise PromptError(f"--cross-steps expects a fraction or WORD=FRACTION, got {item!r}") from None
+        if not math.isfinite(per_word["default"]):
+            raise PromptError(f"--cross-steps expects a finite fraction, got {item!r}; e.g. --cross-steps 0.8")
     per_word.setdefault("default", SwapOptions.cross_steps)
     return per_word["default"] if len(per_word) == 1 else per_word
 
@@ -54,18 +60,18 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.option("--mode", default="replace", show_default=True, type=click.Choice(MODES),
               help="replace: swap words (same token count); refine: words added or removed.")
 @click.option("--blend", "blend_words", multiple=True, help="Local blend: word whose attention marks what may change (repeatable).")
-@click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=float,
+@click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=FiniteFloat(example="0.3"),
               help="Local blend: keep latent pixels above this fraction of the map's min→max range.")
 @click.option("--reweight", multiple=True, help="Scale a target word's attention, WORD=SCALE (repeatable).")
 @click.option("--cross-steps", multiple=True,
               help=f"Fraction of steps with cross-attention injection, or WORD=F per word [default: {SwapOptions.cross_steps}].")
-@click.option("--self-steps", default=SwapOptions.self_steps, show_default=True, type=float,
+@click.option("--self-steps", default=SwapOptions.self_steps, show_default=True, type=FiniteFloat(example="0.4"),
               help="Fraction of steps with self-attention injection.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
 @click.option("--save-trajectory", default=None, help="Keep the inverted image's trajectory here (.safetensors).")
 @click.option("--save-attention", default=None, help="PNG grid of per-token cross-attention maps.")
 @click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction | edit side by side.")
-@click.option("--size", default=None, type=int, help="Longer image side to work at (default: the model's).")
+@click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
 @model_options(default_model=None)
 @schedule_options
 @inversion_options
