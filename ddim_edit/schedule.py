@@ -44,15 +44,19 @@ def make_timesteps(
         num_steps: number of DDIM steps (1 … ``num_train_timesteps``).
         num_train_timesteps: T, the number of training timesteps of the model.
         spacing: ``leading`` / ``trailing`` / ``linspace`` (as diffusers' DDIMScheduler) or
-            ``quadratic`` (the DDIM paper's: t_i = (i · √(0.8 T) / n)², denser near t = 0).
+            ``quadratic`` (the DDIM paper's: t_i = ⌊(i · √(0.8 T) / (n − 1))²⌋, denser near t = 0).
+            Truncating the paper's formula repeats small timesteps once n ≳ 25 (0, 0, 1, 3, … at
+            n = 50; the paper's code keeps the repeats); here each timestep is raised to one past
+            its predecessor where needed, so the list is distinct for every n ≤ T.
         steps_offset: added to ``leading`` timesteps (SD 1.x uses 1), as diffusers does.
     """
-    if not isinstance(num_steps, (int, np.integer)) or num_steps <= 0:
-        raise ScheduleError(f"steps must be a positive integer, got {num_steps!r}; use e.g. --steps 50")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps <= 0:
+        raise ScheduleError(f"{{field}} must be a positive integer, got {num_steps!r}; e.g. {{field}}=50",
+                            field="num_steps", value=num_steps)
     if num_steps > num_train_timesteps:
         raise ScheduleError(
-            f"steps={num_steps} exceeds the model's {num_train_timesteps} training timesteps; "
-            f"use --steps {num_train_timesteps} or fewer"
+            f"{{field}}={num_steps} exceeds the model's {num_train_timesteps} training timesteps; "
+            f"use {{field}}={num_train_timesteps} or fewer", field="num_steps", value=num_steps
         )
     if spacing == "leading":
         ratio = num_train_timesteps // num_steps
@@ -64,10 +68,18 @@ def make_timesteps(
         ts = np.linspace(0, num_train_timesteps - 1, num_steps).round()
     elif spacing == "quadratic":
         ts = (np.linspace(0, math.sqrt(num_train_timesteps * 0.8), num_steps) ** 2).astype(np.int64)
+        # t'_i = max(t_i, t'_{i-1} + 1), i.e. a running maximum of t_i − i: distinct, and ≤ max(0.8 T, n − 1).
+        ramp = np.arange(num_steps, dtype=np.int64)
+        ts = np.maximum.accumulate(ts - ramp) + ramp
     else:
-        raise ScheduleError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+        raise ScheduleError(f"unknown {{field}} {spacing!r}; choose one of {', '.join(SPACINGS)}", field="spacing",
+                            value=spacing)
     ts = np.asarray(ts, dtype=np.int64)[::-1]
     ts = np.clip(ts, 0, num_train_timesteps - 1)
+    # Clipping can repeat the top timestep (leading with steps_offset 1 at n = T gives 1 … 1000):
+    # t'_i = min(t_i, t'_{i-1} − 1), a running minimum of t_i + i, keeps the list distinct.
+    ramp = np.arange(num_steps, dtype=np.int64)
+    ts = np.minimum.accumulate(ts + ramp) - ramp
     result = [int(t) for t in ts]
     check_timesteps(result, num_train_timesteps)
     return result
@@ -76,14 +88,15 @@ def make_timesteps(
 def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> None:
     """Raise :class:`ScheduleError` unless ``timesteps`` is strictly descending within [0, T)."""
     if len(timesteps) == 0:
-        raise ScheduleError("the timestep list is empty; give at least one timestep")
+        raise ScheduleError("the {field} list is empty; give at least one timestep", field="timesteps")
     for t in timesteps:
         if not 0 <= int(t) < num_train_timesteps:
-            raise ScheduleError(f"timestep {t} is outside [0, {num_train_timesteps}); fix the custom list")
+            raise ScheduleError(f"timestep {t} is outside [0, {num_train_timesteps}); fix the {{field}} list",
+                                field="timesteps", value=t)
     if any(int(a) <= int(b) for a, b in zip(timesteps, timesteps[1:])):
         raise ScheduleError(
-            f"timesteps must be strictly descending without repeats, got {list(timesteps)[:8]}…; "
-            "fewer steps or another spacing avoids repeated timesteps"
+            f"{{field}} must be strictly descending without repeats, got {list(timesteps)[:8]}…; "
+            "remove the repeated timesteps", field="timesteps"
         )
 
 
@@ -92,7 +105,8 @@ def parse_custom_timesteps(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError as exc:
-        raise ScheduleError(f"custom timesteps must be comma-separated integers, got {text!r}") from exc
+        raise ScheduleError(f"custom {{field}} must be comma-separated integers, got {text!r}; "
+                            "e.g. {field}=999,750,500,250,100,20", field="timesteps") from exc
     return sorted(values, reverse=True)
 
 
@@ -104,6 +118,14 @@ class Schedule:
         timesteps: strictly descending timesteps t_0 > t_1 > … > t_{N-1}.
         alphas_cumprod: ᾱ for every training timestep (float64, length T).
         final_alpha_prod: ᾱ of the state after the last step (1.0 or ᾱ_0).
+
+    The final state: diffusers' DDIMScheduler steps from the last timestep to ᾱ = 1 when the model
+    sets ``set_alpha_to_one``, else to ᾱ_0 (SD 1.x: its last ``leading`` timestep is 1, so that step
+    goes from t = 1 to t = 0). When the last timestep is itself 0 (``linspace``, ``quadratic``,
+    ``leading`` without offset, a custom list ending in 0), going to ᾱ_0 would leave the latent
+    unchanged: diffusers spends a UNet call on that identity step. :meth:`from_scheduler_config`
+    instead sends a last step from t = 0 to ᾱ = 1 (x̂_0), the final step of the DDIM paper, so every
+    step does work; schedules whose last timestep is above 0 match diffusers exactly.
         prediction_type: what the model predicts: ``epsilon``, ``v_prediction`` or ``sample``.
         spacing: how the timesteps were made (``custom`` for a given list); informational.
     """
@@ -177,6 +199,8 @@ class Schedule:
                 raise ScheduleError("give either num_steps or a custom timestep list")
             used_spacing = spacing or ddim.config.get("timestep_spacing", "leading")
             ts = make_timesteps(num_steps, total, used_spacing, int(ddim.config.get("steps_offset", 0)))
+        if ts and int(ts[-1]) == 0:
+            final = 1.0  # a last step from t = 0 goes to x̂_0 (see the class docstring)
         return cls(tuple(ts), alphas, final, ddim.config.prediction_type, used_spacing)
 
     def to_json(self) -> dict[str, Any]:
