@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import PromptError
+from .errors import DdimEditError, PromptError
 from .schedule import Schedule, ddim_inverse_step, ddim_step, split_prediction, work_dtype
 from .trajectory import FORMAT_VERSION, Trajectory
 
@@ -64,6 +64,28 @@ class InversionOptions:
         if self.inversion_guidance is not None:
             return float(self.inversion_guidance)
         return float(self.guidance_scale) if self.method == "fixed-point" else 1.0
+
+
+def check_inversion_options(options: InversionOptions) -> None:
+    """Raise a :class:`DdimEditError` (with the offending field) for settings no method can use."""
+    if options.method not in METHODS:
+        raise PromptError(f"unknown inversion {{field}} {options.method!r}; choose one of {', '.join(METHODS)}",
+                          field="method", value=options.method)
+    for name in ("guidance_scale", "inversion_guidance", "fixed_point_tolerance", "null_text_lr"):
+        value = getattr(options, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise DdimEditError(f"{{field}} must be a finite number, got {value!r}", field=name, value=value)
+    for name in ("fixed_point_iterations", "null_text_steps"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DdimEditError(f"{{field}} must be a positive integer, got {value!r}; e.g. {{field}} 10",
+                                field=name, value=value)
+    if options.fixed_point_tolerance < 0:
+        raise DdimEditError(f"{{field}} must be ≥ 0, got {options.fixed_point_tolerance}; e.g. {{field}} 1e-5",
+                            field="fixed_point_tolerance", value=options.fixed_point_tolerance)
+    if options.null_text_lr <= 0:
+        raise DdimEditError(f"{{field}} must be > 0, got {options.null_text_lr}", field="null_text_lr")
 
 
 def _inversion_eps(model, schedule: Schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
@@ -142,7 +164,10 @@ def optimise_null_text(
     """Null-text inversion: per step, fit the null embedding so the guided step hits z_{i+1}.
 
     Returns [N, B, L, D] embeddings. The running latent follows the guided sampler with the fitted
-    embeddings, as in the paper (early stop when the loss is below 1e-5 + 2e-5·i).
+    embeddings, as in the paper. The paper's schedule is written for 50 steps (learning rate
+    lr·(1 − i/100), early stop below 1e-5 + 2e-5·i); here it is a function of the fraction
+    f = i/N of the steps done, equal to the paper's at N = 50 and valid for any N: learning rate
+    lr·(1 − f/2), early stop below 1e-5 + 1e-3·f.
     """
     n = schedule.num_steps
     current = latents[0]
@@ -154,7 +179,8 @@ def optimise_null_text(
         with torch.no_grad():
             out_cond = model.denoise(current, t, cond, None, 1.0).to(current.dtype)
         null = null.detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([null], lr=lr * (1.0 - i / 100.0))
+        fraction = i / n  # the paper's i / 50 at N = 50
+        optimiser = torch.optim.Adam([null], lr=lr * (1.0 - fraction / 2.0))
         target = latents[i + 1]
         for _ in range(inner_steps):
             with torch.enable_grad():
@@ -165,7 +191,7 @@ def optimise_null_text(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            if loss.item() < 1e-5 + 2e-5 * i:
+            if loss.item() < 1e-5 + 1e-3 * fraction:
                 break
         null = null.detach()
         fitted.append(null.clone())
@@ -195,10 +221,9 @@ def invert(
         source: extra metadata about the source image (path, sha256, size).
         progress: progress bars on stderr.
     """
-    if options.method not in METHODS:
-        raise PromptError(f"unknown inversion method {options.method!r}; choose one of {', '.join(METHODS)}")
+    check_inversion_options(options)
     if prompt is None:
-        raise PromptError("a source prompt is required (use \"\" for none)")
+        raise PromptError('the source {field} is missing: give the caption of the image, or "" for none', field="prompt")
     z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device)
     cond = model.encode_prompts([prompt])
     negative = model.encode_prompts([options.negative_prompt])

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelLoadError, PromptError
+from .errors import ModelLoadError, NonFiniteError, PromptError
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 TOY_ALIASES = ("toy", "bundled")
@@ -33,20 +33,51 @@ def toy_model_path() -> Path:
     return assets_dir() / "toy-model"
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _xpu_available() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return xpu is not None and bool(xpu.is_available())
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu`` and any visible ``cuda:N``, ``mps``, ``xpu:N``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if _mps_available():
+        devices.append("mps")
+    if _xpu_available():
+        devices += [f"xpu:{index}" for index in range(torch.xpu.device_count())]
+    return devices
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    """``auto`` picks cuda, then mps, then cpu; anything else must name a device that exists here.
+
+    Raises:
+        ModelLoadError: (field ``device``) naming the devices that do exist.
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    present = available_devices()
     try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+        dev = torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"unknown {{field}} {device!r}; use auto or one of this machine's devices: "
+                             f"{', '.join(present)}", field="device", value=device) from exc
+    counts = {"cpu": 1, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+              "mps": 1 if _mps_available() else 0, "xpu": torch.xpu.device_count() if _xpu_available() else 0}
+    count = counts.get(dev.type, 0)
+    if count == 0 or (dev.index is not None and dev.index >= count) or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise ModelLoadError(f"{{field}} {device!r} is not available on this machine; use auto or one of: "
+                             f"{', '.join(present)}", field="device", value=device)
     return dev
 
 
@@ -57,10 +88,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in names:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
+        raise ModelLoadError(f"unknown {{field}} {dtype!r}; use auto, fp32, fp16 or bf16", field="dtype", value=dtype)
     chosen = names[dtype]
     if device.type == "cpu" and chosen != torch.float32:
-        raise ModelLoadError(f"--dtype {dtype} is for GPUs; use --dtype fp32 on the CPU")
+        raise ModelLoadError(f"{{field}} {dtype} is for GPUs; use {{field}} fp32 on the CPU", field="dtype", value=dtype)
     return chosen
 
 
@@ -199,7 +230,24 @@ class EditModel:
                 self._prompt_cache[prompt] = embedding.to(self.dtype)
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
+    def check_prompt_length(self, prompt: str) -> None:
+        """Raise :class:`PromptError` when ``prompt`` has more tokens than the text encoder reads.
+
+        The tokenizer would cut it at ``model_max_length`` (77 for CLIP, start and end included),
+        silently dropping the words past the limit.
+        """
+        limit = int(self.tokenizer.model_max_length)
+        count = len(self.tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        if count > limit:
+            shown = prompt if len(prompt) <= 40 else prompt[:37] + "…"
+            raise PromptError(f"the prompt {shown!r} is {count} tokens long (start and end tokens included); the "
+                              f"text encoder reads at most {limit}, so the words past that would be dropped: "
+                              "shorten it", value=count)
+
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        """Token ids [len(prompts), model_max_length]; a prompt over the limit raises :class:`PromptError`."""
+        for prompt in prompts:
+            self.check_prompt_length(prompt)
         return self.tokenizer(
             prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
             truncation=True, return_tensors="pt",
@@ -207,6 +255,7 @@ class EditModel:
 
     def prompt_tokens(self, prompt: str) -> list[str]:
         """The prompt's word pieces in order, without start/end/padding tokens."""
+        self.check_prompt_length(prompt)
         ids = self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids
         return self.tokenizer.convert_ids_to_tokens(ids[1:-1])
 
@@ -229,8 +278,14 @@ class EditModel:
         shift = getattr(self.vae.config, "shift_factor", None)
         if shift:
             z = z + shift
+        if not bool(torch.isfinite(z).all()):
+            raise NonFiniteError("the final latents contain NaN or infinite values (numeric overflow, e.g. in fp16 or "
+                                 "at extreme guidance); run in float32 or with a lower guidance")
         with torch.no_grad():
             image = self.vae.decode(z).sample
+        if not bool(torch.isfinite(image).all()):
+            raise NonFiniteError("the decoded image contains NaN or infinite values (VAE overflow, e.g. in fp16); "
+                                 "run in float32 or with a lower guidance")
         return ((image.float() + 1) / 2).clamp(0, 1).cpu()
 
     # ------------------------------------------------------------------ UNet

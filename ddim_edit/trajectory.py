@@ -11,22 +11,33 @@ to ``latents[i + 1]``. Method-specific per-step data:
 The file is safetensors; the JSON metadata sits under the key ``ddim_edit``. Latents and
 corrections are kept in float64 (the sampler's working precision), so a replay from the file is
 as exact as one from memory.
+
+Integrity (format version 2): the header also holds ``ddim_edit.sha256``, a SHA-256 over the
+canonical JSON metadata and every tensor (name, dtype, shape, bytes); loading recomputes it, so a
+hand-edited prompt, method, guidance or latent is reported instead of silently replayed. It guards
+against accidents and hand edits, not against someone who recomputes it. Loading also validates
+every metadata field (:data:`METADATA_SCHEMA`) and refuses NaN/infinite tensors. Version 1 files
+(no checksum) are still read, with the same schema and finiteness checks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import TrajectoryError
+from .errors import DdimEditError, NonFiniteError, TrajectoryError
 from .io import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no checksum
 METADATA_KEY = "ddim_edit"
+CHECKSUM_KEY = "ddim_edit.sha256"
 REQUIRED_METADATA = ("format_version", "model", "model_fingerprint", "schedule", "prompt", "method", "guidance_scale")
 
 
@@ -75,8 +86,9 @@ class Trajectory:
             tensors["null_embeddings"] = self.null_embeddings.detach().float().contiguous().cpu()
         for name, tensor in self.extras.items():
             tensors[f"extra.{name}"] = tensor.detach().contiguous().cpu()
-        meta = dict(self.metadata, format_version=FORMAT_VERSION)
-        payload = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        meta_json = json.dumps(dict(self.metadata, format_version=FORMAT_VERSION), sort_keys=True)
+        checksum = content_checksum(json.loads(meta_json), tensors)
+        payload = save(tensors, metadata={METADATA_KEY: meta_json, CHECKSUM_KEY: checksum})
         return atomic_write(path, payload, force=force)
 
     @classmethod
@@ -92,14 +104,14 @@ class Trajectory:
             raw = path.read_bytes()
             tensors = load(raw)
             header_len = int.from_bytes(raw[:8], "little")
-            header = json.loads(raw[8:8 + header_len])
-            meta = json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "null"))
-        except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as exc:
+            header_meta = json.loads(raw[8:8 + header_len]).get("__metadata__") or {}
+            meta = json.loads(header_meta.get(METADATA_KEY, "null"))
+        except (SafetensorError, ValueError, OSError, json.JSONDecodeError, AttributeError, TypeError) as exc:
             raise TrajectoryError(f"{path} is not a readable trajectory file (corrupt or truncated); invert the image again") from exc
         if not isinstance(meta, dict):
             raise TrajectoryError(f"{path} is a safetensors file but not a ddim-edit trajectory (no '{METADATA_KEY}' metadata)")
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise TrajectoryError(
                 f"{path} has trajectory format version {version}, this ddim-edit reads version {FORMAT_VERSION}; invert the image again"
             )
@@ -108,14 +120,30 @@ class Trajectory:
             raise TrajectoryError(f"{path} lacks {', '.join(missing) or 'tensors'}; invert the image again")
         extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
         try:
-            return cls(tuple(tensors["timesteps"].tolist()), tensors["latents"], meta,
+            validate_metadata(meta)
+            validate_tensor_types(tensors)
+            traj = cls(tuple(tensors["timesteps"].tolist()), tensors["latents"], meta,
                        tensors.get("corrections"), tensors.get("null_embeddings"), extras)
-        except TrajectoryError as exc:
-            raise TrajectoryError(f"{path}: {exc}") from exc
+            if traj.latents.shape[1:] != tuple(meta["latent_shape"]):
+                raise TrajectoryError(f"metadata field 'latent_shape' is {meta['latent_shape']}, the latents are "
+                                      f"{list(traj.latents.shape[1:])}; the file was edited or damaged")
+        except DdimEditError as exc:
+            hint = "" if "invert" in str(exc) else "; invert the image again"
+            raise TrajectoryError(f"{path}: {exc}{hint}") from exc
+        if version >= 2:
+            stored = header_meta.get(CHECKSUM_KEY)
+            if not isinstance(stored, str):
+                raise TrajectoryError(f"{path} has no checksum ('{CHECKSUM_KEY}'), which format version {version} "
+                                      "always writes; the file was rewritten by other software: invert the image again")
+            if stored != content_checksum(meta, tensors):
+                raise TrajectoryError(f"{path} was modified after it was written (its checksum does not match its "
+                                      "metadata and tensors); invert the image again")
+        return traj
 
 
 def validate_shapes(traj: Trajectory) -> None:
-    """Raise :class:`TrajectoryError` when the tensors do not fit the timestep count."""
+    """Raise :class:`TrajectoryError` when the tensors do not fit the timestep count, or
+    :class:`NonFiniteError` when they hold NaN or infinite values."""
     n = len(traj.timesteps)
     if traj.latents.ndim != 4 or traj.latents.shape[0] != n + 1:
         raise TrajectoryError(f"latents have shape {tuple(traj.latents.shape)}, expected ({n + 1}, C, h, w) for {n} steps")
@@ -123,8 +151,13 @@ def validate_shapes(traj: Trajectory) -> None:
         raise TrajectoryError(f"corrections have shape {tuple(traj.corrections.shape)}, expected ({n}, {', '.join(map(str, traj.latents.shape[1:]))})")
     if traj.null_embeddings is not None and (traj.null_embeddings.ndim != 3 or traj.null_embeddings.shape[0] != n):
         raise TrajectoryError(f"null embeddings have shape {tuple(traj.null_embeddings.shape)}, expected ({n}, L, D)")
-    schedule = traj.metadata.get("schedule", {})
-    if schedule and list(schedule.get("timesteps", traj.timesteps)) != list(traj.timesteps):
+    for name in ("latents", "corrections", "null_embeddings"):
+        tensor = getattr(traj, name)
+        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"the {name.replace('_', ' ')} contain NaN or infinite values (numeric overflow, e.g. "
+                                 "in fp16 or at extreme guidance); invert in float32 or with a lower guidance")
+    schedule = traj.metadata.get("schedule") or {}
+    if isinstance(schedule, dict) and list(schedule.get("timesteps", traj.timesteps)) != list(traj.timesteps):
         raise TrajectoryError("the metadata's timesteps differ from the stored timesteps tensor")
     if traj.metadata.get("method") == "exact" and traj.corrections is None:
         raise TrajectoryError("an 'exact' trajectory without corrections")
@@ -136,9 +169,14 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
     """Reject a trajectory made with another model, latent shape or schedule, saying how to fix it."""
     made_with = traj.metadata.get("model")
     if traj.metadata.get("model_fingerprint") != model.fingerprint():
+        if made_with == model.name:  # same name, other weights: the folder or repo changed since
+            raise TrajectoryError(
+                f"this trajectory was made with other weights under the name {made_with!r} (model fingerprint "
+                f"{traj.metadata.get('model_fingerprint')}, the loaded model's is {model.fingerprint()}); "
+                "invert the image again with the loaded model", field="model")
         raise TrajectoryError(
             f"this trajectory was made with model {made_with!r}, not the loaded {model.name!r}; "
-            f"pass --model {made_with} or invert the image again with this model"
+            f"pass {{field}} {made_with} or invert the image again with this model", field="model"
         )
     expected_channels = int(model.unet.config.in_channels)
     if traj.latents.shape[1] != expected_channels:
@@ -147,5 +185,114 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
         stored = traj.metadata["schedule"]
         if stored.get("fingerprint") != schedule.fingerprint() or list(stored["timesteps"]) != list(schedule.timesteps):
             raise TrajectoryError(
-                "this trajectory was made with another noise schedule or timestep list; invert again with the same --steps/--spacing"
+                "this trajectory was made with another noise schedule or timestep list; "
+                "invert the image again with the same number of steps and spacing"
             )
+
+
+# ---------------------------------------------------------------------- schema and checksum
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _int_list(value: Any, length: int | None = None, low: int = 0) -> bool:
+    return (isinstance(value, list) and all(_int(v, low) for v in value)
+            and (length is None or len(value) == length))
+
+
+def _methods() -> tuple[str, ...]:
+    from .inversion import METHODS  # imported late: inversion imports this module
+
+    return METHODS
+
+
+def _prediction_types() -> tuple[str, ...]:
+    from .schedule import PREDICTION_TYPES
+
+    return PREDICTION_TYPES
+
+
+# field → (check, what it must be). Every field is required; unknown extra fields are kept.
+METADATA_SCHEMA: dict[str, tuple[Any, str]] = {
+    "format_version": (lambda v: v in READABLE_VERSIONS and not isinstance(v, bool), "a known format version"),
+    "ddim_edit_version": (lambda v: isinstance(v, str), "a version string"),
+    "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
+    "model_fingerprint": (lambda v: isinstance(v, str) and v != "", "a fingerprint string"),
+    "schedule": (lambda v: isinstance(v, dict), "an object with timesteps, spacing, prediction_type, "
+                                                "final_alpha_prod and fingerprint"),
+    "prompt": (lambda v: isinstance(v, str), "a string"),
+    "negative_prompt": (lambda v: isinstance(v, str), "a string"),
+    "method": (lambda v: v in _methods(), "one of " + ", ".join(("ddim", "fixed-point", "negative-prompt",
+                                                                  "null-text", "exact"))),
+    "guidance_scale": (_finite_number, "a finite number"),
+    "inversion_guidance": (_finite_number, "a finite number"),
+    "fixed_point_iterations": (lambda v: v is None or _int_list(v, low=1), "null or a list of iteration counts"),
+    "unet_evaluations": (_int, "a non-negative integer"),
+    "latent_shape": (lambda v: _int_list(v, 3, low=1), "a list of 3 positive integers (C, h, w)"),
+    "dtype": (lambda v: isinstance(v, str), "a dtype name"),
+    "source": (lambda v: isinstance(v, dict), "an object (the source image's path, hash and size)"),
+}
+SCHEDULE_SCHEMA: dict[str, tuple[Any, str]] = {
+    "timesteps": (lambda v: _int_list(v) and len(v) > 0, "a non-empty list of timesteps"),
+    "spacing": (lambda v: isinstance(v, str), "a spacing name"),
+    "prediction_type": (lambda v: v in _prediction_types(), "epsilon, v_prediction or sample"),
+    "final_alpha_prod": (lambda v: _finite_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "fingerprint": (lambda v: isinstance(v, str) and v != "", "a fingerprint string"),
+}
+SOURCE_SCHEMA: dict[str, tuple[Any, str]] = {  # all optional (images given as pixels have no path)
+    "path": (lambda v: v is None or isinstance(v, str), "null or a path"),
+    "sha256": (lambda v: v is None or isinstance(v, str), "null or a SHA-256 hex string"),
+    "original_size": (lambda v: _int_list(v, 2, low=1), "[width, height]"),
+    "size": (lambda v: _int_list(v, 2, low=1), "[width, height]"),
+}
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def validate_metadata(meta: dict[str, Any]) -> None:
+    """Raise :class:`TrajectoryError` naming the first metadata field that is missing or malformed."""
+    for name, (check, what) in METADATA_SCHEMA.items():
+        if name not in meta:
+            raise TrajectoryError(f"metadata field '{name}' is missing (it must be {what}); the file was edited or damaged")
+        if not check(meta[name]):
+            raise TrajectoryError(f"metadata field '{name}' must be {what}, got {_describe(meta[name])}; "
+                                  "the file was edited or damaged")
+    for group, schema, optional in (("schedule", SCHEDULE_SCHEMA, False), ("source", SOURCE_SCHEMA, True)):
+        for name, (check, what) in schema.items():
+            if name not in meta[group]:
+                if optional:
+                    continue
+                raise TrajectoryError(f"metadata field '{group}.{name}' is missing (it must be {what}); "
+                                      "the file was edited or damaged")
+            if not check(meta[group][name]):
+                raise TrajectoryError(f"metadata field '{group}.{name}' must be {what}, got "
+                                      f"{_describe(meta[group][name])}; the file was edited or damaged")
+
+
+def validate_tensor_types(tensors: dict[str, torch.Tensor]) -> None:
+    """The stored tensors have the kinds the format writes (integer timesteps, float data)."""
+    timesteps = tensors["timesteps"]
+    if timesteps.ndim != 1 or timesteps.is_floating_point() or timesteps.dtype == torch.bool:
+        raise TrajectoryError(f"the timesteps tensor must be a 1-D integer tensor, got {timesteps.dtype} "
+                              f"{tuple(timesteps.shape)}")
+    for name in ("latents", "corrections", "null_embeddings"):
+        if name in tensors and not tensors[name].is_floating_point():
+            raise TrajectoryError(f"the {name} tensor must hold floats, got {tensors[name].dtype}")
+
+
+def content_checksum(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the canonical JSON of ``meta`` and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import PromptError, TrajectoryError
+from .errors import ImageError, PromptError, TrajectoryError
 from .images import fit_size, load_image, resize_rgb, to_tensor, to_uint8
 from .inversion import InversionOptions, invert
 from .io import file_sha256
@@ -33,7 +33,18 @@ class PreparedImage:
 
 
 def prepare_image(model, path: str | Path, size: int | None = None) -> PreparedImage:
-    """Read ``path`` and resize it so both sides fit the model (longer side ``size``, default native)."""
+    """Read ``path`` and resize it so both sides fit the model (longer side ``size``, default native).
+
+    Raises:
+        ImageError: (field ``size``) when ``size`` is not a positive side of at least the model's
+            size multiple (the VAE factor times the UNet's down-sampling).
+    """
+    if size is not None:
+        multiple = model.size_multiple
+        if isinstance(size, bool) or not isinstance(size, int) or size < multiple:
+            raise ImageError(f"{{field}} {size!r} is too small: the model works on sides that are multiples of "
+                             f"{multiple} px; use {{field}} {max(multiple, model.native_size)} or another multiple of "
+                             f"{multiple} (default: {model.native_size})", field="size", value=size)
     image = load_image(path)
     height, width = image.shape[:2]
     target = size or model.native_size
@@ -54,7 +65,8 @@ def invert_image(model, image: PreparedImage, prompt: str, schedule: Schedule,
                  options: InversionOptions = InversionOptions(), progress: bool = True) -> Trajectory:
     """VAE-encode the prepared image and invert it."""
     if prompt is None:
-        raise PromptError('a prompt is required to invert; pass --prompt "…" (or --prompt "" for none)')
+        raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
+                          field="prompt")
     z0 = model.encode_image(to_tensor(image.pixels))
     return invert(model, schedule, z0, prompt, options, source=image.source, progress=progress)
 
@@ -92,8 +104,8 @@ def load_or_invert(model, image_or_traj: str | Path, prompt: str | None, schedul
         traj = Trajectory.load(image_or_traj)
         if prompt is not None and prompt != traj.metadata["prompt"]:
             raise TrajectoryError(
-                f"the source prompt {prompt!r} differs from the trajectory's {traj.metadata['prompt']!r}; "
-                "pass the trajectory's prompt or invert the image again"
+                f"{{field}} {prompt!r} differs from the trajectory's prompt {traj.metadata['prompt']!r}; "
+                "give the trajectory's prompt, or the image to invert it again", field="prompt"
             )
         return traj, source_image_for(traj)
     if schedule is None:
