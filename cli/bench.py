@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.bench.harness import SUITES, BenchContext, format_table, run_suite
+from ddim_edit.bench.harness import SUITES, BenchContext, check_out_dir, format_table, run_suite
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
 from ddim_edit.model import load_model
@@ -42,12 +42,13 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
               help="Inversion method(s) to compare; repeat the option (default: the suite's).")
 @click.option("--set", "settings", multiple=True, help="Suite option key=value (JSON values), repeatable.")
 @click.option("--out", "out_dir", default=None, help="Folder for per-scene grids (source | result | ground truth).")
+@click.option("--force", is_flag=True, help="Overwrite grids already in --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]),
               help="json: the summary (mean of every metric per variant) on stdout.")
 @model_options()
 @handle_errors
-def command(suite, seed, count, steps, spacing, guidance, methods, settings, out_dir, quiet, output_format, model_name,
+def command(suite, seed, count, steps, spacing, guidance, methods, settings, out_dir, force, quiet, output_format, model_name,
             model_config, device, dtype, allow_pickle):
     """Run benchmark SUITE (recon, swap, inpaint, style) on scenes from --seed.
 
@@ -59,9 +60,11 @@ def command(suite, seed, count, steps, spacing, guidance, methods, settings, out
     """
     if count <= 0:
         raise DdimEditError("--n must be at least 1")
+    if out_dir:
+        check_out_dir(suite, out_dir, count, force)
     model = load_model(model_name, device, dtype, allow_pickle, model_config)
     ctx = BenchContext(model=model, steps=steps, spacing=spacing, guidance=guidance, seed=seed, n=count,
-                       out_dir=Path(out_dir) if out_dir else None, quiet=quiet, options=parse_options(settings))
+                       out_dir=Path(out_dir) if out_dir else None, force=force, quiet=quiet, options=parse_options(settings))
     if methods:
         ctx.methods = tuple(methods)
     elif suite == "recon":

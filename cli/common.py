@@ -9,27 +9,36 @@ import math
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
+from ddim_edit.io import check_outputs as io_check_outputs
+from ddim_edit.io import default_output as io_default_output
+from ddim_edit.io import reset_written, written_paths
 from ddim_edit.schedule import SPACINGS
 
 
 def quiet_libraries() -> None:
-    """Keep diffusers/transformers chatter off stderr (progress bars stay ours)."""
+    """Keep diffusers/transformers chatter off stderr (progress bars stay ours).
+
+    Their ``logger.error`` lines ("An error occurred while trying to fetch …") are silenced too:
+    a failure reaches the user as the exception, turned into one ``Error:`` line.
+    """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     for name in ("diffusers", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
-    diffusers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
     diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity(transformers_logging.CRITICAL)
     transformers_logging.disable_progress_bar()
 
 
@@ -91,19 +100,51 @@ def run_options(func: Callable) -> Callable:
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Known errors → 'Error: …' on stderr and exit 1, no traceback."""
+    """Known errors → 'Error: …' on stderr and exit 1, no traceback.
+
+    Library warnings (Pillow, diffusers, …) are held back while the command runs: after an error
+    they are dropped, so the ``Error:`` line stands alone; after success they are shown as usual.
+    An error or Ctrl-C after some outputs were written names those files.
+    """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet_libraries()
-        try:
-            return func(*args, **kwargs)
-        except DdimEditError as exc:
-            click.echo(f"Error: {cli_message(exc)}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; no output was written.", err=True)
-            sys.exit(130)
+        reset_written()
+        with warnings.catch_warnings(record=True) as caught:  # the active filters still apply
+            try:
+                value = func(*args, **kwargs)
+            except DdimEditError as exc:
+                written = written_note()
+                click.echo(f"Error: {cli_message(exc)}" + (f" ({written})" if written else ""), err=True)
+                sys.exit(1)
+            except KeyboardInterrupt:
+                written = written_note()
+                click.echo(f"Interrupted; {written}." if written else "Interrupted; no output was written.", err=True)
+                sys.exit(130)
+        for item in caught:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+        return value
     return wrapper
+
+
+def written_note() -> str:
+    """'already wrote a.png, b.safetensors' for the files written so far ('' when none)."""
+    paths = list(dict.fromkeys(str(path) for path in written_paths()))
+    return f"already wrote {', '.join(paths)}" if paths else ""
+
+
+def check_outputs(outputs: list[tuple[str, Any, str]], force: bool, inputs: tuple[Any, ...] = ()) -> list[Path | None]:
+    """Check every output of a command before any work (see :func:`ddim_edit.io.check_outputs`).
+
+    ``outputs`` holds ``(flag, path or None, kind)`` with kind ``image`` or ``trajectory``; no two
+    outputs, and no output and input, may be the same file.
+    """
+    return io_check_outputs(outputs, force, inputs=[path for path in inputs if path])
+
+
+def default_output(source: Any, suffix: str) -> Path:
+    """The default output name beside ``source`` (dotted stems kept: ``scene.a.png`` → ``scene.a.swap.png``)."""
+    return io_default_output(source, suffix)
 
 
 def emit(result: dict[str, Any], output_format: str, text: str) -> None:

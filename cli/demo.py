@@ -9,12 +9,11 @@ import click
 from ddim_edit.edits.prompt_swap import SwapOptions, swap
 from ddim_edit.images import grid, save_png
 from ddim_edit.inversion import InversionOptions
-from ddim_edit.io import check_output_path
 from ddim_edit.metrics import psnr
 from ddim_edit.model import assets_dir, load_model
 from ddim_edit.workflow import decode, invert_image, make_schedule, prepare_image
 
-from .common import Timer, emit, handle_errors
+from .common import Timer, check_outputs, emit, handle_errors
 from .common import STEPS
 
 SOURCE = "a solid red circle on a white background"
@@ -39,7 +38,7 @@ def command(output, target, steps, force, quiet, output_format):
       ddim-edit demo -o demo.png
       ddim-edit demo --target "a solid red square on a white background" -o square.png
     """
-    check_output_path(output, force)
+    check_outputs([("-o", output, "image")], force)
     model = load_model("toy")
     schedule = make_schedule(model, steps)
     image = prepare_image(model, assets_dir() / "examples" / "red-circle.png")

@@ -10,13 +10,13 @@ import numpy as np
 from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions, inpaint
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.images import grid, load_image, resize_rgb, save_png
-from ddim_edit.io import check_output_path, file_sha256
+from ddim_edit.io import file_sha256
 from ddim_edit.masks import MaskOptions, check_mask_file, prepare_mask
 from ddim_edit.model import load_model
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import invert_image, make_schedule, prepare_image
 
-from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
 from .common import SIZE, FiniteFloat
 from .invert import check_prompt, inversion_settings
 
@@ -89,8 +89,8 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
       ddim-edit inpaint photo.png --mask hole.png --trajectory photo.traj.safetensors --prompt "a blue square" -o new.png
       ddim-edit inpaint photo.png --mask hole.png --source-prompt "…" --resample 4 --jump-length 5 -o harmonised.png
     """
-    output = Path(output) if output else Path(image).with_suffix("").with_suffix(".inpaint.png")
-    check_output_path(output, force)
+    output = Path(output) if output else default_output(image, ".inpaint.png")
+    check_outputs([("-o", output, "image")], force, inputs=(image, mask_path, trajectory))
     mask_options = MaskOptions(threshold=mask_threshold, dilate=dilate, feather=feather, invert=invert_mask,
                                resize=resize_mask)
     check_mask_file(mask_path, mask_options)  # missing, unreadable, empty, full: fail before loading the model

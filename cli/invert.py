@@ -8,11 +8,10 @@ import click
 
 from ddim_edit.errors import PromptError
 from ddim_edit.inversion import InversionOptions
-from ddim_edit.io import check_output_path
 from ddim_edit.model import load_model
 from ddim_edit.workflow import invert_image, make_schedule, prepare_image
 
-from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
 from .common import SIZE
 
 
@@ -53,8 +52,8 @@ def command(image, prompt, unconditional, output, size, model_name, model_config
       ddim-edit invert cat.png --prompt "a cat on a sofa" --method exact -o cat.traj.safetensors
     """
     prompt = check_prompt(prompt, unconditional)
-    output = Path(output) if output else Path(image).with_suffix("").with_suffix(".traj.safetensors")
-    check_output_path(output, force)
+    output = Path(output) if output else default_output(image, ".traj.safetensors")
+    check_outputs([("-o", output, "trajectory")], force, inputs=(image,))
     seed_everything(seed)
     model = load_model(model_name, device, dtype, allow_pickle, model_config)
     schedule = make_schedule(model, steps, spacing, timesteps)

@@ -8,13 +8,12 @@ import click
 
 from ddim_edit.errors import DdimEditError
 from ddim_edit.images import grid, load_image, resize_rgb, save_png
-from ddim_edit.io import check_output_path
 from ddim_edit.metrics import psnr
 from ddim_edit.model import load_model
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import reconstruct_image, source_image_for
 
-from .common import Timer, emit, handle_errors, model_options, run_options
+from .common import Timer, check_outputs, default_output, emit, handle_errors, model_options, run_options
 from .common import FiniteFloat
 
 
@@ -39,8 +38,8 @@ def command(trajectory, output, guidance, eta, source, with_grid, model_name, mo
     if eta < 0:
         raise DdimEditError(f"--eta must be ≥ 0, got {eta}")
     traj = Trajectory.load(trajectory)
-    output = Path(output) if output else Path(trajectory.removesuffix(".safetensors").removesuffix(".traj") + ".recon.png")
-    check_output_path(output, force)
+    output = Path(output) if output else default_output(trajectory, ".recon.png")
+    check_outputs([("-o", output, "image")], force, inputs=(trajectory, source))
     model = load_model(model_name or traj.metadata["model"], device, dtype, allow_pickle, model_config)
     with Timer() as timer:
         image = reconstruct_image(model, traj, guidance, progress=not quiet, eta=eta, seed=seed)

@@ -10,12 +10,12 @@ import click
 from ddim_edit.edits.style import StyleOptions, style_images
 from ddim_edit.images import grid, load_image, save_png
 from ddim_edit.inversion import METHODS, InversionOptions
-from ddim_edit.io import check_output_path, file_sha256
+from ddim_edit.io import file_sha256
 from ddim_edit.model import load_model
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import is_trajectory_path, make_schedule
 
-from .common import Timer, emit, handle_errors, model_options, run_options, schedule_options, seed_everything
+from .common import Timer, check_outputs, emit, handle_errors, model_options, run_options, schedule_options, seed_everything
 from .common import FiniteFloat
 
 
@@ -82,7 +82,7 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
                            injection_start=injection_window[0], injection_end=injection_window[1],
                            adain=not no_adain, inject_key_value=not no_kv_injection,
                            output_corrections=output_corrections, prompt=None, guidance_scale=guidance)
-    output = check_output_path(Path(output), force)
+    output = check_outputs([("-o", output, "image")], force, inputs=(content, style_path))[0]
     content_side, content_source = read_side(content)
     style_side, style_source = read_side(style_path)
     seed_everything(seed)

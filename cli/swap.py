@@ -10,12 +10,11 @@ import click
 from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, swap
 from ddim_edit.errors import ImageError, PromptError
 from ddim_edit.images import grid, save_png
-from ddim_edit.io import check_output_path
 from ddim_edit.model import load_model
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import decode, is_trajectory_path, load_or_invert, make_schedule
 
-from .common import Timer, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
 from .common import SIZE, FiniteFloat
 from .invert import check_prompt, inversion_settings
 
@@ -100,11 +99,9 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
         source_prompt = check_prompt(source_prompt, what="--source")
     if save_trajectory and from_trajectory:
         raise PromptError("--save-trajectory is for an image input; the trajectory file already exists")
-    stem = str(image_or_trajectory).removesuffix(".safetensors").removesuffix(".traj")
-    output = Path(output) if output else Path(Path(stem).with_suffix("").as_posix() + ".swap.png")
-    for path in [output, save_trajectory, save_attention]:
-        if path:
-            check_output_path(path, force)
+    output = Path(output) if output else default_output(image_or_trajectory, ".swap.png")
+    check_outputs([("-o", output, "image"), ("--save-trajectory", save_trajectory, "trajectory"),
+                   ("--save-attention", save_attention, "image")], force, inputs=(image_or_trajectory,))
     options = SwapOptions(mode=mode, cross_steps=parse_cross_steps(cross_steps), self_steps=self_steps,
                           reweight=parse_word_values(reweight, "--reweight", "blue=2"), blend_words=tuple(blend_words),
                           blend_threshold=blend_threshold, keep_maps=bool(save_attention))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,40 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
-from .io import atomic_write
+from .io import IMAGE_FORMATS, atomic_write, check_output_suffix
 
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
+MAX_SIDE = 4096  # largest working size (longer side, pixels): beyond it the pixels alone take gigabytes
+
+
+@contextmanager
+def _no_pillow_bomb_check():
+    """Let Pillow open any header: :func:`image_size_error` refuses large images with a clear message."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def image_size_error(what: str, width: int, height: int, limit: int = MAX_PIXELS) -> str | None:
+    """The message for an image over ``limit`` pixels (None when it fits), saying how to fix it."""
+    if width * height <= limit:
+        return None
+    return (f"{what} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{limit // 1_000_000}-megapixel limit; resize it (e.g. to 2048 pixels on the longer side) and try again")
+
+
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header without decoding it; None if Pillow cannot read it."""
+    try:
+        with _no_pillow_bomb_check(), Image.open(path) as handle:
+            return handle.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -29,19 +62,24 @@ def load_image(path: str | Path) -> np.ndarray:
         ImageError: missing, unreadable, zero-size or oversized files, with a hint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"image {path} is a folder; give an image file (PNG, JPEG or WebP)")
     if not path.is_file():
         raise ImageError(f"image {path} does not exist; check the path")
     try:
-        with Image.open(path) as handle:
+        with _no_pillow_bomb_check(), Image.open(path) as handle:
             width, height = handle.size
             if width == 0 or height == 0:
                 raise ImageError(f"image {path} has zero size")
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"image {path} is {width}x{height}, over {MAX_PIXELS // 1_000_000} megapixels; downscale it first")
+            too_large = image_size_error(f"image {path}", width, height)
+            if too_large:
+                raise ImageError(too_large)
             image = ImageOps.exif_transpose(handle)
             image.load()
     except ImageError:
         raise
+    except MemoryError as exc:
+        raise ImageError(f"image {path} does not fit in memory; resize it and try again") from exc
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot read {path} as an image (corrupt or unsupported format); use PNG, JPEG or WebP") from exc
     return to_rgb8(image)
@@ -68,7 +106,14 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
 
 
 def fit_size(width: int, height: int, target: int, multiple: int) -> tuple[int, int]:
-    """Scale so the longer side is ``target``, then round each side to a multiple (≥ multiple)."""
+    """Scale so the longer side is ``target``, then round each side to a multiple (≥ multiple).
+
+    Raises:
+        ImageError: ``target`` is over :data:`MAX_SIDE` (the pixels alone would take gigabytes).
+    """
+    if target > MAX_SIDE:
+        raise ImageError(f"a working size of {target} pixels is over the limit of {MAX_SIDE}; "
+                         f"choose a size of at most {MAX_SIDE} (the model's native size is usually best)")
     scale = target / max(width, height)
     fitted = [max(multiple, int(round(side * scale / multiple)) * multiple) for side in (width, height)]
     return fitted[0], fitted[1]
@@ -95,24 +140,57 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
 
 def png_bytes(image: np.ndarray, parameters: dict[str, Any] | None = None) -> bytes:
     """Encode uint8 RGB as PNG with ``parameters`` embedded as a JSON text chunk."""
-    info = PngImagePlugin.PngInfo()
-    if parameters:
-        info.add_text("ddim-edit", json.dumps(parameters, sort_keys=True, default=str))
+    return image_bytes(image, parameters, "PNG")
+
+
+def image_bytes(image: np.ndarray, parameters: dict[str, Any] | None = None, image_format: str = "PNG") -> bytes:
+    """Encode uint8 RGB as PNG, JPEG or WEBP with ``parameters`` embedded as JSON.
+
+    PNG keeps them in a ``ddim-edit`` text chunk, JPEG in its comment; WebP gets none.
+    """
+    text = json.dumps(parameters, sort_keys=True, default=str) if parameters else None
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
+    picture = Image.fromarray(image)
+    if image_format == "PNG":
+        info = PngImagePlugin.PngInfo()
+        if text:
+            info.add_text("ddim-edit", text)
+        picture.save(buffer, format="PNG", pnginfo=info)
+    elif image_format == "JPEG":
+        picture.save(buffer, format="JPEG", quality=95, **({"comment": text.encode()} if text else {}))
+    elif image_format == "WEBP":
+        picture.save(buffer, format="WEBP", quality=95)
+    else:
+        raise ValueError(f"unknown image format {image_format!r}")
     return buffer.getvalue()
 
 
-def save_png(path: str | Path, image: np.ndarray, parameters: dict[str, Any] | None = None, force: bool = False) -> Path:
-    """Write a PNG atomically, refusing to overwrite unless ``force``."""
-    return atomic_write(path, png_bytes(image, parameters), force=force)
+def save_image(path: str | Path, image: np.ndarray, parameters: dict[str, Any] | None = None,
+               force: bool = False) -> Path:
+    """Write an image atomically in the format its suffix names (.png, .jpg/.jpeg, .webp), refusing to
+    overwrite unless ``force``.
+
+    Raises:
+        OutputError: an unknown suffix, an existing file without ``force``, or a failed write.
+    """
+    check_output_suffix(path, "image")
+    image_format = IMAGE_FORMATS[Path(path).suffix.lower()]
+    return atomic_write(path, image_bytes(image, parameters, image_format), force=force)
+
+
+save_png = save_image  # the name the commands use; the format follows the suffix
 
 
 def read_parameters(path: str | Path) -> dict[str, Any]:
-    """The ddim-edit parameters embedded in a PNG written by :func:`save_png` ({} if none)."""
+    """The ddim-edit parameters embedded in an image written by :func:`save_image` ({} if none)."""
     with Image.open(path) as handle:
-        text = handle.info.get("ddim-edit")
-    return json.loads(text) if text else {}
+        text = handle.info.get("ddim-edit") or handle.info.get("comment")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def grid(images: list[np.ndarray], labels: list[str] | None = None, pad: int = 4) -> np.ndarray:

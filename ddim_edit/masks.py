@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
+from .images import header_size, image_size_error
 
 MAX_MASK_PIXELS = 40_000_000
 
@@ -88,16 +89,23 @@ def read_mask(path: str | Path) -> np.ndarray:
         MaskError: the file is missing, empty, not an image OpenCV can decode, or too large.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MaskError(f"mask {path} is a folder; give a mask image file (white = regenerate)")
     if not path.is_file():
         raise MaskError(f"mask {path} does not exist; check the --mask path")
+    size = header_size(path)  # refuse a huge mask before OpenCV decodes it
+    too_large = image_size_error(f"mask {path}", *size, limit=MAX_MASK_PIXELS) if size else None
+    if too_large:
+        raise MaskError(too_large)
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise MaskError(f"mask {path} is an empty file; give a PNG/JPEG/BMP/TIFF/WebP image (white = regenerate)")
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
         raise MaskError(f"cannot read mask {path} as an image; give a PNG/JPEG/BMP/TIFF/WebP image (white = regenerate)")
-    if raw.shape[0] * raw.shape[1] > MAX_MASK_PIXELS:
-        raise MaskError(f"mask {path} is {raw.shape[1]}x{raw.shape[0]}, over {MAX_MASK_PIXELS // 1_000_000} megapixels; downscale it first")
+    too_large = image_size_error(f"mask {path}", raw.shape[1], raw.shape[0], limit=MAX_MASK_PIXELS)
+    if too_large:
+        raise MaskError(too_large)
     if raw.ndim == 3 and raw.shape[2] == 4 and raw[..., 3].min() != raw[..., 3].max():
         values = raw[..., 3]
     elif raw.ndim == 3 and raw.shape[2] >= 3:

@@ -21,12 +21,22 @@ from .errors import ModelLoadError, NonFiniteError, PromptError
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 TOY_ALIASES = ("toy", "bundled")
+PIPELINE_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what a SD folder must hold
+WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
 
 
 def assets_dir() -> Path:
-    """The project's ``assets`` folder (override with ``DDIM_EDIT_ASSETS``)."""
+    """The bundled ``assets`` folder (override with ``DDIM_EDIT_ASSETS``).
+
+    An installed wheel carries it inside the package (``ddim_edit/assets``, see setup.py); a source
+    checkout or editable install has it at the top of the tree.
+    """
     env = os.environ.get("DDIM_EDIT_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "assets"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    candidates = (here / "assets", here.parent / "assets")
+    return next((path for path in candidates if (path / "toy-model").is_dir()), candidates[-1])
 
 
 def toy_model_path() -> Path:
@@ -99,6 +109,9 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
     from diffusers import StableDiffusionPipeline
 
     kwargs = dict(safety_checker=None, requires_safety_checker=False)
+    # Without --allow-pickle only safetensors weights are read: a folder or hub repo with .bin
+    # pickles fails instead of running their code.
+    safe_kwargs = {} if allow_pickle else {"use_safetensors": True}
     path = Path(model)
     if model in TOY_ALIASES:
         path = toy_model_path()
@@ -107,7 +120,8 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json); pass a folder saved with save_pretrained")
-        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **kwargs)
+        check_model_folder(path, allow_pickle)
+        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **safe_kwargs, **kwargs)
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
@@ -125,7 +139,31 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
         raise ModelLoadError(f"{path} is neither a diffusers folder nor a .safetensors checkpoint")
     if model.count("/") != 1 or model.startswith((".", "/")):
         raise ModelLoadError(f"model {model!r} not found: give a hub id (owner/name), a local folder, a .safetensors file or 'toy'")
-    return StableDiffusionPipeline.from_pretrained(model, **kwargs)
+    return StableDiffusionPipeline.from_pretrained(model, **safe_kwargs, **kwargs)
+
+
+def check_model_folder(path: Path, allow_pickle: bool = False) -> None:
+    """Check a diffusers folder before loading: every component sub-folder is there, and its
+    weights are safetensors unless ``allow_pickle``.
+
+    Raises:
+        ModelLoadError: naming the missing sub-folder, or the pickle weights and how to proceed.
+    """
+    missing = [name for name in PIPELINE_FOLDERS if not (path / name).is_dir()]
+    if missing:
+        names = ", ".join(f"{name}/" for name in missing)
+        raise ModelLoadError(f"model folder {path} has no {names} sub-folder; a Stable Diffusion folder needs "
+                             f"{', '.join(f'{n}/' for n in PIPELINE_FOLDERS)} (copy the whole save_pretrained folder)")
+    if allow_pickle:
+        return
+    for name in WEIGHT_FOLDERS:
+        files = [item for item in (path / name).iterdir() if item.is_file()]
+        if any(item.suffix == ".safetensors" for item in files):
+            continue
+        pickles = [item.name for item in files if item.suffix.lower() in PICKLE_SUFFIXES]
+        if pickles:
+            raise ModelLoadError(f"{path / name} has pickle weights ({pickles[0]}), which can run arbitrary code when loaded; "
+                                 "convert the model to safetensors or pass --allow-pickle if you trust it")
 
 
 def load_model(

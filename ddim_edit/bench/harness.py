@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import DdimEditError
+from ..errors import DdimEditError, OutputError
 from ..images import grid, save_png
 from ..inversion import InversionOptions
 from ..workflow import PreparedImage
@@ -40,6 +40,7 @@ class BenchContext:
         methods: inversion methods to compare (suites that compare methods read this).
         seed, n: which scenes.
         out_dir: where per-scene grids go (None: nowhere).
+        force: overwrite grids already in ``out_dir`` (else :func:`check_out_dir` refuses them).
         progress: inner progress bars (per inversion / sampling).
         quiet: no bars at all (the harness shows a per-scene bar otherwise).
         options: suite-specific settings (e.g. ``gamma`` for style).
@@ -53,6 +54,7 @@ class BenchContext:
     seed: int = 1000
     n: int = 10
     out_dir: Path | None = None
+    force: bool = False
     progress: bool = False
     quiet: bool = False
     options: dict[str, Any] = field(default_factory=dict)
@@ -103,16 +105,54 @@ def mean(values: list[float]) -> float:
     return float(np.mean(finite))
 
 
+def grid_name(suite: str, scene_index: int, variant: str) -> str:
+    """The file name of one scene's comparison grid in ``out_dir``."""
+    return f"{suite}-{scene_index:04d}-{variant}.png"
+
+
+def check_out_dir(suite: str, out_dir: str | Path, n: int, force: bool = False, label: str = "--out") -> Path:
+    """Refuse, before any work, an ``out_dir`` that is a file, cannot be written, or already holds a
+    grid this run would write (any ``<suite>-<index>-*.png`` for its scenes) unless ``force``.
+
+    Raises:
+        OutputError: with the first clashing file and how to fix it.
+    """
+    from ..io import check_output_path
+
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{label} {folder} is a file, not a folder; give a folder name (it is created if missing)")
+    if folder.is_dir():
+        if not force:
+            clashes = sorted(path for index in range(n) for path in folder.glob(grid_name(suite, index, "*")))
+            if clashes:
+                more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
+                raise OutputError(f"{clashes[0]}{more} already exist(s) in {label} {folder}; "
+                                  "pass --force to overwrite or choose another folder")
+        check_output_path(folder / grid_name(suite, 0, "probe"), force=True, label=label)  # writable?
+    else:  # it will be made: the nearest existing ancestor must be a writable folder
+        ancestor = folder.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        check_output_path(ancestor / f".{folder.name}.probe", force=True, label=label)
+    return folder
+
+
 def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
     """Run suite ``name`` over ``ctx.n`` scenes from ``ctx.seed``; return the summary."""
     from ..toy.world import sample_scenes
 
     suite = load_suite(name)
+    if ctx.out_dir is not None:
+        check_out_dir(name, ctx.out_dir, ctx.n, ctx.force)
     scenes = sample_scenes(ctx.seed, ctx.n)
     collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, int] = defaultdict(int)
     if ctx.out_dir is not None:
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create folder {ctx.out_dir} ({exc.strerror or exc}); choose another folder") from None
     start = time.perf_counter()
     seen: set[int] = set()
     bar = tqdm(total=len(scenes), desc=f"bench {name}", file=sys.stderr, disable=ctx.quiet)
@@ -122,8 +162,8 @@ def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
             collected[result.variant][metric].append(float(value))
         if ctx.out_dir is not None and result.panels:
             labels, images = zip(*result.panels)
-            save_png(ctx.out_dir / f"{name}-{result.scene_index:04d}-{result.variant}.png",
-                     grid(list(images), list(labels)), {"suite": name, **result.metrics}, force=True)
+            save_png(ctx.out_dir / grid_name(name, result.scene_index, result.variant),
+                     grid(list(images), list(labels)), {"suite": name, **result.metrics}, force=ctx.force)
         if result.scene_index not in seen:
             seen.add(result.scene_index)
             bar.update(1)
