@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ddim_edit.bench.harness import SUITES, BenchContext, check_out_dir, format_table, run_suite
+from ddim_edit.bench.harness import check_suite_options
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
 from ddim_edit.model import load_model
@@ -62,6 +63,7 @@ def command(suite, seed, count, steps, spacing, guidance, methods, settings, out
         raise DdimEditError("--n must be at least 1")
     if out_dir:
         check_out_dir(suite, out_dir, count, force)
+    check_suite_options(suite, parse_options(settings))
     model = load_model(model_name, device, dtype, allow_pickle, model_config)
     ctx = BenchContext(model=model, steps=steps, spacing=spacing, guidance=guidance, seed=seed, n=count,
                        out_dir=Path(out_dir) if out_dir else None, force=force, quiet=quiet, options=parse_options(settings))

@@ -17,7 +17,7 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import invert_image, make_schedule, prepare_image
 
 from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
-from .common import SIZE, FiniteFloat
+from .common import SIZE, FiniteFloat, refuse_schedule_options
 from .invert import check_prompt, inversion_settings
 
 
@@ -97,6 +97,8 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     source_image = load_image(image)
     original_size = (source_image.shape[1], source_image.shape[0])
     traj = _load_trajectory(trajectory, image) if trajectory else None
+    if traj is not None:
+        refuse_schedule_options(f"the trajectory {trajectory}", lambda: traj.num_steps)
     if traj is None:
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
     edit_options = InpaintOptions(prompt=prompt, known=blend, start_step=start_step, resample=resample,

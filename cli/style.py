@@ -16,7 +16,7 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import is_trajectory_path, make_schedule
 
 from .common import Timer, check_outputs, emit, handle_errors, model_options, run_options, schedule_options, seed_everything
-from .common import FiniteFloat
+from .common import FiniteFloat, refuse_schedule_options
 
 
 def read_side(path: str):
@@ -87,6 +87,8 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
     style_side, style_source = read_side(style_path)
     seed_everything(seed)
     recorded = next((side for side in (content_side, style_side) if isinstance(side, Trajectory)), None)
+    if recorded is not None:
+        refuse_schedule_options("the trajectory given", lambda: recorded.num_steps)
     name = model_name if model_name is not None else recorded.metadata["model"] if recorded else "toy"
     model = load_model(name, device, dtype, allow_pickle, model_config)
     schedule = None if recorded is not None else make_schedule(model, steps, spacing, timesteps)

@@ -15,7 +15,7 @@ from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import decode, is_trajectory_path, load_or_invert, make_schedule
 
 from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
-from .common import SIZE, FiniteFloat
+from .common import SIZE, FiniteFloat, refuse_schedule_options
 from .invert import check_prompt, inversion_settings
 
 
@@ -95,6 +95,8 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     from_trajectory = is_trajectory_path(image_or_trajectory)
     if not Path(image_or_trajectory).exists():
         raise ImageError(f"{image_or_trajectory} does not exist; give an image or a .safetensors trajectory")
+    if from_trajectory:
+        refuse_schedule_options(f"the trajectory {image_or_trajectory}", lambda: Trajectory.load(image_or_trajectory).num_steps)
     if not from_trajectory:
         source_prompt = check_prompt(source_prompt, what="--source")
     if save_trajectory and from_trajectory:

@@ -27,6 +27,14 @@ from ..inversion import InversionOptions
 from ..workflow import PreparedImage
 
 SUITES = ("recon", "swap", "inpaint", "style")
+# The ``options`` keys (``bench --set KEY=VALUE``) each suite reads; a suite that reads a new key
+# must be listed here too (tests/test_reliability_numbers.py compares this with the suites' code).
+SUITE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "recon": ("inversion",),
+    "swap": ("inversion", "swap"),
+    "inpaint": ("dilate", "feather", "jump_length", "kinds", "method", "resample", "start_step", "variants"),
+    "style": ("guidance", "method", "prompt", "variants"),
+}
 
 
 @dataclass
@@ -138,11 +146,21 @@ def check_out_dir(suite: str, out_dir: str | Path, n: int, force: bool = False, 
     return folder
 
 
+def check_suite_options(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`DdimEditError` (field ``options``) for keys suite ``name`` does not read."""
+    known = SUITE_OPTIONS.get(name, ())
+    unknown = sorted(key for key in options if key not in known)
+    if unknown:
+        raise DdimEditError(f"the {name} suite has no option {', '.join(repr(key) for key in unknown)} in {{field}}; "
+                            f"its keys are: {', '.join(known) or 'none'}", field="options", value=unknown)
+
+
 def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
     """Run suite ``name`` over ``ctx.n`` scenes from ``ctx.seed``; return the summary."""
     from ..toy.world import sample_scenes
 
     suite = load_suite(name)
+    check_suite_options(name, ctx.options)
     if ctx.out_dir is not None:
         check_out_dir(name, ctx.out_dir, ctx.n, ctx.force)
     scenes = sample_scenes(ctx.seed, ctx.n)
