@@ -130,6 +130,8 @@ def handle_errors(func: Callable) -> Callable:
 def written_note() -> str:
     """'already wrote a.png, b.safetensors' for the files written so far ('' when none)."""
     paths = list(dict.fromkeys(str(path) for path in written_paths()))
+    if len(paths) > 3:  # bench grids: keep the line short
+        return f"already wrote {', '.join(paths[:3])} and {len(paths) - 3} more"
     return f"already wrote {', '.join(paths)}" if paths else ""
 
 

@@ -202,6 +202,19 @@ def test_a_stop_after_an_output_names_what_was_written(tmp_path, photo, monkeypa
         assert result.exit_code == 1 and lines[0].startswith("Error: the edit failed"), result.output
 
 
+def test_the_written_note_stays_one_short_line(tmp_path):
+    from cli.common import written_note
+    from ddim_edit.io import atomic_write, reset_written
+
+    reset_written()
+    assert written_note() == ""
+    for index in range(5):
+        atomic_write(tmp_path / f"grid-{index}.png", b"x")
+    note = written_note()
+    reset_written()
+    assert note.startswith(f"already wrote {tmp_path / 'grid-0.png'}, ") and note.endswith(" and 2 more"), note
+
+
 def test_an_interrupt_before_any_output_says_so(tmp_path, photo, monkeypatch):
     import cli.swap
 
