@@ -259,15 +259,37 @@ def explicit(name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def refuse_schedule_options(what: str, count_steps: Callable[[], int]) -> None:
-    """Schedule flags given with a trajectory input (which has its own steps) are an error.
+def refuse_schedule_options(what: str, trajectory: Callable[[], Any]) -> None:
+    """Schedule flags given with a trajectory input are an error unless they agree with it.
 
-    ``count_steps`` returns the trajectory's step count; it is called only when a flag was given.
+    A trajectory has its own timesteps; an explicit --steps, --spacing or --timesteps that differs
+    from them would be silently ignored. ``trajectory`` returns the Trajectory; it is called only
+    when one of the flags was given.
     """
-    given = [f"--{name}" for name in ("steps", "spacing", "timesteps") if explicit(name)]
-    if given:
-        raise DdimEditError(f"{what} has {count_steps()} steps of its own; {'/'.join(given)} applies only to "
-                            "images to invert: drop it, or pass the image instead")
+    given = [name for name in ("steps", "spacing", "timesteps") if explicit(name)]
+    if not given:
+        return
+    from ddim_edit.errors import ScheduleError
+    from ddim_edit.schedule import parse_custom_timesteps
+
+    traj = trajectory()
+    values = click.get_current_context().params
+    recorded = {"steps": traj.num_steps, "spacing": (traj.metadata.get("schedule") or {}).get("spacing"),
+                "timesteps": list(traj.timesteps)}
+    conflicting = []
+    for name in given:
+        value = values.get(name)
+        if name == "timesteps":
+            try:
+                value = parse_custom_timesteps(value or "")
+            except ScheduleError:
+                value = None
+        if value != recorded[name]:
+            conflicting.append(f"--{name}")
+    if conflicting:
+        raise DdimEditError(f"{what} has {traj.num_steps} steps of its own ({recorded['spacing']} spacing); "
+                            f"{'/'.join(conflicting)} applies only to images to invert: drop it, or pass the image "
+                            "instead")
 
 
 # ---------------------------------------------------------------------- library errors → flags

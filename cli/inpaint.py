@@ -98,7 +98,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     original_size = (source_image.shape[1], source_image.shape[0])
     traj = _load_trajectory(trajectory, image) if trajectory else None
     if traj is not None:
-        refuse_schedule_options(f"the trajectory {trajectory}", lambda: traj.num_steps)
+        refuse_schedule_options(f"the trajectory {trajectory}", lambda: traj)
     if traj is None:
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
     edit_options = InpaintOptions(prompt=prompt, known=blend, start_step=start_step, resample=resample,

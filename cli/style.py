@@ -88,7 +88,7 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
     seed_everything(seed)
     recorded = next((side for side in (content_side, style_side) if isinstance(side, Trajectory)), None)
     if recorded is not None:
-        refuse_schedule_options("the trajectory given", lambda: recorded.num_steps)
+        refuse_schedule_options("the trajectory given", lambda: recorded)
     name = model_name if model_name is not None else recorded.metadata["model"] if recorded else "toy"
     model = load_model(name, device, dtype, allow_pickle, model_config)
     schedule = None if recorded is not None else make_schedule(model, steps, spacing, timesteps)

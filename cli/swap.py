@@ -96,7 +96,7 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     if not Path(image_or_trajectory).exists():
         raise ImageError(f"{image_or_trajectory} does not exist; give an image or a .safetensors trajectory")
     if from_trajectory:
-        refuse_schedule_options(f"the trajectory {image_or_trajectory}", lambda: Trajectory.load(image_or_trajectory).num_steps)
+        refuse_schedule_options(f"the trajectory {image_or_trajectory}", lambda: Trajectory.load(image_or_trajectory))
     if not from_trajectory:
         source_prompt = check_prompt(source_prompt, what="--source")
     if save_trajectory and from_trajectory:

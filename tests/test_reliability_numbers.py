@@ -484,6 +484,15 @@ def test_schedule_flags_with_a_trajectory_are_refused(work, out, command, flag, 
     assert not list(out.iterdir())
 
 
+def test_schedule_flags_that_agree_with_the_trajectory_are_accepted(work, out):
+    traj = work / "photo.traj.safetensors"
+    timesteps = ",".join(str(t) for t in Trajectory.load(traj).timesteps)
+    result = run("swap", traj, "-t", TARGET, "-o", out / "o.png", "--steps", 4, "--spacing", "leading",
+                 "--timesteps", timesteps, "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "o.png").exists()
+
+
 # ---------------------------------------------------------------------- 11. bench --set keys
 def test_unknown_bench_options_are_refused(out):
     line = refused(run("bench", "swap", "--n", 1, "--steps", 2, "--set", "blendd=0.3", "--out", out / "g"),
