@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.edits.prompt_swap import SwapOptions, swap
+from ddim_edit.edits.prompt_swap import SwapOptions, edited_image, swap
 from ddim_edit.images import grid, save_png
 from ddim_edit.inversion import InversionOptions
 from ddim_edit.metrics import psnr
@@ -43,9 +43,11 @@ def command(output, target, steps, force, quiet, output_format):
     schedule = make_schedule(model, steps)
     image = prepare_image(model, assets_dir() / "examples" / "red-circle.png")
     with Timer() as timer:
-        traj = invert_image(model, image, SOURCE, schedule, InversionOptions(method="exact"), progress=not quiet)
+        traj = invert_image(model, image, SOURCE, schedule, InversionOptions(method="exact", record_corrections=False),
+                            progress=not quiet)
         result = swap(model, traj, target, SwapOptions(), progress=not quiet)
-    reconstruction, edit = decode(model, result.source_latents), decode(model, result.target_latents)
+    reconstruction = decode(model, result.source_latents)
+    edit = edited_image(model, result, image.pixels)
     picture = grid([image.pixels, reconstruction, edit], ["source", "reconstruction", "edit"])
     save_png(Path(output), picture, {"command": "demo", "source": SOURCE, "target": target, "steps": steps}, force=force)
     info = {"output": str(output), "source": SOURCE, "target": target, "reconstruction_psnr": psnr(reconstruction, image.pixels),

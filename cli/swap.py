@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 
 import click
 
-from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, swap
+from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, edited_image, swap
 from ddim_edit.errors import ImageError, PromptError
 from ddim_edit.images import grid, save_png
 from ddim_edit.model import load_model
@@ -58,9 +60,14 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.option("--target", "-t", "target_prompt", required=True, help="Caption of the edited image.")
 @click.option("--mode", default="replace", show_default=True, type=click.Choice(MODES),
               help="replace: swap words (same token count); refine: words added or removed.")
-@click.option("--blend", "blend_words", multiple=True, help="Local blend: word whose attention marks what may change (repeatable).")
+@click.option("--blend", "blend_words", multiple=True,
+              help="Local blend: word whose attention marks what may change (repeatable; default: the words that "
+                   "differ between --source and --target).")
+@click.option("--no-blend", is_flag=True, help="No local blend: every pixel comes from the edit.")
+@click.option("--blend-latents", is_flag=True,
+              help="Also blend the latents at each step (prompt-to-prompt's LocalBlend); default: pixels only.")
 @click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=FiniteFloat(example="0.3"),
-              help="Local blend: keep latent pixels above this fraction of the map's min→max range.")
+              help="Local blend: keep latent pixels whose accumulated, max-normalised map is above this.")
 @click.option("--reweight", multiple=True, help="Scale a target word's attention, WORD=SCALE (repeatable).")
 @click.option("--cross-steps", multiple=True,
               help=f"Fraction of steps with cross-attention injection, or WORD=F per word [default: {SwapOptions.cross_steps}].")
@@ -77,7 +84,8 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @run_options
 @handle_errors
 @click.pass_context
-def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, blend_threshold, reweight,
+def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, no_blend, blend_latents,
+            blend_threshold, reweight,
             cross_steps, self_steps, output, save_trajectory, save_attention, with_grid, size, model_name, model_config,
             device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
             negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed):
@@ -105,8 +113,11 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     check_outputs([("-o", output, "image"), ("--save-trajectory", save_trajectory, "trajectory"),
                    ("--save-attention", save_attention, "image")], force, inputs=(image_or_trajectory,))
     options = SwapOptions(mode=mode, cross_steps=parse_cross_steps(cross_steps), self_steps=self_steps,
-                          reweight=parse_word_values(reweight, "--reweight", "blue=2"), blend_words=tuple(blend_words),
+                          reweight=parse_word_values(reweight, "--reweight", "blue=2"),
+                          blend_words=() if no_blend else (tuple(blend_words) or None), blend_latents=blend_latents,
                           blend_threshold=blend_threshold, keep_maps=bool(save_attention))
+    if no_blend and blend_words:
+        raise PromptError("--no-blend and --blend contradict each other; pass one of them")
     guidance_given = ctx.get_parameter_source("guidance") != click.core.ParameterSource.DEFAULT
     seed_everything(seed)
     if model_name is None:
@@ -116,6 +127,8 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
         schedule = None if from_trajectory else make_schedule(model, steps, spacing, timesteps)
         inversion = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
                                        tolerance, null_text_steps)
+        # the swap reads the recorded latents and corrects as it goes: the record pass is only for a saved file
+        inversion = dataclasses.replace(inversion, record_corrections=bool(save_trajectory))
         before = model.unet_evaluations
         traj, source_pixels = load_or_invert(model, image_or_trajectory, source_prompt, schedule, inversion, size,
                                              progress=not quiet)
@@ -124,9 +137,9 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
             traj.save(save_trajectory, force=force)
         result = swap(model, traj, target_prompt, options, source_prompt,
                       guidance if (guidance_given or not from_trajectory) else None, progress=not quiet)
-    edited = decode(model, result.target_latents)
+    edited = edited_image(model, result, source_pixels, options)
     parameters = {"command": "swap", "input": str(image_or_trajectory), "source": traj.metadata["prompt"],
-                  "target": target_prompt, "mode": mode, "blend": list(blend_words), "reweight": list(reweight),
+                  "target": target_prompt, "mode": mode, "blend": list(result.blend_words), "reweight": list(reweight),
                   "cross_steps": list(cross_steps), "self_steps": self_steps, "method": traj.method,
                   "steps": traj.num_steps}
     picture = edited

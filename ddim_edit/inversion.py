@@ -48,6 +48,10 @@ class InversionOptions:
         fixed_point_tolerance: stop when ‖Δz_t‖ / ‖z_t‖ falls below this.
         null_text_steps: the most Adam steps per timestep for ``null-text``.
         null_text_lr: Adam's learning rate at the first timestep (decays linearly as in the paper).
+        record_corrections: ``exact`` only: run the record pass (2N guided evaluations) so that a
+            replay at ``guidance_scale`` adds the corrections back. Edits that read the recorded
+            latents compute the corrections they need as they go, so an image inverted only to be
+            edited can skip it; the trajectory then replays exactly only through those edits.
     """
 
     method: str = "ddim"
@@ -58,6 +62,7 @@ class InversionOptions:
     fixed_point_tolerance: float = 1e-5
     null_text_steps: int = 10
     null_text_lr: float = 1e-2
+    record_corrections: bool = True
 
     def effective_inversion_guidance(self) -> float:
         """The guidance used while inverting (see ``inversion_guidance``)."""
@@ -95,6 +100,37 @@ def _inversion_eps(model, schedule: Schedule, z_eval, k, cond, uncond, guidance)
     return eps
 
 
+def fixed_point_step(model, schedule: Schedule, k: int, z_s: torch.Tensor, cond, uncond, guidance_scale: float,
+                     iterations: int, tolerance: float, damping: float = 1.0) -> tuple[torch.Tensor, float, int]:
+    """Solve z_t = f(z_t) = inverse_step(z_s, ε(z_t, t_k)) by the damped iteration z ← z + β (f(z) − z).
+
+    Starts from plain DDIM's z_t = f(z_s). Returns the iterate with the smallest relative residual
+    ‖f(z) − z‖ / ‖f(z)‖ seen (the last one while the iteration contracts; the closest one when it
+    oscillates or diverges, as guided iterations can at small t), that residual and the number of
+    UNet evaluations spent.
+    """
+    alpha_prod_s, alpha_prod_t = schedule.alpha_prod(k + 1), schedule.alpha_prod(k)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        eps = _inversion_eps(model, schedule, z, k, cond, uncond, guidance_scale)
+        return ddim_inverse_step(eps, z_s, alpha_prod_s, alpha_prod_t)
+
+    z = f(z_s)
+    best, best_residual, used = z, math.inf, 1
+    residual = math.inf
+    for _ in range(iterations - 1):
+        f_z = f(z)
+        used += 1
+        residual = float((f_z - z).norm() / f_z.norm().clamp_min(1e-12))
+        if residual < best_residual:
+            best, best_residual = z, residual
+        z = z + damping * (f_z - z)
+        if residual < tolerance:
+            break
+    # still contracting at the end: the last update is closer still than the best evaluated iterate
+    return (z, residual, used) if residual <= best_residual else (best, best_residual, used)
+
+
 def invert_latents(
     model,
     schedule: Schedule,
@@ -105,37 +141,40 @@ def invert_latents(
     iterations: int = 1,
     tolerance: float = 0.0,
     progress: bool = True,
+    damping: float = 0.3,
+    residuals: list[float] | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Invert z_0 ([B, C, h, w]) along the schedule.
 
-    With ``iterations`` > 1 each step solves z_t = inverse_step(ε(z_t)) by fixed-point iteration,
-    stopping once the relative residual ‖f(z_t) − z_t‖ / ‖f(z_t)‖ is below ``tolerance``; if the
-    iteration stops improving, the iterate with the smallest residual is kept.
+    With ``iterations`` > 1 each step solves z_t = inverse_step(ε(z_t)) by fixed-point iteration
+    (:func:`fixed_point_step`), stopping once the relative residual is below ``tolerance``. A step
+    that does not get there undamped is solved again with the damped update (β = ``damping``),
+    which converges where the plain iteration oscillates; the iterate with the smaller residual is
+    kept.
+
+    Args:
+        residuals: when a list is given, the final residual of each step (sampling order) is put in it.
 
     Returns the latents in sampling order ([N + 1, B, C, h, w], index 0 = x_T) and the number of
-    fixed-point iterations used at each step (1 everywhere for plain DDIM).
+    UNet evaluations used at each step (1 everywhere for plain DDIM).
     """
     n = schedule.num_steps
     states = [None] * (n + 1)
     states[n] = z0.to(work_dtype(z0.device))
-    used: list[int] = [0] * n
+    used: list[int] = [1] * n
+    final = [0.0] * n
     for k in tqdm(range(n - 1, -1, -1), desc="inverting", disable=not progress, leave=False):
-        z_s = states[k + 1]
-        alpha_prod_s, alpha_prod_t = schedule.alpha_prod(k + 1), schedule.alpha_prod(k)
-        z_t, best, best_residual = z_s, None, math.inf
-        for it in range(iterations):
-            eps = _inversion_eps(model, schedule, z_t, k, cond, uncond, guidance_scale)
-            z_next = ddim_inverse_step(eps, z_s, alpha_prod_s, alpha_prod_t)
-            residual = float((z_next - z_t).norm() / z_next.norm().clamp_min(1e-12))  # of z_t
-            if it > 0 and residual < best_residual:  # iterate 0's input z_s is not a guess of z_t
-                best, best_residual = z_t, residual
-            z_t = z_next
-            used[k] = it + 1
-            if it > 0 and residual < tolerance:
-                break
-        # Still contracting (or plain DDIM): the last iterate. Diverging, as guided iterations can at
-        # small t: the iterate that came closest to a fixed point.
-        states[k] = z_t if iterations == 1 or residual <= best_residual else best
+        z_t, residual, used[k] = fixed_point_step(model, schedule, k, states[k + 1], cond, uncond, guidance_scale,
+                                                  iterations, tolerance)
+        if iterations > 1 and residual > tolerance and damping < 1:
+            damped, damped_residual, extra = fixed_point_step(model, schedule, k, states[k + 1], cond, uncond,
+                                                              guidance_scale, iterations, tolerance, damping)
+            used[k] += extra
+            if damped_residual < residual:
+                z_t, residual = damped, damped_residual
+        states[k], final[k] = z_t, residual
+    if residuals is not None:
+        residuals[:] = final
     return torch.stack(states), used
 
 
@@ -230,10 +269,11 @@ def invert(
     start_evaluations = model.unet_evaluations
     iterations = options.fixed_point_iterations if options.method == "fixed-point" else 1
     with torch.no_grad():
+        residuals: list[float] = []
         latents, used = invert_latents(model, schedule, z0, cond, negative, options.effective_inversion_guidance(),
-                                       iterations, options.fixed_point_tolerance, progress)
+                                       iterations, options.fixed_point_tolerance, progress, residuals=residuals)
         corrections = null_embeddings = None
-        if options.method == "exact":
+        if options.method == "exact" and options.record_corrections:
             corrections = record_corrections(model, schedule, latents, cond, negative, options.guidance_scale)[:, 0]
     if options.method == "null-text":
         null_embeddings = optimise_null_text(model, schedule, latents, cond, negative, options.guidance_scale,
@@ -250,6 +290,9 @@ def invert(
         "guidance_scale": options.guidance_scale,
         "inversion_guidance": options.effective_inversion_guidance(),
         "fixed_point_iterations": used if options.method == "fixed-point" else None,
+        # steps whose fixed point was not reached within the tolerance (the closest iterate was kept)
+        "fixed_point_unconverged": ([k for k, r in enumerate(residuals) if r > options.fixed_point_tolerance]
+                                    if options.method == "fixed-point" else None),
         "unet_evaluations": model.unet_evaluations - start_evaluations,
         "latent_shape": list(z0.shape[1:]),
         "dtype": str(model.dtype).replace("torch.", ""),

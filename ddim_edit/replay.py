@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import TrajectoryError
+from .inversion import record_corrections
 from .sampler import Conditioning, SamplerHook, sample
 from .schedule import Schedule
 from .trajectory import Trajectory, check_compatible
@@ -43,28 +44,47 @@ def trajectory_schedule(model, traj: Trajectory) -> Schedule:
     return schedule
 
 
-def replay_plan(model, traj: Trajectory, prompts: list[str] | None = None, guidance_scale: float | None = None) -> ReplayPlan:
+def recorded_guidance(traj: Trajectory) -> float:
+    """The guidance the trajectory was made for (``exact`` corrections / ``null-text`` embeddings fit it)."""
+    return float(traj.metadata["guidance_scale"])
+
+
+def guidance_is_recorded(traj: Trajectory, guidance_scale: float) -> bool:
+    """Whether ``guidance_scale`` is the one the trajectory's record was fitted for."""
+    return abs(float(guidance_scale) - recorded_guidance(traj)) <= 1e-9
+
+
+def replay_plan(model, traj: Trajectory, prompts: list[str] | None = None, guidance_scale: float | None = None,
+                with_corrections: bool = True) -> ReplayPlan:
     """Conditioning and corrections to sample ``prompts`` (default: the source prompt) from x_T.
 
+    Any guidance may be asked; an ``exact`` / ``null-text`` record only reproduces the inversion at
+    the recorded one (:func:`reconstruct` insists on it; edits whose source branch reads the
+    recorded latents do not need it). An ``exact`` trajectory inverted without its record pass gets
+    its corrections recorded now at the plan's guidance (2N evaluations), and so does one asked for
+    another guidance than the recorded one, unless ``with_corrections`` is False.
+
     Raises:
-        TrajectoryError: when the trajectory does not fit the model, or when a guidance other than
-            the recorded one is asked of an ``exact`` / ``null-text`` trajectory.
+        TrajectoryError: when the trajectory does not fit the model.
     """
     schedule = trajectory_schedule(model, traj)
     prompts = prompts or [traj.metadata["prompt"]]
-    recorded = float(traj.metadata["guidance_scale"])
-    guidance = recorded if guidance_scale is None else float(guidance_scale)
-    if traj.method in ("exact", "null-text") and abs(guidance - recorded) > 1e-9:
-        raise TrajectoryError(
-            f"this {traj.method} trajectory was fitted for guidance {recorded}; use --guidance {recorded} or invert again with --guidance {guidance}"
-        )
+    guidance = recorded_guidance(traj) if guidance_scale is None else float(guidance_scale)
     batch = len(prompts)
     cond = model.encode_prompts(prompts)
     negative = model.encode_prompts([traj.metadata["negative_prompt"]] * batch)
     per_step = None
     if traj.null_embeddings is not None:
         per_step = traj.null_embeddings.to(model.device, model.dtype)[:, None].expand(-1, batch, -1, -1)
-    corrections = None if traj.corrections is None else traj.corrections[:, None].to(model.device)
+    corrections = None
+    if traj.method == "exact" and with_corrections:
+        if traj.corrections is not None and guidance_is_recorded(traj, guidance):
+            corrections = traj.corrections[:, None].to(model.device)
+        else:  # inverted without the record pass, or asked at another guidance: record now
+            with torch.no_grad():
+                corrections = record_corrections(model, schedule, traj.latents[:, None].to(model.device),
+                                                 model.encode_prompts([traj.metadata["prompt"]]), negative[:1],
+                                                 guidance)
     x_T = traj.x_T[None].to(model.device).expand(batch, -1, -1, -1)
     return ReplayPlan(schedule, x_T, Conditioning(cond, negative, per_step), guidance, corrections)
 
@@ -77,6 +97,11 @@ def reconstruct(model, traj: Trajectory, guidance_scale: float | None = None,
     ``eta > 0`` adds DDIM's stochastic noise (seeded by ``generator``); the replay is then no
     longer exact, whatever the method.
     """
+    if traj.method in ("exact", "null-text") and guidance_scale is not None and not guidance_is_recorded(traj, guidance_scale):
+        recorded = recorded_guidance(traj)
+        raise TrajectoryError(
+            f"this {traj.method} trajectory reconstructs exactly at guidance {recorded}, not {guidance_scale}; "
+            f"replay it at {recorded} or invert again for {guidance_scale}")
     plan = replay_plan(model, traj, guidance_scale=guidance_scale)
     with torch.no_grad():
         return sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale, eta=eta,

@@ -159,8 +159,8 @@ def validate_shapes(traj: Trajectory) -> None:
     schedule = traj.metadata.get("schedule") or {}
     if isinstance(schedule, dict) and list(schedule.get("timesteps", traj.timesteps)) != list(traj.timesteps):
         raise TrajectoryError("the metadata's timesteps differ from the stored timesteps tensor")
-    if traj.metadata.get("method") == "exact" and traj.corrections is None:
-        raise TrajectoryError("an 'exact' trajectory without corrections")
+    # An 'exact' trajectory may lack its corrections (inverted without the record pass): replays
+    # record them when they need them (ddim_edit.replay.replay_plan).
     if traj.metadata.get("method") == "null-text" and traj.null_embeddings is None:
         raise TrajectoryError("a 'null-text' trajectory without null embeddings")
 

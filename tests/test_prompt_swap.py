@@ -56,9 +56,10 @@ def test_cross_attention_sdpa_matches_materialised_reference(tiny_model, kind):
     q_tgt, k_tgt, v_tgt = _qkv(2)
     scale = 8 ** -0.5
     p_src, p_tgt = attention_probabilities(q_src, k_src, scale), attention_probabilities(q_tgt, k_tgt, scale)
-    for fraction in (0.0, 0.5, 0.9):
-        edit = spec.cross_edit(fraction)
-        alpha = (fraction < spec.cross_steps).double()
+    n = 10
+    for index in (0, 5, 9):
+        edit = spec.cross_edit(index, n)
+        alpha = (index < torch.floor(spec.cross_steps.double() * n + 1e-9)).double()
         if edit is None:
             assert not alpha.any()
             continue
@@ -66,7 +67,7 @@ def test_cross_attention_sdpa_matches_materialised_reference(tiny_model, kind):
         expected = _reference_cross(p_src, p_tgt, v_tgt, spec.tokens, alpha, spec.reweight)
         assert (ours - expected).abs().max() <= 1e-5
     if kind == "per_word":  # at 0.5, "blue" keeps the target's own attention: the edit is not a pure copy
-        assert spec.cross_edit(0.5).keeps_target and not spec.cross_edit(0.1).keeps_target
+        assert spec.cross_edit(5, n).keeps_target and not spec.cross_edit(1, n).keeps_target
 
 
 def test_self_attention_sdpa_matches_materialised_reference():
@@ -104,10 +105,10 @@ def test_processors_install_and_remove_bitwise(tiny_model):
     unet = tiny_model.unet
     before = _unet_output(unet)
     spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(), L)
-    controller = AttentionController(spec, {"target": [2]}, keep_maps=True)
+    controller = AttentionController(spec, {"target": [2]}, blend_side=8, keep_maps=True)
     with installed_processors(unet, make_processors(unet, controller)):
         idle = _unet_output(unet)  # no layout: plain attention
-        controller.begin_step(0, 0.0)
+        controller.begin_step(0, 4)
         controller.layout = BranchLayout([1], [2], {"source": 1, "target": 2})
         active = _unet_output(unet)
         controller.layout = None
@@ -116,7 +117,7 @@ def test_processors_install_and_remove_bitwise(tiny_model):
     assert torch.allclose(before, idle, atol=1e-6)
     assert torch.allclose(before[:2], active[:2], atol=1e-6)  # rows 0, 1 are not targets
     assert not torch.allclose(before[2], active[2], atol=1e-3)  # row 2 borrows row 1's attention
-    assert controller.step_maps and controller.accumulated
+    assert controller.word_maps()["target"].shape == (8, 8) and controller.accumulated
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,8 @@ def test_same_prompt_reproduces_the_reconstruction_exactly(trajectories):
     model, trajs = trajectories
     traj = trajs["exact"]
     reconstruction = reconstruct(model, traj, progress=False)
-    result = swap(model, traj, SOURCE, SwapOptions(blend_words=("circle",), correct_target=True), progress=False)
+    result = swap(model, traj, SOURCE, SwapOptions(blend_words=("circle",), blend_latents=True, correct_inside_mask=True),
+                  progress=False)
     assert (result.target_latents - reconstruction).abs().max() <= 1e-6
     assert torch.equal(result.source_latents[0], traj.z_0.to(result.source_latents))  # the recorded z_0
     # and the exact reconstruction is the inverted image's latent
@@ -147,13 +149,14 @@ def test_unet_evaluations_per_edit(trajectories):
     blended = swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=("red", "blue")), progress=False)
     assert blended.unet_evaluations == 3 * n  # target (uncond + cond) + source cond, every step
     # no blend: the source runs only while injecting (cross 0.5, self 0.3 → steps 0-1 of 4)
-    plain = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3), progress=False)
+    plain = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3, blend_words=()),
+                 progress=False)
     assert plain.unet_evaluations == 2 * n + 2
     full = swap(model, trajs["exact"], TARGET, SwapOptions(reuse_source=False), progress=False)
     assert full.unet_evaluations == 4 * n
     assert (full.target_latents - plain.target_latents).abs().max() > 0  # different settings, different edits
-    same = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3, reuse_source=False),
-                progress=False)
+    same = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3, reuse_source=False,
+                                                           blend_words=()), progress=False)
     assert (same.target_latents - plain.target_latents).abs().max() <= 1e-4  # reuse changes cost, not result
     assert swap(model, trajs["ddim"], TARGET, progress=False).unet_evaluations == 4 * n
 
@@ -161,7 +164,7 @@ def test_unet_evaluations_per_edit(trajectories):
 def test_local_blend_keeps_the_source_outside_the_mask(trajectories):
     model, trajs = trajectories
     result = swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=("blue",), blend_threshold=0.8,
-                                                             blend_dilation=0), progress=False)
+                                                             blend_pool_radius=0, blend_latents=True), progress=False)
     mask = result.blend_mask
     assert mask is not None and 0 < mask.sum() < mask.numel()
     outside = ~mask
@@ -182,7 +185,7 @@ def test_bad_input_raises_clear_errors(trajectories, case):
     elif case == "source":
         source, error, fragment = "a green square", TrajectoryError, "differs"
     elif case == "fraction":
-        options, fragment = SwapOptions(self_steps=1.5), "--self-steps"
+        options, fragment = SwapOptions(self_steps=1.5), "^self_steps must be"  # library words, not CLI flags
     elif case == "empty":
         target, fragment = "  ", "target prompt is empty"
     with pytest.raises(error, match=fragment):

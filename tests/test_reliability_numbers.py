@@ -542,8 +542,6 @@ def test_library_errors_reach_the_cli_as_flags(work, out):
         load_or_invert(None, work / "photo.traj.safetensors", "a green cat", None)
 
 
-@pytest.mark.xfail(reason="ddim_edit/edits/p2p_control.py and edits/inpaint.py still write --mode / --jump-length "
-                          "into their messages; converting them to fields (ddim_edit.errors) makes this pass", strict=False)
 @pytest.mark.parametrize("args", [["demo", "--steps", "2", "--target", "a blue circle", "-q"],
                                   ["bench", "inpaint", "--n", "1", "--steps", "2", "-q"]])
 def test_hints_name_only_flags_the_command_has(out, monkeypatch, args):
@@ -558,7 +556,8 @@ def test_library_messages_of_these_modules_name_no_cli_flags():
     import ddim_edit
 
     root = Path(ddim_edit.__file__).parent
-    for name in ("schedule.py", "trajectory.py", "workflow.py", "inversion.py"):
+    for name in ("schedule.py", "trajectory.py", "workflow.py", "inversion.py", "replay.py", "edits/prompt_swap.py",
+                 "edits/p2p_control.py", "edits/local_blend.py", "edits/style.py", "edits/inpaint.py"):
         text = (root / name).read_text()
         messages = re.findall(r"(?:Error|Error\w*)\(\s*(f?\"[^\n]*)", text)
         flagged = [m for m in messages if re.search(r"--[a-z]", m)]

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..edits.prompt_swap import SwapOptions, swap
+from ..edits.prompt_swap import SwapOptions, edited_image, swap
 from ..metrics import iou, psnr
 from ..toy.reader import read_scene
 from ..toy.world import BACKGROUNDS, COLORS, FILLS, SHAPES, Scene, caption, render, shape_mask, with_changes
@@ -46,24 +46,16 @@ def pick_swap(scene: Scene, index: int, seed: int) -> tuple[str, str, Scene]:
     raise ValueError(f"no valid {kind} swap for {scene}")
 
 
-def blend_words_for(kind: str, old: str, new: str, scene: Scene) -> tuple[str, ...]:
-    """Words whose attention marks what may change: the changed words and the object they describe.
+def swap_options(ctx: BenchContext) -> SwapOptions:
+    """The CLI's defaults (blend on the words that differ), overridable through ``ctx.options["swap"]``.
 
-    A background swap changes everything but the object, so it is not blended (local blend is for
-    local edits).
+    ``blend: false`` turns the local blend off, as ``--no-blend`` does.
     """
-    if kind == "background":
-        return ()
-    if kind == "shape":
-        return (old, new)
-    return (old, new, scene.shape)
-
-
-def swap_options(ctx: BenchContext, kind: str, old: str, new: str, scene: Scene) -> SwapOptions:
-    """Default options with the blend words of this swap, overridable through ``ctx.options["swap"]``."""
     settings = dict(ctx.options.get("swap", {}))
-    if settings.pop("blend", True):
-        settings.setdefault("blend_words", blend_words_for(kind, old, new, scene))
+    if not settings.pop("blend", True):
+        settings["blend_words"] = ()
+    elif "blend_words" in settings:
+        settings["blend_words"] = tuple(settings["blend_words"])
     return SwapOptions(**settings)
 
 
@@ -93,15 +85,15 @@ def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
         source_image = render(scene, image_size=size)
         target_prompt = caption(truth)
         for method in ctx.methods:
-            options = ctx.inversion_options(method, **ctx.options.get("inversion", {}))
+            options = ctx.inversion_options(method, **{"record_corrections": False, **ctx.options.get("inversion", {})})
             start = time.perf_counter()
             before = model.unet_evaluations
             traj = invert_image(model, prepared(source_image, f"scene {index}"), caption(scene), schedule, options,
                                 progress=ctx.progress)
             inversion_evals = model.unet_evaluations - before
-            result = swap(model, traj, target_prompt, swap_options(ctx, kind, old, new, scene),
-                          progress=ctx.progress)
-            edit = decode(model, result.target_latents)
+            swap_settings = swap_options(ctx)
+            result = swap(model, traj, target_prompt, swap_settings, progress=ctx.progress)
+            edit = edited_image(model, result, source_image, swap_settings)
             seconds = time.perf_counter() - start
             metrics = score(edit, kind, scene, truth)
             metrics.update({f"{kind}_acc": metrics["target_acc"], "edit_evals": result.unet_evaluations,

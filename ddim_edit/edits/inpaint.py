@@ -95,13 +95,16 @@ class InpaintOptions:
         if self.hole_start not in HOLE_STARTS:
             raise InpaintError(f"unknown hole start {self.hole_start!r}; choose one of {', '.join(HOLE_STARTS)}")
         if not 0.0 <= self.start_step < 1.0:
-            raise InpaintError(f"--start-step must be a fraction in [0, 1), got {self.start_step}; e.g. --start-step 0.2")
+            raise InpaintError(f"{{field}} must be a fraction in [0, 1), got {self.start_step}; e.g. {{field}} 0.2",
+                               field="start_step", value=self.start_step)
         if self.resample < 0:
-            raise InpaintError(f"--resample must be ≥ 0, got {self.resample}")
+            raise InpaintError(f"{{field}} must be ≥ 0, got {self.resample}", field="resample", value=self.resample)
         if self.jump_length < 1:
-            raise InpaintError(f"--jump-length must be ≥ 1 step, got {self.jump_length}")
+            raise InpaintError(f"{{field}} must be ≥ 1 step, got {self.jump_length}", field="jump_length",
+                               value=self.jump_length)
         if self.resample > 0 and self.jump_length > num_steps:
-            raise InpaintError(f"--jump-length {self.jump_length} exceeds the {num_steps} steps; use a smaller jump")
+            raise InpaintError(f"{{field}} {self.jump_length} exceeds the {num_steps} steps; use a smaller jump",
+                               field="jump_length", value=self.jump_length)
 
 
 @dataclass
@@ -232,7 +235,7 @@ def inpaint_latents(model, traj: Trajectory, mask: np.ndarray | torch.Tensor,
     n = traj.num_steps
     options.check(n)
     prompt = traj.metadata["prompt"] if options.prompt is None else options.prompt
-    plan: ReplayPlan = replay_plan(model, traj, [prompt], options.guidance_scale)
+    plan: ReplayPlan = replay_plan(model, traj, [prompt], options.guidance_scale, with_corrections=False)
     dtype = work_dtype(model.device)
     m = torch.as_tensor(np.asarray(mask, dtype=np.float64) if not isinstance(mask, torch.Tensor) else mask)
     m = m.to(model.device, dtype).reshape(1, 1, *m.shape[-2:])

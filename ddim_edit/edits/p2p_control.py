@@ -26,6 +26,7 @@ calls.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from ..attention import EditAttnProcessor, LayerInfo, processors_for
 from ..errors import PromptError
+from .local_blend import layer_grid
 
 # ----------------------------------------------------------------------------- tokens
 
@@ -108,8 +110,7 @@ def replace_map(model, source: str, target: str, length: int) -> TokenMap:
     if n_src != n_tgt:
         raise PromptError(
             f"replace needs prompts with the same number of tokens ({n_src} vs {n_tgt}); "
-            "use --mode refine for words that are added or removed"
-        )
+            "use {field} refine for words that are added or removed", field="mode")
     return TokenMap(torch.eye(length), torch.ones(length))
 
 
@@ -134,6 +135,13 @@ def refine_map(model, source: str, target: str, length: int) -> TokenMap:
 
 
 # ----------------------------------------------------------------------------- edit schedule
+
+
+def injected_steps(fraction: float | torch.Tensor, num_steps: int) -> int | torch.Tensor:
+    """How many of the first sampling steps a ``fraction`` covers: ``int(fraction · N)``, as prompt-to-prompt."""
+    if isinstance(fraction, torch.Tensor):
+        return torch.floor(fraction.double() * num_steps + 1e-9).long()
+    return math.floor(float(fraction) * num_steps + 1e-9)
 
 
 @dataclass
@@ -168,9 +176,9 @@ class AttentionEditSpec:
     reweight: torch.Tensor
     self_max_tokens: int = 32 ** 2
 
-    def cross_edit(self, fraction: float) -> CrossEdit | None:
-        """The cross edit at sampling fraction ``fraction`` (None when nothing is injected)."""
-        alpha = (fraction < self.cross_steps).to(torch.float32)  # α per target token
+    def cross_edit(self, index: int, num_steps: int) -> CrossEdit | None:
+        """The cross edit at sampling step ``index`` of ``num_steps`` (None when nothing is injected)."""
+        alpha = (index < injected_steps(self.cross_steps, num_steps)).to(torch.float32)  # α per target token
         if not alpha.any():
             return None
         mapped = self.tokens.mapped
@@ -179,8 +187,12 @@ class AttentionEditSpec:
         d = (1 - mapped) * weight + (1 - alpha)
         return CrossEdit(G, d)
 
-    def self_active(self, fraction: float, queries: int) -> bool:
-        return fraction < self.self_steps and queries <= self.self_max_tokens
+    def self_injected(self, index: int, num_steps: int) -> bool:
+        """Whether step ``index`` of ``num_steps`` injects self-attention (in layers that allow it)."""
+        return index < injected_steps(self.self_steps, num_steps)
+
+    def self_active(self, index: int, num_steps: int, queries: int) -> bool:
+        return self.self_injected(index, num_steps) and queries <= self.self_max_tokens
 
 
 # ----------------------------------------------------------------------------- controller
@@ -203,74 +215,80 @@ class AttentionController:
     """Per-step state shared by the installed processors.
 
     The sampler hook sets the step (:meth:`begin_step`); the denoiser sets the batch layout before
-    each UNet call. Processors read both and write cross-attention maps keyed by (layer name, step).
+    each UNet call. Processors read both. The blend words' maps of the voting layers are summed
+    over those layers and over the steps so far (prompt-to-prompt's ``attention_store``), per branch.
     """
 
     def __init__(self, spec: AttentionEditSpec, map_tokens: dict[str, list[int]] | None = None,
-                 map_min_side: int = 1, keep_maps: bool = False):
+                 blend_side: int | None = None, keep_maps: bool = False, latent_hw: tuple[int, int] | None = None):
         """
         Args:
             spec: the edit.
-            map_tokens: per branch ("source"/"target"), the token positions whose maps are stored
-                each step (local blend); None or empty: none.
-            map_min_side: only cross layers with a spatial side ≥ this store maps.
+            map_tokens: per branch ("source"/"target"), the token positions whose maps make the
+                local-blend mask; None or empty: none.
+            blend_side: the side (in attention positions along the latent's width) of the
+                cross-attention layers whose maps vote for the blend mask (see
+                :func:`~ddim_edit.edits.local_blend.voting_side`).
             keep_maps: also accumulate every prompt token's map over the steps (attention pictures).
+            latent_hw: the latent's (h, w), to place layers' positions on a grid (None: square).
         """
         self.spec = spec
         self.map_tokens = {k: v for k, v in (map_tokens or {}).items() if v}
-        self.map_min_side = map_min_side
+        self.blend_side = blend_side
         self.keep_maps = keep_maps
-        self.fraction = 0.0
+        self.latent_hw = latent_hw
         self.step = 0
+        self.num_steps = 1
         self.layout: BranchLayout | None = None
         self.cross: CrossEdit | None = None
-        self.step_maps: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self.blend_sums: dict[str, torch.Tensor] = {}
         self.accumulated: dict[str, dict[str, torch.Tensor]] = {}
         self.accumulated_steps = 0
 
     # --- step state
-    def begin_step(self, index: int, fraction: float) -> None:
-        self.step, self.fraction = index, fraction
-        self.cross = self.spec.cross_edit(fraction)
-        self.step_maps = {key: value for key, value in self.step_maps.items() if key[1] >= index}
+    def begin_step(self, index: int, num_steps: int) -> None:
+        self.step, self.num_steps = index, num_steps
+        self.cross = self.spec.cross_edit(index, num_steps)
         if self.keep_maps:
             self.accumulated_steps += 1
 
     @property
     def needs_source(self) -> bool:
         """Whether the target borrows the source branch's attention (or maps) at this step."""
-        return (self.cross is not None or self.fraction < self.spec.self_steps
+        return (self.cross is not None or self.spec.self_injected(self.step, self.num_steps)
                 or bool(self.map_tokens.get("source")) or self.keep_maps)
 
     @property
     def needs_maps(self) -> bool:
         return bool(self.map_tokens) or self.keep_maps
 
+    def grid(self, queries: int) -> tuple[int, int]:
+        """(h, w) of a layer with ``queries`` positions."""
+        if self.latent_hw is None:
+            side = int(round(queries ** 0.5))
+            return side, side
+        return layer_grid(queries, self.latent_hw)
+
+    def wants(self, branch: str, queries: int) -> bool:
+        """Whether a branch's maps at a layer of ``queries`` positions are kept at this step."""
+        votes = bool(self.map_tokens.get(branch)) and self.grid(queries)[1] == self.blend_side
+        return votes or self.keep_maps
+
     # --- maps
-    def store(self, layer: str, side: int, branch: str, probabilities: torch.Tensor) -> None:
-        """Keep a branch's head-averaged maps [queries, L] of one layer at the current step."""
-        if side < self.map_min_side:
-            return
+    def store(self, layer: str, branch: str, probabilities: torch.Tensor) -> None:
+        """Add a branch's head-averaged maps [queries, L] of one layer at the current step."""
+        height, width = self.grid(probabilities.shape[0])
         tokens = self.map_tokens.get(branch)
-        if tokens:
-            self.step_maps.setdefault((layer, self.step), {})[branch] = probabilities[:, tokens].sum(-1)
+        if tokens and width == self.blend_side:
+            word_map = probabilities[:, tokens].sum(-1).reshape(height, width).float().cpu()
+            self.blend_sums[branch] = self.blend_sums.get(branch, 0) + word_map
         if self.keep_maps:
             bucket = self.accumulated.setdefault(layer, {})
             bucket[branch] = bucket.get(branch, 0) + probabilities.float()
 
-    def word_maps(self, step: int, side: int) -> dict[str, torch.Tensor]:
-        """Per branch, the stored word maps at ``step`` averaged over layers: [side, side]."""
-        maps: dict[str, list[torch.Tensor]] = {}
-        for (layer, at), branches in self.step_maps.items():
-            if at != step:
-                continue
-            for branch, flat in branches.items():
-                layer_side = int(round(flat.shape[0] ** 0.5))
-                image = flat.reshape(1, 1, layer_side, layer_side).float()
-                if layer_side != side:
-                    image = F.interpolate(image, size=(side, side), mode="bilinear", align_corners=False)
-                maps.setdefault(branch, []).append(image[0, 0])
-        return {branch: torch.stack(items).mean(0) for branch, items in maps.items()}
+    def word_maps(self) -> dict[str, torch.Tensor]:
+        """Per branch, the blend words' maps summed over the voting layers and the steps so far."""
+        return dict(self.blend_sums)
 
 
 class P2PAttnProcessor(EditAttnProcessor):
@@ -288,18 +306,18 @@ class P2PAttnProcessor(EditAttnProcessor):
         if layout is None or attention_mask is not None:
             return out
         scale = attn.scale
-        side = int(round(query.shape[2] ** 0.5))
+        queries = query.shape[2]
         if self.layer.is_cross:
-            if control.needs_maps and side >= control.map_min_side:
+            if control.needs_maps:
                 for branch, row in layout.map_rows.items():
-                    if not (control.keep_maps or control.map_tokens.get(branch)):
+                    if not control.wants(branch, queries):
                         continue
                     probabilities = (query[row] @ key[row].transpose(-1, -2) * scale).softmax(-1).mean(0)
-                    control.store(self.layer.name, side, branch, probabilities)
+                    control.store(self.layer.name, branch, probabilities)
             if control.cross is not None and layout.targets:
                 s, t = layout.sources, layout.targets
                 out[t] = cross_attention_edit(query[s], key[s], query[t], key[t], value[t], control.cross, scale)
-        elif layout.targets and control.spec.self_active(control.fraction, query.shape[2]):
+        elif layout.targets and control.spec.self_active(control.step, control.num_steps, queries):
             s, t = layout.sources, layout.targets
             out[t] = self_attention_edit(query[s], key[s], value[t], scale)
         return out

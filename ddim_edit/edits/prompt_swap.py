@@ -18,6 +18,7 @@ most, 2 after the injection window when no blend is asked.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,13 +27,16 @@ import torch.nn.functional as F
 
 from ..attention import installed_processors
 from ..errors import PromptError, TrajectoryError
-from ..replay import replay_plan
+from ..replay import guidance_is_recorded, replay_plan
 from ..sampler import SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
+from .local_blend import BlendRule, blend_mask, composite, layer_grid, soft_pixel_mask, voting_side
 from .p2p_control import (
     AttentionController,
     AttentionEditSpec,
     BranchLayout,
+    align_tokens,
+    injected_steps,
     make_processors,
     refine_map,
     replace_map,
@@ -46,30 +50,42 @@ MODES = ("replace", "refine")
 class SwapOptions:
     """Settings of :func:`swap`.
 
-    Defaults were tuned on toy scenes from seed 77 (the bench reports seed 1000): cross 0.4 / self 0.6
-    (PnP Inversion's PIE-Bench setting), blend threshold 0.5 without dilation, and the exact
-    corrections on the source branch only (adding them to the target too lowered target-attribute
-    accuracy and shape IoU there).
-
     Attributes:
         mode: ``replace`` (word swap, same token count) or ``refine`` (words added or removed).
-        cross_steps: fraction of the steps with cross-attention injection; a dict gives it per target
-            word, with the key ``"default"`` for the other tokens.
+        cross_steps: fraction of the steps with cross-attention injection (the first ``int(f·N)``
+            steps, as prompt-to-prompt); a dict gives it per target word, with the key
+            ``"default"`` for the other tokens.
         self_steps: fraction of the steps with self-attention injection.
         reweight: target word → scale of its attention (prompt-to-prompt's equaliser).
-        blend_words: words (of either prompt) whose cross-attention maps make the local-blend mask;
-            empty: no blend.
-        blend_threshold: the mask keeps latent pixels above this fraction of the way from the map's
-            minimum to its maximum.
-        blend_start: the blend is applied from this fraction of the steps on.
-        blend_dilation: max-pool radius (latent pixels) applied to the maps before thresholding.
-        blend_min_side: cross-attention layers with a spatial side below this do not vote
-            (None: a quarter of the latent side).
-        correct_target: add an ``exact`` trajectory's corrections to the target branch too
-            (PnP Inversion adds them to the source branch only; with them on both branches a target
-            prompt equal to the source reproduces the reconstruction exactly).
+        blend_words: words (of either prompt) whose cross-attention maps make the local-blend mask.
+            None (default): the words that differ between the prompts (prompt-to-prompt's practice
+            for word swaps); empty: no blend.
+        blend_threshold: the mask keeps latent pixels whose normalised accumulated map is above this.
+        blend_normalise: ``max`` (prompt-to-prompt) or ``minmax``.
+        blend_pool_radius: max-pool radius at the maps' resolution (prompt-to-prompt: 1).
+        blend_start: the blend is applied from this fraction of the steps on (prompt-to-prompt: 0.2).
+        blend_side: the width, in attention positions, of the layers whose maps vote (None: the
+            coarsest layers at least a quarter of the latent's width, prompt-to-prompt's 16 of 64).
+        blend_latents: also keep the source's latents outside the mask at each step
+            (prompt-to-prompt's LocalBlend). Off by default: with the source's corrections the
+            target already follows the source outside the edit, and latent blending lowered the
+            background (the VAE decoder's group norms and mid-block attention see the whole latent,
+            so a blended-in region shifts colours far from it). The mask is always used by the pixel
+            composite of :func:`edited_image`, which can only bring pixels closer to the source.
+        blend_dilate, blend_feather: the pixel composite of :func:`edited_image` grows the mask by this
+            many latent pixels and feathers it over this many (see
+            :func:`~ddim_edit.edits.local_blend.soft_pixel_mask`).
+        correct_target: give the target branch the source branch's per-step exact-inversion
+            correction too (as null-text inversion shares its null embeddings between branches):
+            a target prompt equal to the source then reproduces the reconstruction.
+        correct_inside_mask: keep that correction inside the local-blend mask too. Off by default:
+            there it pulls the edited content back towards the source (on 20 toy scenes of seed 77,
+            off: target attribute 1.00, shape IoU 0.83, background 29.5 dB; on: 0.95, 0.78, 26.8 dB).
+            With it on, an identical prompt reproduces the reconstruction even with explicit blend
+            words; by default identical prompts have no words that differ, hence no mask.
         reuse_source: for ``exact`` trajectories, take the source latents from the trajectory
-            instead of recomputing them (same result, fewer UNet evaluations).
+            instead of sampling them (same result; the source's guided output is only computed when
+            the target's correction needs it at another guidance than the recorded one).
         keep_maps: accumulate every token's cross-attention map (for attention pictures).
         self_max_tokens: self-attention layers with more queries than this are not injected.
     """
@@ -78,15 +94,24 @@ class SwapOptions:
     cross_steps: float | dict[str, float] = 0.4
     self_steps: float = 0.6
     reweight: dict[str, float] = field(default_factory=dict)
-    blend_words: tuple[str, ...] = ()
-    blend_threshold: float = 0.5
+    blend_words: tuple[str, ...] | None = None
+    blend_threshold: float = 0.3
+    blend_normalise: str = "max"
+    blend_pool_radius: int = 1
     blend_start: float = 0.2
-    blend_dilation: int = 0
-    blend_min_side: int | None = None
-    correct_target: bool = False
+    blend_side: int | None = None
+    blend_latents: bool = False
+    blend_dilate: int = 1
+    blend_feather: int = 1
+    correct_target: bool = True
+    correct_inside_mask: bool = False
     reuse_source: bool = True
     keep_maps: bool = False
     self_max_tokens: int = 32 ** 2
+
+    def blend_rule(self) -> BlendRule:
+        """The local-blend rule these options name."""
+        return BlendRule(self.blend_threshold, self.blend_normalise, self.blend_pool_radius)
 
 
 @dataclass
@@ -109,14 +134,16 @@ class SwapResult:
     blend_mask: torch.Tensor | None = None
     attention_maps: dict[str, list[torch.Tensor]] | None = None
     tokens: dict[str, list[str]] = field(default_factory=dict)
+    blend_words: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_fraction(name: str, value: float) -> None:
+def _check_fraction(field: str, value: float, what: str = "") -> None:
     if not 0.0 <= float(value) <= 1.0:
-        raise PromptError(f"{name} must be a fraction of the steps in [0, 1], got {value}")
+        raise PromptError(f"{{field}}{what} must be a fraction of the steps in [0, 1], got {value}", field=field,
+                          value=value)
 
 
 def _positions_or_fail(model, prompt: str, word: str, what: str) -> list[int]:
@@ -139,18 +166,33 @@ def build_spec(model, source: str, target: str, options: SwapOptions, length: in
     tokens = (replace_map if options.mode == "replace" else refine_map)(model, source, target, length)
     per_word = options.cross_steps if isinstance(options.cross_steps, dict) else {"default": options.cross_steps}
     default = float(per_word.get("default", SwapOptions.cross_steps))
-    _check_fraction("--cross-steps", default)
+    _check_fraction("cross_steps", default)
     cross_steps = torch.full((length,), default)
     for word, fraction in per_word.items():
         if word == "default":
             continue
-        _check_fraction(f"--cross-steps for {word!r}", fraction)
+        _check_fraction("cross_steps", fraction, f" for {word!r}")
         cross_steps[_positions_or_fail(model, target, word, "cross-steps")] = float(fraction)
-    _check_fraction("--self-steps", options.self_steps)
+    _check_fraction("self_steps", options.self_steps)
     reweight = torch.ones(length)
     for word, scale in options.reweight.items():
         reweight[_positions_or_fail(model, target, word, "reweight")] = float(scale)
     return AttentionEditSpec(tokens, cross_steps, float(options.self_steps), reweight, options.self_max_tokens)
+
+
+def differing_words(source: str, target: str) -> tuple[str, ...]:
+    """The words that an edit changes: source words not in the target's alignment, then new target words.
+
+    Words (whitespace-separated) are aligned globally as prompt-to-prompt aligns tokens
+    (:func:`~ddim_edit.edits.p2p_control.align_tokens`): "a red circle" → "a blue circle" gives
+    ("red", "blue"), "a circle" → "a striped circle" gives ("striped",).
+    """
+    source_words, target_words = source.split(), target.split()
+    aligned = align_tokens(source_words, target_words)
+    kept = {i for i in aligned if i is not None}
+    removed = [word for i, word in enumerate(source_words) if i not in kept]
+    added = [word for word, i in zip(target_words, aligned) if i is None]
+    return tuple(dict.fromkeys(removed + added))
 
 
 def blend_positions(model, source: str, target: str, words: tuple[str, ...]) -> dict[str, list[int]]:
@@ -176,31 +218,31 @@ def blend_positions(model, source: str, target: str, words: tuple[str, ...]) -> 
 class BranchDenoiser:
     """``denoise`` for the [source, target] batch with attention control.
 
-    Builds the UNet batch row by row (so the source's unconditional half can be left out when the
-    source latents are known), tells the controller which rows are the source and target conditional
-    halves, and applies classifier-free guidance per branch.
+    Builds the UNet batch row by row, tells the controller which rows are the source and target
+    conditional halves, and applies classifier-free guidance per branch. When the source latents
+    are known (read from an ``exact`` trajectory) the source's guided output is computed only if
+    ``source_output`` says it is needed (for the target's correction); otherwise only its
+    conditional half runs, and only at steps where the target borrows from it.
     """
 
-    def __init__(self, model, controller: AttentionController, source_known: bool):
+    def __init__(self, model, controller: AttentionController, source_known: bool, source_output: bool):
         self.model = model
         self.controller = controller
         self.source_known = source_known
+        self.source_output = source_output or not source_known
 
     def denoise(self, latents, timestep, cond, uncond, guidance_scale):
         guided = guidance_scale > 1.0
         if guided and uncond is None:
             raise PromptError("guidance > 1 needs negative/null embeddings")
         rows: list[tuple[str, int, torch.Tensor]] = []  # (role, branch, embedding)
-        if not self.source_known:
-            if guided:
-                rows += [("uncond", 0, uncond[0]), ("uncond", 1, uncond[1])]
-            rows += [("cond", 0, cond[0]), ("cond", 1, cond[1])]
-        else:
-            if guided:
-                rows.append(("uncond", 1, uncond[1]))
-            if self.controller.needs_source:
-                rows.append(("cond", 0, cond[0]))
-            rows.append(("cond", 1, cond[1]))
+        if guided:
+            if self.source_output:
+                rows.append(("uncond", 0, uncond[0]))
+            rows.append(("uncond", 1, uncond[1]))
+        if self.source_output or self.controller.needs_source:
+            rows.append(("cond", 0, cond[0]))
+        rows.append(("cond", 1, cond[1]))
         index = {(role, branch): k for k, (role, branch, _) in enumerate(rows)}
         source_row, target_row = index.get(("cond", 0)), index[("cond", 1)]
         layout = BranchLayout([], [], {"target": target_row})
@@ -222,50 +264,54 @@ class BranchDenoiser:
             return out_uncond + guidance_scale * (out_cond - out_uncond)
 
         target = branch_output(1)
-        # Known source latents: its output is not needed (the hook puts the recorded latents back).
-        source = target if self.source_known else branch_output(0)
+        # Known source latents and no correction to compute: the hook puts the recorded latents back.
+        source = branch_output(0) if self.source_output else target
         return torch.stack([source, target])
 
 
 class SwapHook(SamplerHook):
-    """Sets the controller's step; after each step restores known source latents and blends."""
+    """Sets the controller's step; after each step restores known source latents, corrects and blends.
+
+    With known source latents z_i (an ``exact`` trajectory) the target gets the source's
+    Direct-Inversion correction c_i: the recorded one at the recorded guidance, otherwise
+    c_i = z_{i+1} − step(z_i) from the source row, which the denoiser computed with the guided output
+    at this guidance. Once a local-blend mask exists the correction is kept outside it only: it
+    reproduces the source's path, which is what the blend keeps there, while inside the mask it
+    would pull the edited content back towards the source.
+    """
 
     def __init__(self, controller: AttentionController, options: SwapOptions, known_latents: torch.Tensor | None,
-                 blend: bool):
+                 recorded_corrections: torch.Tensor | None, blend: bool, latent_hw: tuple[int, int]):
         self.controller = controller
         self.options = options
         self.known_latents = known_latents
+        self.recorded_corrections = recorded_corrections
         self.blend = blend
+        self.latent_hw = latent_hw
         self.mask: torch.Tensor | None = None
 
     def before_step(self, step: StepInfo, latents: torch.Tensor) -> None:
-        self.controller.begin_step(step.index, step.fraction)
+        self.controller.begin_step(step.index, step.num_steps)
 
     def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
         source, target = latents[0], latents[1]
+        blending = self.blend and step.index >= injected_steps(self.options.blend_start, step.num_steps)
+        if blending and self.controller.word_maps():
+            self.mask = blend_mask(self.controller.word_maps(), self.latent_hw, self.options.blend_rule())
         if self.known_latents is not None:
-            source = self.known_latents[step.index + 1].to(latents)
-        if self.blend and step.fraction >= self.options.blend_start:
-            mask = self.blend_mask(step.index, latents.shape[-1])
-            if mask is not None:
-                self.mask = mask
-                target = source + mask.to(latents) * (target - source)
+            known = self.known_latents[step.index + 1].to(latents)
+            if self.options.correct_target:
+                if self.recorded_corrections is not None:
+                    correction = self.recorded_corrections[step.index].to(latents)
+                else:
+                    correction = known - source
+                if self.mask is not None and not self.options.correct_inside_mask:
+                    correction = correction * (~self.mask).to(latents)
+                target = target + correction
+            source = known
+        if blending and self.mask is not None and self.options.blend_latents:
+            target = source + self.mask.to(latents) * (target - source)
         return torch.stack([source, target])
-
-    def blend_mask(self, index: int, side: int) -> torch.Tensor | None:
-        """Union over branches of the thresholded, dilated word maps at step ``index``: [h, w]."""
-        maps = self.controller.word_maps(index, side)
-        if not maps:
-            return None
-        radius = self.options.blend_dilation
-        union = torch.zeros(side, side, dtype=torch.bool)
-        for word_map in maps.values():
-            image = word_map[None, None]
-            if radius > 0:
-                image = F.max_pool2d(image, 2 * radius + 1, stride=1, padding=radius)
-            image = image[0, 0] - image.min()
-            union |= (image / image.max().clamp_min(1e-12) > self.options.blend_threshold).cpu()
-        return union
 
 
 # ----------------------------------------------------------------------------- the edit
@@ -288,7 +334,10 @@ def swap(
         target_prompt: the edited caption.
         options: attention control and blend settings.
         source_prompt: when given, must equal the trajectory's prompt.
-        guidance_scale: guidance (default: the trajectory's; ``exact``/``null-text`` need that one).
+        guidance_scale: guidance of the edit (default: the trajectory's). Any guidance works with an
+            ``exact`` trajectory: its source branch reads the recorded latents, and the target's
+            correction is computed at this guidance. A ``null-text`` trajectory is replayed with its
+            embeddings, fitted for the recorded guidance.
         progress: progress bar on stderr.
 
     Raises:
@@ -301,36 +350,81 @@ def swap(
         raise TrajectoryError(f"the source prompt {source_prompt!r} differs from the trajectory's {source!r}; "
                               "pass the trajectory's prompt or invert the image again with yours")
     if target_prompt is None or not target_prompt.strip():
-        raise PromptError('the target prompt is empty; pass --target "…" describing the edited image')
+        raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
+                          field="target_prompt")
     target = target_prompt.strip()
     length = model.tokenizer.model_max_length
     spec = build_spec(model, source, target, options, length)
-    blend_words = tuple(options.blend_words)
+    options.blend_rule()  # fails early on a bad rule
+    _check_fraction("blend_start", options.blend_start)
+    blend_words = differing_words(source, target) if options.blend_words is None else tuple(options.blend_words)
     map_tokens = blend_positions(model, source, target, blend_words) if blend_words else {}
-    _check_fraction("--blend-threshold", options.blend_threshold)
-    plan = replay_plan(model, traj, [source, target], guidance_scale)
-    side = traj.x_T.shape[-1]
-    min_side = options.blend_min_side or max(1, side // 4)
-    controller = AttentionController(spec, map_tokens, min_side, options.keep_maps)
     source_known = options.reuse_source and traj.method == "exact"
+    plan = replay_plan(model, traj, [source, target], guidance_scale, with_corrections=not source_known)
+    latent_hw = tuple(traj.x_T.shape[-2:])
+    sides = sorted({layer_grid(queries, latent_hw)[1] for queries in cross_attention_queries(model, latent_hw)})
+    blend_side = options.blend_side or voting_side(sides, latent_hw[1])
+    controller = AttentionController(spec, map_tokens, blend_side, options.keep_maps, latent_hw)
+    recorded = traj.corrections is not None and guidance_is_recorded(traj, plan.guidance_scale)
+    corrections = None  # sampler corrections for both rows: only an exact replay without known latents
+    if traj.method == "exact" and not source_known:
+        corrections = plan.corrections
+        if not options.correct_target:
+            corrections = torch.cat([corrections, torch.zeros_like(corrections)], dim=1)
     known = traj.latents.to(model.device) if source_known else None
-    corrections = plan.corrections
-    if corrections is not None and not options.correct_target:
-        corrections = torch.cat([corrections, torch.zeros_like(corrections)], dim=1)
-    hook = SwapHook(controller, options, known, blend=bool(blend_words))
-    denoiser = BranchDenoiser(model, controller, source_known)
+    recorded_corrections = traj.corrections.to(model.device) if source_known and recorded else None
+    hook = SwapHook(controller, options, known, recorded_corrections, bool(map_tokens), latent_hw)
+    denoiser = BranchDenoiser(model, controller, source_known,
+                              source_output=source_known and options.correct_target and not recorded)
     before = model.unet_evaluations
     with torch.no_grad(), installed_processors(model.unet, make_processors(model.unet, controller)):
         latents = sample(denoiser, plan.schedule, plan.x_T.clone(), plan.conditioning, plan.guidance_scale,
                          corrections=corrections, hooks=[hook], progress=progress, desc="swapping")
     evaluations = model.unet_evaluations - before
     tokens = {"source": model.prompt_tokens(source), "target": model.prompt_tokens(target)}
-    maps = _average_maps(controller, tokens, side) if options.keep_maps else None
-    return SwapResult(latents[:1], latents[1:], evaluations, hook.mask, maps, tokens)
+    maps = _average_maps(controller, tokens, latent_hw) if options.keep_maps else None
+    return SwapResult(latents[:1], latents[1:], evaluations, hook.mask, maps, tokens, blend_words)
 
 
-def _average_maps(controller: AttentionController, tokens: dict[str, list[str]], side: int) -> dict[str, list[torch.Tensor]]:
-    """Per branch and prompt token, the accumulated map averaged over layers, [side, side] in [0, 1]."""
+def edited_image(model, result: SwapResult, source_pixels: np.ndarray | None = None,
+                 options: SwapOptions = SwapOptions()) -> np.ndarray:
+    """The edit as uint8 [H, W, 3]: decoded, and with a local blend the source pixels pasted back outside the mask.
+
+    Args:
+        source_pixels: the source image at the working size (None: the decoded source branch).
+    """
+    from ..workflow import decode
+
+    edited = decode(model, result.target_latents)
+    if result.blend_mask is None:
+        return edited
+    if source_pixels is None:
+        source_pixels = decode(model, result.source_latents)
+    height, width = edited.shape[:2]
+    soft = soft_pixel_mask(result.blend_mask, (width, height), options.blend_dilate, options.blend_feather)
+    return composite(edited, source_pixels, soft)
+
+
+def cross_attention_queries(model, latent_hw: tuple[int, int]) -> list[int]:
+    """The number of query positions of each cross-attention resolution of the UNet at ``latent_hw``.
+
+    Read from the UNet's config: block i of the encoder works at the latent size divided by 2^i.
+    """
+    config = model.unet.config
+    height, width = latent_hw
+    queries = []
+    for i, kind in enumerate(config.down_block_types):
+        if "CrossAttn" in kind:
+            factor = 2 ** i
+            queries.append(math.ceil(height / factor) * math.ceil(width / factor))
+    if not queries:
+        raise PromptError("this UNet has no cross-attention layers; prompt swap needs them")
+    return queries
+
+
+def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
+                  latent_hw: tuple[int, int]) -> dict[str, list[torch.Tensor]]:
+    """Per branch and prompt token, the accumulated map averaged over layers, [h, w] in [0, 1]."""
     result: dict[str, list[torch.Tensor]] = {}
     for branch, words in tokens.items():
         layers = []
@@ -338,9 +432,9 @@ def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
             if branch not in per_branch:
                 continue
             maps = per_branch[branch]  # [queries, L]
-            layer_side = int(round(maps.shape[0] ** 0.5))
-            image = maps.T.reshape(-1, 1, layer_side, layer_side)
-            layers.append(F.interpolate(image, size=(side, side), mode="bilinear", align_corners=False)[:, 0])
+            height, width = controller.grid(maps.shape[0])
+            image = maps.T.reshape(-1, 1, height, width)
+            layers.append(F.interpolate(image, size=latent_hw, mode="bilinear", align_corners=False)[:, 0])
         if not layers:
             continue
         mean = torch.stack(layers).mean(0)

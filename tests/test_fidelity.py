@@ -1,0 +1,208 @@
+"""Edits change only what the words name: identity swaps, edit-time guidance, local blend against prompt-to-prompt."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddim_edit.edits.local_blend import BlendRule, blend_mask, composite, soft_pixel_mask, voting_side
+from ddim_edit.edits.p2p_control import AttentionController, injected_steps
+from ddim_edit.edits.prompt_swap import SwapOptions, build_spec, differing_words, edited_image, swap
+from ddim_edit.inversion import METHODS, InversionOptions, invert
+from ddim_edit.metrics import psnr
+from ddim_edit.replay import reconstruct
+from ddim_edit.workflow import decode, make_schedule
+
+SOURCE = "a red circle on a white background"
+TARGET = "a blue circle on a white background"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_pipe):
+    from ddim_edit.model import EditModel
+
+    model = EditModel.from_pipeline(tiny_pipe, name="tiny")
+    schedule = make_schedule(model, 6)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(11))
+    options = {method: InversionOptions(method=method, fixed_point_iterations=3, null_text_steps=2)
+               for method in METHODS}
+    return model, {method: invert(model, schedule, z0, SOURCE, opts, progress=False) for method, opts in options.items()}
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_identity_swap_is_the_reconstruction_for_every_method(tiny, method):
+    model, trajs = tiny
+    traj = trajs[method]
+    result = swap(model, traj, SOURCE, progress=False)  # default options
+    reconstruction = reconstruct(model, traj, progress=False)
+    assert result.blend_words == ()  # nothing differs: no blend
+    assert (result.target_latents - result.source_latents).abs().max() <= 1e-6
+    assert (result.source_latents - reconstruction).abs().max() <= 1e-4  # fp32 UNet, other batch size
+    recon_pixels, identity_pixels = decode(model, reconstruction), decode(model, result.target_latents)
+    assert psnr(identity_pixels, recon_pixels) >= 40
+
+
+def test_identity_holds_at_another_guidance_without_reinverting(tiny):
+    model, trajs = tiny
+    traj = trajs["exact"]  # recorded at 7.5
+    result = swap(model, traj, SOURCE, guidance_scale=3.0, progress=False)
+    # the source branch stays exact (the recorded latents); the target's correction is made at 3.0
+    assert torch.equal(result.source_latents[0], traj.z_0.to(result.source_latents))
+    assert (result.target_latents - result.source_latents).abs().max() <= 1e-6
+    n = traj.num_steps
+    assert result.unet_evaluations == 4 * n  # source uncond + cond for the correction, target uncond + cond
+    recorded = swap(model, traj, SOURCE, progress=False)
+    assert recorded.unet_evaluations == 2 * n + injected_steps(SwapOptions.self_steps, n)  # recorded corrections
+
+
+def test_edit_at_another_guidance_changes_the_edit_not_the_source(tiny):
+    model, trajs = tiny
+    at_recorded = swap(model, trajs["exact"], TARGET, progress=False)
+    at_three = swap(model, trajs["exact"], TARGET, guidance_scale=3.0, progress=False)
+    assert torch.equal(at_recorded.source_latents, at_three.source_latents)
+    assert (at_recorded.target_latents - at_three.target_latents).abs().max() > 1e-4
+
+
+def test_recorded_and_online_corrections_give_the_same_edit(tiny):
+    """Corrections recorded at inversion and computed during the swap are the same c_i."""
+    model, trajs = tiny
+    traj = trajs["exact"]
+    schedule = make_schedule(model, traj.num_steps)
+    unrecorded = invert(model, schedule, traj.z_0[None], SOURCE, InversionOptions(method="exact", record_corrections=False),
+                        progress=False)
+    assert unrecorded.corrections is None
+    recorded = swap(model, traj, TARGET, SwapOptions(blend_words=()), progress=False)
+    online = swap(model, unrecorded, TARGET, SwapOptions(blend_words=()), progress=False)
+    assert (recorded.target_latents - online.target_latents).abs().max() <= 1e-4
+    assert online.unet_evaluations == 4 * traj.num_steps
+
+
+# ----------------------------------------------------------------------------- blend words and steps
+
+
+def test_default_blend_words_are_the_words_that_differ():
+    assert differing_words(SOURCE, TARGET) == ("red", "blue")
+    assert differing_words("a red circle", "a striped red circle") == ("striped",)
+    assert differing_words("a striped red circle", "a red circle") == ("striped",)
+    assert differing_words(SOURCE, SOURCE) == ()
+
+
+@pytest.mark.parametrize("fraction, n, expected", [(0.4, 50, 20), (0.35, 10, 3), (0.6, 4, 2), (1.0, 7, 7), (0.0, 9, 0)])
+def test_injection_covers_int_f_times_n_steps_as_prompt_to_prompt(tiny_model, fraction, n, expected):
+    assert injected_steps(fraction, n) == expected
+    spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(cross_steps=fraction, self_steps=fraction), 77)
+    injected = [i for i in range(n) if spec.cross_edit(i, n) is not None]
+    assert injected == list(range(expected))
+    assert [i for i in range(n) if spec.self_injected(i, n)] == list(range(expected))
+
+
+# ----------------------------------------------------------------------------- local blend vs prompt-to-prompt
+
+
+def p2p_local_blend(step_stores, alpha_layers, latent_hw, threshold=0.3, k=1):
+    """prompt-to-prompt's LocalBlend, written from the paper's code: the reference.
+
+    ``step_stores``: per step, per branch, the list of the voting layers' maps [heads, res, res, L];
+    the attention store sums them over steps; the mask is computed from the sum.
+    """
+    store = None
+    for step in step_stores:
+        store = step if store is None else [[a + b for a, b in zip(sa, sb)] for sa, sb in zip(store, step)]
+    masks = []
+    for branch, layers in enumerate(store):
+        maps = torch.stack(layers)  # [layers, heads, res, res, L]
+        maps = (maps * alpha_layers[branch]).sum(-1).mean((0, 1))  # words summed, layers and heads averaged
+        mask = F.max_pool2d(maps[None, None], (k * 2 + 1, k * 2 + 1), (1, 1), padding=(k, k))
+        mask = F.interpolate(mask, size=latent_hw)
+        mask = mask / mask.max()
+        masks.append(mask.gt(threshold)[0, 0])
+    return masks[0] | masks[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_blend_mask_matches_prompt_to_prompts_local_blend(tiny_model, seed):
+    generator = torch.Generator().manual_seed(seed)
+    heads, res, L, latent_hw = 2, 4, 77, (16, 16)
+    words = {"source": [2], "target": [2, 3]}
+    spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(), L)
+    controller = AttentionController(spec, words, blend_side=res, latent_hw=latent_hw)
+    step_stores = []
+    for step in range(3):
+        controller.begin_step(step, 3)
+        per_branch = []
+        for branch in ("source", "target"):
+            layers = []
+            for layer in range(2):  # two voting layers at 4×4 ...
+                probabilities = torch.rand(heads, res * res, L, generator=generator).softmax(-1)
+                controller.store(f"up.{layer}", branch, probabilities.mean(0))
+                layers.append(probabilities.reshape(heads, res, res, L))
+            # ... and one finer layer that must not vote
+            controller.store("down.0", branch, torch.rand(64, L, generator=generator).softmax(-1))
+            per_branch.append(layers)
+        step_stores.append(per_branch)
+    alpha = [torch.zeros(L), torch.zeros(L)]
+    alpha[0][words["source"]] = 1
+    alpha[1][words["target"]] = 1
+    for threshold in (0.3, 0.6, 0.8):
+        expected = p2p_local_blend(step_stores, alpha, latent_hw, threshold)
+        ours = blend_mask(controller.word_maps(), latent_hw, BlendRule(threshold, "max", 1))
+        assert torch.equal(ours, expected)
+
+
+def test_voting_side_is_prompt_to_prompts_16_of_64():
+    assert voting_side([64, 32, 16, 8], 64) == 16
+    assert voting_side([16, 8], 16) == 8  # no 4×4 layer: the nearest finer one
+    assert voting_side([8, 4], 64) == 8
+
+
+def test_pixel_composite_keeps_the_source_outside_the_grown_mask():
+    source = np.full((32, 32, 3), 200, np.uint8)
+    edited = np.zeros((32, 32, 3), np.uint8)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[3:5, 3:5] = True
+    soft = soft_pixel_mask(mask, (32, 32), dilate=1, feather=1)
+    assert soft[12:20, 12:20].min() == 1.0  # the mask itself is fully the edit
+    assert soft[0, 0] == 0.0
+    mixed = composite(edited, source, soft)
+    assert (mixed[soft == 0] == 200).all() and (mixed[12:20, 12:20] == 0).all()
+
+
+# ----------------------------------------------------------------------------- the bundled model
+
+
+@pytest.fixture(scope="module")
+def toy_red_circle():
+    from ddim_edit.model import load_model
+    from ddim_edit.workflow import invert_image, prepare_image
+
+    model = load_model("toy")
+    image = prepare_image(model, "assets/examples/red-circle.png")
+    traj = invert_image(model, image, "a solid red circle on a white background", make_schedule(model, 20),
+                        InversionOptions(method="exact", record_corrections=False), progress=False)
+    return model, image, traj
+
+
+def test_identity_swap_on_the_bundled_model(toy_red_circle):
+    model, image, traj = toy_red_circle
+    result = swap(model, traj, "a solid red circle on a white background", progress=False)
+    assert psnr(decode(model, result.target_latents), decode(model, result.source_latents)) >= 40
+
+
+def test_blend_never_lowers_the_background(toy_red_circle):
+    """The README's example: red → blue circle. Far from the circle the blend keeps the source."""
+    import cv2
+
+    model, image, traj = toy_red_circle
+    target = "a solid blue circle on a white background"
+    obj = (np.abs(image.pixels.astype(int) - image.pixels[0, 0].astype(int)).sum(-1) > 30).astype(np.uint8)
+    far = cv2.dilate(obj, np.ones((9, 9), np.uint8)) == 0
+    plain = swap(model, traj, target, SwapOptions(blend_words=()), progress=False)
+    blended = swap(model, traj, target, progress=False)
+    assert blended.blend_words == ("red", "blue") and blended.blend_mask is not None
+    plain_image = edited_image(model, plain, image.pixels)
+    blended_image = edited_image(model, blended, image.pixels)
+    assert psnr(blended_image, image.pixels, mask=far) >= psnr(plain_image, image.pixels, mask=far)
+    assert blended_image[32, 32, 2] > blended_image[32, 32, 0]  # the circle did turn blue
