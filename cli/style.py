@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -51,15 +50,16 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
 @click.option("--no-adain", is_flag=True, help="Start from the content's x_T without the style's statistics.")
 @click.option("--no-kv-injection", is_flag=True, help="Ablation: keep the output's own keys/values.")
 @click.option("--output-corrections", default="content", show_default=True, type=click.Choice(["content", "none"]),
-              help="Exact trajectories: the output branch gets the content's corrections, or none.")
+              help="The output branch gets the content branch's per-step corrections, or none.")
 @click.option("--prompt", "-p", default=None,
-              help="Caption to invert the content image with and to sample the output with (default: '' as in "
-                   "StyleID, or a content trajectory's own prompt).")
+              help="Prompt of the three branches while sampling, and caption to invert images with "
+                   "(default: '' as in StyleID).")
 @click.option("--style-prompt", default=None, help="Caption to invert the style image with (default: --prompt).")
 @click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS),
               help="Inversion method for images given as pixels.")
 @click.option("--guidance", default=None, type=FiniteFloat(example="1"),
-              help="Guidance (default: a trajectory's recorded one, else 1: StyleID samples without text guidance).")
+              help="Guidance while sampling (default 1: StyleID samples without text guidance). Trajectories "
+                   "made with any guidance work.")
 @click.option("--grid", "with_grid", is_flag=True, help="Write content | style | output side by side.")
 @model_options()
 @schedule_options
@@ -81,7 +81,7 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
     options = StyleOptions(gamma=gamma, temperature=temperature, layers=parse_layers(layers),
                            injection_start=injection_window[0], injection_end=injection_window[1],
                            adain=not no_adain, inject_key_value=not no_kv_injection,
-                           output_corrections=output_corrections, prompt=None, guidance_scale=guidance)
+                           output_corrections=output_corrections, prompt=prompt or "", guidance_scale=guidance)
     output = check_outputs([("-o", output, "image")], force, inputs=(content, style_path))[0]
     content_side, content_source = read_side(content)
     style_side, style_source = read_side(style_path)
@@ -92,11 +92,9 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
     name = model_name if model_name is not None else recorded.metadata["model"] if recorded else "toy"
     model = load_model(name, device, dtype, allow_pickle, model_config)
     schedule = None if recorded is not None else make_schedule(model, steps, spacing, timesteps)
-    inversion_guidance = guidance if guidance is not None else (
-        float(recorded.metadata["guidance_scale"]) if recorded is not None else 1.0)
-    inversion = InversionOptions(method=method, guidance_scale=inversion_guidance)
-    if isinstance(content_side, Trajectory) and prompt is not None:
-        options = dataclasses.replace(options, prompt=prompt)
+    # the style edit reads only the inverted latents: no record pass for exact
+    inversion = InversionOptions(method=method, guidance_scale=1.0 if guidance is None else guidance,
+                                 record_corrections=False)
     with Timer() as timer:
         outcome = style_images(model, content_side, style_side, schedule, prompt=prompt or "", style_prompt=style_prompt,
                                inversion=inversion, options=options, sources=(content_source, style_source),

@@ -30,7 +30,8 @@ Metrics:
   resident set size, reset through ``/proc/self/clear_refs``; NaN where neither can be read).
 
 Suite options: ``variants``, ``method`` (``exact``), ``prompt`` (``empty`` as StyleID, or ``caption``:
-each image inverted with its caption, the output sampled with the content's).
+each image inverted with its caption at the bench's guidance, as a default ``ddim-edit invert`` does),
+``guidance`` (of the transfer; default 1 as StyleID; the bench's ``--guidance`` is the inversion's).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
 def _invert(ctx: BenchContext, scene: Scene, index: int, schedule, prompt: str, method: str):
     start = time.perf_counter()
     traj = invert_image(ctx.model, prepared(render(scene, image_size=ctx.model.native_size), f"scene {index}"),
-                        prompt, schedule, ctx.inversion_options(method), progress=ctx.progress)
+                        prompt, schedule, ctx.inversion_options(method, record_corrections=False),
+                        progress=ctx.progress)
     return traj, time.perf_counter() - start
 
 
@@ -166,7 +168,7 @@ def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
         inversion_evals = content_traj.metadata["unet_evaluations"] + style_traj.metadata["unet_evaluations"]
         truth = render(style_truth(content, style), image_size=size)
         for name, variant in variants.items():
-            variant = replace(variant, guidance_scale=ctx.guidance)
+            variant = replace(variant, guidance_scale=options.get("guidance", variant.guidance_scale))
             start = time.perf_counter()
             with peak_memory(model.device) as memory:
                 outcome = style_images(model, content_traj, style_traj, options=variant, progress=ctx.progress)

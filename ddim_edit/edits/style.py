@@ -11,13 +11,15 @@ content image's query with the output's own (query preservation):
 and the output starts from x_T^cs = AdaIN(x_T^c, x_T^s): the content's inverted noise with the
 style's per-channel mean and standard deviation.
 
-StyleID records Q, K and V of every injected layer at every step to files (> 3 GB per image).
-Here the three branches run as one batch through the one DDIM sampler, in the order
-``[content, style, output]``: the content and style branches replay their own trajectories (each
-with its own x_T, prompt, negative/null embeddings and, for ``exact`` trajectories, its own
-corrections), and :class:`StyleAttnProcessor` takes Q_c, K_s and V_s from the other two branches of
-the same UNet call. Nothing is stored between steps, so memory does not grow with the number of
-steps.
+StyleID records Q, K and V of every injected layer at every inversion step to files (> 3 GB per
+image). Here the three branches run as one batch through the one DDIM sampler, in the order
+``[content, style, output]``: the content and style branches are their trajectories' recorded
+(inverted) latents, evaluated at each step with the output's prompt and guidance (StyleID: the empty
+prompt, no guidance), and :class:`StyleAttnProcessor` takes Q_c, K_s and V_s from them in the same
+UNet call. Nothing is stored between steps, so memory does not grow with the number of steps.
+Because only the recorded latents are read, the result does not depend on how a trajectory was
+made (method, caption, guidance): a trajectory inverted with a caption at guidance 7.5 and one
+inverted unconditionally give the same kind of result.
 
 Notation: ``gamma`` γ, ``temperature`` T, branches ``content`` (c), ``style`` (s), ``output`` (cs).
 """
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 
 from ..attention import EditAttnProcessor, LayerInfo, attention_layers, installed_processors
 from ..errors import DdimEditError, TrajectoryError
-from ..replay import replay_plan
+from ..replay import trajectory_schedule
 from ..sampler import Conditioning, SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
 
@@ -61,10 +63,11 @@ class StyleOptions:
         adain: start the output from AdaIN(x_T content, x_T style) instead of x_T content.
         inject_key_value: replace the output's keys and values by the style's; False keeps the
             output's own (an ablation: only the query blend and T act).
-        output_corrections: ``content``: the output branch gets the content trajectory's exact
-            corrections (it is the content branch with edited attention); ``none``: no corrections.
-        prompt: the output branch's prompt (None: the content trajectory's source prompt).
-        guidance_scale: classifier-free guidance (None: the content trajectory's recorded one).
+        output_corrections: ``content``: the output branch gets the content branch's per-step
+            Direct-Inversion correction c_i = z_{i+1} − step(z_i), computed at the output's prompt
+            and guidance (it is the content branch with edited attention); ``none``: no corrections.
+        prompt: the prompt of all three branches ("" as in StyleID).
+        guidance_scale: classifier-free guidance (None: 1, no guidance, as in StyleID).
     """
 
     gamma: float = 0.75
@@ -75,7 +78,7 @@ class StyleOptions:
     adain: bool = True
     inject_key_value: bool = True
     output_corrections: str = "content"
-    prompt: str | None = None
+    prompt: str = ""
     guidance_scale: float | None = None
 
     def __post_init__(self) -> None:
@@ -85,11 +88,12 @@ class StyleOptions:
 def check_style_options(options: StyleOptions) -> None:
     """Raise :class:`StyleOptionError` for out-of-range settings, with the accepted range."""
     if not isinstance(options.gamma, (int, float)) or not 0.0 <= options.gamma <= 1.0 or math.isnan(options.gamma):
-        raise StyleOptionError(f"gamma must be in [0, 1] (0.75 in StyleID), got {options.gamma}; e.g. --gamma 0.75")
+        raise StyleOptionError(f"{{field}} must be in [0, 1] (0.75 in StyleID), got {options.gamma}; e.g. {{field}} 0.75",
+                               field="gamma", value=options.gamma)
     temperature = options.temperature
     if not isinstance(temperature, (int, float)) or not temperature > 0 or math.isinf(temperature):
-        raise StyleOptionError(f"temperature must be a positive number (1.5 in StyleID), got {options.temperature}; "
-                               "e.g. --temperature 1.5")
+        raise StyleOptionError(f"{{field}} must be a positive number (1.5 in StyleID), got {options.temperature}; "
+                               "e.g. {field} 1.5", field="temperature", value=options.temperature)
     if not 0.0 <= options.injection_start <= options.injection_end <= 1.0:
         raise StyleOptionError(
             f"the injection window must satisfy 0 <= start <= end <= 1, got [{options.injection_start}, "
@@ -98,7 +102,8 @@ def check_style_options(options: StyleOptions) -> None:
         raise StyleOptionError(
             f"output_corrections must be one of {OUTPUT_CORRECTIONS}, got {options.output_corrections!r}")
     if options.guidance_scale is not None and not options.guidance_scale > 0:
-        raise StyleOptionError(f"guidance must be positive, got {options.guidance_scale}")
+        raise StyleOptionError(f"{{field}} must be positive, got {options.guidance_scale}", field="guidance_scale",
+                               value=options.guidance_scale)
 
 
 # ----------------------------------------------------------------------------------- layers
@@ -275,40 +280,24 @@ def check_pair(content: Trajectory, style: Trajectory) -> None:
             "to the content's size) or invert it at the content's size")
 
 
-class BranchConditioning(Conditioning):
-    """Conditioning whose per-step null embeddings are gathered step by step from each branch's record.
+class KnownBranches(SamplerHook):
+    """Puts the content and style branches back on their recorded latents after each step.
 
-    Stacking every branch's [N, L, D] null-text record into one [N, B, L, D] tensor would copy
-    it and make memory grow with the number of steps; :meth:`uncond_at` builds only step i's rows.
+    Before that, with ``correct_output``, the output branch gets the content's correction
+    c_i = z^c_{i+1} − step(z^c_i): the content row's step used the guided output at this prompt and
+    guidance, so where the attention edit is a no-op the output follows the content's path exactly.
     """
 
-    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, branch_nulls: list[torch.Tensor | None]):
-        super().__init__(cond, uncond, None)
-        self.branch_nulls = branch_nulls  # per branch: [N, L, D] per-step embeddings, or None
-
-    def uncond_at(self, index: int) -> torch.Tensor | None:
-        if all(null is None for null in self.branch_nulls):
-            return self.uncond
-        return torch.cat([self.uncond[b:b + 1] if null is None else null[index][None].to(self.uncond)
-                          for b, null in enumerate(self.branch_nulls)])
-
-
-class BranchCorrections(SamplerHook):
-    """Adds each branch's own exact-inversion correction after step i (Direct-Inversion record).
-
-    Equivalent to the sampler's ``corrections=[N, B, C, h, w]`` with the branches' records stacked,
-    but reads step i of each record in place, so no O(N) copy is made.
-    """
-
-    def __init__(self, branch_corrections: list[torch.Tensor | None]):
-        self.branch_corrections = branch_corrections  # per branch: [N, C, h, w], or None
+    def __init__(self, content: torch.Tensor, style: torch.Tensor, correct_output: bool):
+        self.content, self.style = content, style  # [N + 1, C, h, w] recorded latents, sampling order
+        self.correct_output = correct_output
 
     def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
-        if all(c is None for c in self.branch_corrections):
-            return latents
-        rows = [torch.zeros_like(latents[b]) if c is None else c[step.index].to(latents)
-                for b, c in enumerate(self.branch_corrections)]
-        return latents + torch.stack(rows)
+        content = self.content[step.index + 1].to(latents)
+        output = latents[OUTPUT]
+        if self.correct_output:
+            output = output + (content - latents[CONTENT])
+        return torch.stack([content, self.style[step.index + 1].to(latents), output])
 
 
 @dataclass
@@ -317,39 +306,29 @@ class StylePlan:
 
     schedule: object
     x_T: torch.Tensor  # noqa: N815
-    conditioning: BranchConditioning
+    conditioning: Conditioning
     guidance_scale: float
-    corrections: BranchCorrections
+    known: KnownBranches
 
 
 def style_plan(model, content: Trajectory, style: Trajectory, options: StyleOptions) -> StylePlan:
-    """x_T, conditioning and corrections of the batch ``[content, style, output]``.
+    """x_T, conditioning and the recorded branches of the batch ``[content, style, output]``.
 
-    The content and style branches each replay their own trajectory (x_T, prompt, negative or
-    null embeddings, exact corrections). The output branch has the content's negative/null
-    embeddings and, with ``output_corrections="content"``, the content's corrections: it is the
-    content branch with edited attention, so where the edit is a no-op it follows the content's
-    exact replay (without them it would drift by the DDIM inversion error even unedited). It starts
-    from AdaIN(x_T^c, x_T^s) when ``options.adain``.
+    All three rows take ``options.prompt`` (negative: the empty prompt) at ``options.guidance_scale``
+    (default 1). The output starts from AdaIN(x_T^c, x_T^s) when ``options.adain``.
     """
     check_pair(content, style)
-    prompt = content.metadata["prompt"] if options.prompt is None else options.prompt
-    content_plan = replay_plan(model, content, [content.metadata["prompt"], prompt], options.guidance_scale)
-    style_replay = replay_plan(model, style, None, content_plan.guidance_scale)
-    x_T_c, x_T_s = content_plan.x_T[:1], style_replay.x_T[:1]
+    schedule = trajectory_schedule(model, content)
+    trajectory_schedule(model, style)  # checks the style trajectory fits the model too
+    guidance = 1.0 if options.guidance_scale is None else float(options.guidance_scale)
+    x_T_c = content.x_T[None].to(model.device)
+    x_T_s = style.x_T[None].to(model.device)
     x_T_cs = adain(x_T_c.double(), x_T_s.double()).to(x_T_c.dtype) if options.adain else x_T_c
-    x_T = torch.cat([x_T_c, x_T_s, x_T_cs])
-    cc, sc = content_plan.conditioning, style_replay.conditioning
-    cond = torch.cat([cc.cond[:1], sc.cond, cc.cond[1:]])
-    uncond = torch.cat([cc.uncond[:1], sc.uncond, cc.uncond[1:]])
-    content_null = None if content.null_embeddings is None else content.null_embeddings.to(model.device)
-    style_null = None if style.null_embeddings is None else style.null_embeddings.to(model.device)
-    conditioning = BranchConditioning(cond, uncond, [content_null, style_null, content_null])
-    content_corr = None if content.corrections is None else content.corrections.to(model.device)
-    style_corr = None if style.corrections is None else style.corrections.to(model.device)
-    output_corr = content_corr if options.output_corrections == "content" else None
-    corrections = BranchCorrections([content_corr, style_corr, output_corr])
-    return StylePlan(content_plan.schedule, x_T, conditioning, content_plan.guidance_scale, corrections)
+    cond = model.encode_prompts([options.prompt] * NUM_BRANCHES)
+    uncond = model.encode_prompts([""] * NUM_BRANCHES) if guidance > 1 else None
+    known = KnownBranches(content.latents.to(model.device), style.latents.to(model.device),
+                          options.output_corrections == "content")
+    return StylePlan(schedule, torch.cat([x_T_c, x_T_s, x_T_cs]), Conditioning(cond, uncond), guidance, known)
 
 
 def style_transfer(model, content: Trajectory, style: Trajectory, options: StyleOptions = StyleOptions(),
@@ -366,8 +345,7 @@ def style_transfer(model, content: Trajectory, style: Trajectory, options: Style
         a :class:`StyleResult` with the three branches' z_0 (content and style are their replays).
 
     Raises:
-        TrajectoryError: when the trajectories do not fit together or the guidance differs from
-            the one an ``exact`` / ``null-text`` trajectory was fitted for.
+        TrajectoryError: when the trajectories do not fit the model or each other.
         StyleOptionError: for a layer name that is no decoder self-attention layer.
     """
     check_style_options(options)
@@ -378,12 +356,12 @@ def style_transfer(model, content: Trajectory, style: Trajectory, options: Style
     before = model.unet_evaluations
     with torch.no_grad(), installed_processors(model.unet, style_processors(model.unet, layers, switch, options)):
         latents = sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale,
-                         hooks=(plan.corrections, hook), progress=progress, desc="style transfer")
+                         hooks=(plan.known, hook), progress=progress, desc="style transfer")
     settings = {"gamma": options.gamma, "temperature": options.temperature, "adain": options.adain,
                 "inject_key_value": options.inject_key_value, "injection_window": [options.injection_start,
                                                                                     options.injection_end],
                 "output_corrections": options.output_corrections, "guidance": plan.guidance_scale,
-                "prompt": content.metadata["prompt"] if options.prompt is None else options.prompt,
+                "prompt": options.prompt,
                 "steps": plan.schedule.num_steps}
     return StyleResult(latents, layers, hook.active_steps, model.unet_evaluations - before, settings)
 
@@ -463,7 +441,7 @@ def style_images(model, content: np.ndarray | Trajectory, style: np.ndarray | Tr
     from ..workflow import decode, invert_image, source_image_for
 
     check_style_options(options)
-    inversion = inversion or InversionOptions(method="exact", guidance_scale=1.0)
+    inversion = inversion or InversionOptions(method="exact", guidance_scale=1.0, record_corrections=False)
     given = [side for side in (content, style) if isinstance(side, Trajectory)]
     if given:
         schedule = trajectory_schedule(model, given[0])
