@@ -206,3 +206,34 @@ def test_blend_never_lowers_the_background(toy_red_circle):
     blended_image = edited_image(model, blended, image.pixels)
     assert psnr(blended_image, image.pixels, mask=far) >= psnr(plain_image, image.pixels, mask=far)
     assert blended_image[32, 32, 2] > blended_image[32, 32, 0]  # the circle did turn blue
+
+
+# ----------------------------------------------------------------------------- edit-time guidance from the CLI
+
+
+def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_path, tiny_model_dir):
+    import json
+
+    from PIL import Image
+
+    from tests.cli_helpers import run
+
+    pixels = np.full((32, 32, 3), 240, np.uint8)
+    pixels[8:24, 8:24] = (200, 40, 40)
+    Image.fromarray(pixels).save(tmp_path / "red.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 255
+    Image.fromarray(mask).save(tmp_path / "hole.png")
+    traj = tmp_path / "red.traj.safetensors"
+    common = ["--model", tiny_model_dir, "-q", "--format", "json"]
+    inverted = run("invert", tmp_path / "red.png", "--prompt", SOURCE, "--method", "exact", "--steps", "4",
+                   "-o", traj, *common)
+    assert inverted.exit_code == 0, inverted.output
+    swapped = run("swap", traj, "-t", TARGET, "--guidance", "3", "-o", tmp_path / "blue.png", *common)
+    assert swapped.exit_code == 0, swapped.output
+    assert json.loads(swapped.stdout)["unet_evaluations"] == 4 * 4  # corrections made at guidance 3
+    inpainted = run("inpaint", tmp_path / "red.png", "--mask", tmp_path / "hole.png", "--trajectory", traj,
+                    "--guidance", "3", "-o", tmp_path / "restored.png", *common)
+    assert inpainted.exit_code == 0, inpainted.output
+    refused = run("reconstruct", traj, "--guidance", "3", "-o", tmp_path / "recon.png", *common)
+    assert refused.exit_code == 1 and "exactly at guidance 7.5" in refused.output
