@@ -189,9 +189,9 @@ def test_renoise_matches_the_forward_process_marginal(tiny_model, traj):
 
 def test_bad_settings_are_refused(tiny_model, traj):
     pixels = source_pixels()
-    for options, message in [(InpaintOptions(start_step=1.0), "start-step"),
+    for options, message in [(InpaintOptions(start_step=1.0), "^start_step must"),  # library words, not flags
                              (InpaintOptions(resample=-1), "resample"),
-                             (InpaintOptions(resample=1, jump_length=STEPS + 1), "jump-length"),
+                             (InpaintOptions(resample=1, jump_length=STEPS + 1), "^jump_length [0-9]+ exceeds"),
                              (InpaintOptions(known="nearest"), "known-region"),
                              (InpaintOptions(hole_start="zeros"), "hole start")]:
         with pytest.raises(InpaintError, match=message):
