@@ -65,5 +65,10 @@ def command(image, prompt, unconditional, output, size, model_name, model_config
     traj.save(output, force=force)
     result = {"output": str(output), "method": method, "steps": schedule.num_steps, "size": prepared.source["size"],
               "unet_evaluations": traj.metadata["unet_evaluations"], "seconds": round(timer.seconds, 3)}
+    unconverged = traj.metadata.get("fixed_point_unconverged")
+    if unconverged:
+        result["fixed_point_unconverged"] = unconverged
+        click.echo(f"note: {len(unconverged)} of {schedule.num_steps} fixed-point steps stayed above --tolerance "
+                   f"{tolerance} (also with damping); the closest iterate was kept", err=True)
     emit(result, output_format, f"wrote {output} ({method}, {schedule.num_steps} steps, "
                                 f"{result['unet_evaluations']} UNet evaluations, {timer.seconds:.1f}s)")

@@ -35,7 +35,8 @@ def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
             image = reconstruct_image(model, traj, progress=ctx.progress)
             seconds = time.perf_counter() - start
             score = psnr(image, source)
-            yield SceneResult(index, method, {
-                "psnr": score, "vae_psnr": ceiling, "gap_db": ceiling - score,
-                "unet_evals": model.unet_evaluations - before, "seconds": seconds,
-            }, [("source", source), (f"{method}", image)])
+            metrics = {"psnr": score, "vae_psnr": ceiling, "gap_db": ceiling - score,
+                       "unet_evals": model.unet_evaluations - before, "seconds": seconds}
+            if method == "fixed-point":  # steps whose fixed point was not reached (the closest iterate kept)
+                metrics["unconverged_steps"] = len(traj.metadata.get("fixed_point_unconverged") or [])
+            yield SceneResult(index, method, metrics, [("source", source), (f"{method}", image)])
