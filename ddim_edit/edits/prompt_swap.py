@@ -225,11 +225,11 @@ class BranchDenoiser:
     conditional half runs, and only at steps where the target borrows from it.
     """
 
-    def __init__(self, model, controller: AttentionController, source_known: bool, source_output: bool):
+    def __init__(self, model, controller: AttentionController, source_output: bool):
+        """``source_output``: compute the source's guided output (it is sampled, or corrections need it)."""
         self.model = model
         self.controller = controller
-        self.source_known = source_known
-        self.source_output = source_output or not source_known
+        self.source_output = source_output
 
     def denoise(self, latents, timestep, cond, uncond, guidance_scale):
         guided = guidance_scale > 1.0
@@ -374,8 +374,8 @@ def swap(
     known = traj.latents.to(model.device) if source_known else None
     recorded_corrections = traj.corrections.to(model.device) if source_known and recorded else None
     hook = SwapHook(controller, options, known, recorded_corrections, bool(map_tokens), latent_hw)
-    denoiser = BranchDenoiser(model, controller, source_known,
-                              source_output=source_known and options.correct_target and not recorded)
+    denoiser = BranchDenoiser(model, controller,
+                              source_output=not source_known or (options.correct_target and not recorded))
     before = model.unet_evaluations
     with torch.no_grad(), installed_processors(model.unet, make_processors(model.unet, controller)):
         latents = sample(denoiser, plan.schedule, plan.x_T.clone(), plan.conditioning, plan.guidance_scale,
