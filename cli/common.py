@@ -178,6 +178,10 @@ class InvalidNumber(click.BadParameter):
 
     exit_code = 1
 
+    def show(self, file: Any = None) -> None:
+        """Only the ``Error:`` line (click would print the usage above it)."""
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
 
 class FiniteFloat(click.ParamType):
     """A float that is finite (no nan/inf), optionally within [min, max]."""

@@ -562,3 +562,11 @@ def test_library_messages_of_these_modules_name_no_cli_flags():
         messages = re.findall(r"(?:Error|Error\w*)\(\s*(f?\"[^\n]*)", text)
         flagged = [m for m in messages if re.search(r"--[a-z]", m)]
         assert not flagged, (name, flagged)
+
+
+def test_a_bad_number_is_the_only_line_on_stderr(out):
+    """click prints its usage above a bad parameter; ours prints the one Error: line alone."""
+    result = run("invert", out / "missing.png", "-p", "a red circle", "--guidance", "inf", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: Invalid value for '--guidance': 'inf' is not a finite number; e.g. --guidance 7.5"]
