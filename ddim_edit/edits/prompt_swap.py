@@ -32,7 +32,7 @@ from ..errors import PromptError, TrajectoryError
 from ..replay import guidance_is_recorded, replay_plan
 from ..sampler import SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
-from .local_blend import BlendRule, blend_mask, composite, layer_grid, soft_pixel_mask, voting_side
+from .local_blend import BlendRule, blend_mask, composite, soft_pixel_mask, voting_side
 from .p2p_control import (
     AttentionController,
     AttentionEditSpec,
@@ -298,8 +298,9 @@ class SwapHook(SamplerHook):
     def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
         source, target = latents[0], latents[1]
         blending = self.blend and step.index >= injected_steps(self.options.blend_start, step.num_steps)
-        if blending and self.controller.word_maps():
-            self.mask = blend_mask(self.controller.word_maps(), self.latent_hw, self.options.blend_rule())
+        maps = self.controller.word_maps() if blending else None
+        if maps:
+            self.mask = blend_mask(maps, self.latent_hw, self.options.blend_rule())
         if self.known_latents is not None:
             known = self.known_latents[step.index + 1].to(latents)
             if self.options.correct_target:
@@ -364,8 +365,7 @@ def swap(
     source_known = options.reuse_source and traj.method == "exact"
     plan = replay_plan(model, traj, [source, target], guidance_scale, with_corrections=not source_known)
     latent_hw = tuple(traj.x_T.shape[-2:])
-    sides = sorted({layer_grid(queries, latent_hw)[1] for queries in cross_attention_queries(model, latent_hw)})
-    blend_side = options.blend_side or voting_side(sides, latent_hw[1])
+    blend_side = options.blend_side or voting_side(cross_attention_widths(model, latent_hw[1]), latent_hw[1])
     controller = AttentionController(spec, map_tokens, blend_side, options.keep_maps, latent_hw)
     recorded = traj.corrections is not None and guidance_is_recorded(traj, plan.guidance_scale)
     corrections = None  # sampler corrections for both rows: only an exact replay without known latents
@@ -407,21 +407,16 @@ def edited_image(model, result: SwapResult, source_pixels: np.ndarray | None = N
     return composite(edited, source_pixels, soft)
 
 
-def cross_attention_queries(model, latent_hw: tuple[int, int]) -> list[int]:
-    """The number of query positions of each cross-attention resolution of the UNet at ``latent_hw``.
+def cross_attention_widths(model, latent_width: int) -> list[int]:
+    """The width, in attention positions, of each cross-attention resolution of the UNet.
 
-    Read from the UNet's config: block i of the encoder works at the latent size divided by 2^i.
+    Read from the UNet's config: encoder block i works at the latent size divided by 2^i.
     """
-    config = model.unet.config
-    height, width = latent_hw
-    queries = []
-    for i, kind in enumerate(config.down_block_types):
-        if "CrossAttn" in kind:
-            factor = 2 ** i
-            queries.append(math.ceil(height / factor) * math.ceil(width / factor))
-    if not queries:
+    widths = [math.ceil(latent_width / 2 ** i) for i, kind in enumerate(model.unet.config.down_block_types)
+              if "CrossAttn" in kind]
+    if not widths:
         raise PromptError("this UNet has no cross-attention layers; prompt swap needs them")
-    return queries
+    return widths
 
 
 def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
