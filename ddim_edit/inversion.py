@@ -193,8 +193,8 @@ def optimise_null_text(
     model,
     schedule: Schedule,
     latents: torch.Tensor,
-    cond: torch.Tensor,
-    null: torch.Tensor,
+    cond,
+    null,
     guidance_scale: float,
     inner_steps: int = 10,
     lr: float = 1e-2,
@@ -202,6 +202,8 @@ def optimise_null_text(
 ) -> torch.Tensor:
     """Null-text inversion: per step, fit the null embedding so the guided step hits z_{i+1}.
 
+    ``cond`` and ``null`` are :class:`~ddim_edit.conditioning.PromptEmbeds`; only the null token
+    embeddings are fitted (SDXL's pooled embedding and size conditioning stay the negative prompt's).
     Returns [N, B, L, D] embeddings. The running latent follows the guided sampler with the fitted
     embeddings, as in the paper. The paper's schedule is written for 50 steps (learning rate
     lr·(1 − i/100), early stop below 1e-5 + 2e-5·i); here it is a function of the fraction
@@ -210,7 +212,8 @@ def optimise_null_text(
     """
     n = schedule.num_steps
     current = latents[0]
-    null = null.detach().clone().float()
+    base = null
+    null = null.hidden.detach().clone().float()
     fitted = []
     for i in tqdm(range(n), desc="null-text", disable=not progress, leave=False):
         t = schedule.timesteps[i]
@@ -223,7 +226,7 @@ def optimise_null_text(
         target = latents[i + 1]
         for _ in range(inner_steps):
             with torch.enable_grad():
-                out_uncond = model.denoise(current, t, null.to(model.dtype), None, 1.0).to(current.dtype)
+                out_uncond = model.denoise(current, t, base.with_hidden(null.to(model.dtype)), None, 1.0).to(current.dtype)
                 guided = out_uncond + guidance_scale * (out_cond - out_uncond)
                 predicted = ddim_step(guided, current, alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
                 loss = F.mse_loss(predicted, target)
@@ -235,7 +238,7 @@ def optimise_null_text(
         null = null.detach()
         fitted.append(null.clone())
         with torch.no_grad():
-            output = model.denoise(current, t, cond, null.to(model.dtype), guidance_scale).to(current.dtype)
+            output = model.denoise(current, t, cond, base.with_hidden(null.to(model.dtype)), guidance_scale).to(current.dtype)
             current = ddim_step(output, current, alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
     return torch.stack(fitted)
 
@@ -263,9 +266,10 @@ def invert(
     check_inversion_options(options)
     if prompt is None:
         raise PromptError('the source {field} is missing: give the caption of the image, or "" for none', field="prompt")
-    z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device)
-    cond = model.encode_prompts([prompt])
-    negative = model.encode_prompts([options.negative_prompt])
+    z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device, torch.float32)
+    size = model.image_size(z0)
+    cond = model.encode([prompt], size)
+    negative = model.encode_negative([options.negative_prompt], size)
     start_evaluations = model.unet_evaluations
     iterations = options.fixed_point_iterations if options.method == "fixed-point" else 1
     with torch.no_grad():
@@ -282,7 +286,11 @@ def invert(
         "format_version": FORMAT_VERSION,
         "ddim_edit_version": __version__,
         "model": model.name,
+        "model_config": model.config_reference,
+        "model_family": model.family,
         "model_fingerprint": model.fingerprint(),
+        "model_signature": model.signature(),
+        "loras": list(model.loras),
         "schedule": schedule.to_json(),
         "prompt": prompt,
         "negative_prompt": prompt if options.method == "negative-prompt" else options.negative_prompt,

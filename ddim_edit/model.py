@@ -8,21 +8,26 @@ encoding with a cache, VAE encode/decode and the guided denoiser used by the sam
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from .conditioning import PromptEmbeds
 from .errors import ModelLoadError, NonFiniteError, PromptError
+from .families import checkpoint_family, family_of_class, folder_family
+from .fingerprint import architecture_fingerprint, weight_signature
+from .lora import LoraSpec, apply_loras, lora_records, parse_lora
+from .text_encoding import encode_sd, encode_sdxl, sdxl_time_ids
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 TOY_ALIASES = ("toy", "bundled")
 PIPELINE_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what a SD folder must hold
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
+SDXL_EXTRA_FOLDERS = ("text_encoder_2", "tokenizer_2")
 
 
 def assets_dir() -> Path:
@@ -105,10 +110,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return chosen
 
 
-def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
-    from diffusers import StableDiffusionPipeline
+def _pipeline_class(family: str):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    kwargs = dict(safety_checker=None, requires_safety_checker=False)
+    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+
+
+def _pipeline_kwargs(family: str) -> dict:
+    # SD pipelines carry a safety checker that editing does not use; SDXL pipelines have none.
+    return dict(safety_checker=None, requires_safety_checker=False) if family == "sd" else {}
+
+
+def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
+    """The diffusers pipeline for ``model`` (see :func:`load_model`), and its family (``sd`` / ``sdxl``)."""
+    from diffusers import DiffusionPipeline
+
     # Without --allow-pickle only safetensors weights are read: a folder or hub repo with .bin
     # pickles fails instead of running their code.
     safe_kwargs = {} if allow_pickle else {"use_safetensors": True}
@@ -120,43 +136,64 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json); pass a folder saved with save_pretrained")
-        check_model_folder(path, allow_pickle)
-        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **safe_kwargs, **kwargs)
+        family = folder_family(path)
+        check_model_folder(path, allow_pickle, family)
+        pipe = _pipeline_class(family).from_pretrained(str(path), local_files_only=True, **safe_kwargs,
+                                                       **_pipeline_kwargs(family))
+        return pipe, family
     suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
+    if suffix in PICKLE_SUFFIXES or suffix == ".safetensors":
+        if suffix in PICKLE_SUFFIXES and not allow_pickle:
             raise ModelLoadError(
                 f"{path.name} is a pickle checkpoint, which can run arbitrary code; convert it to .safetensors or pass --allow-pickle if you trust it"
             )
         if not path.exists():
             raise ModelLoadError(f"model file {path} does not exist")
-        return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
-    if suffix == ".safetensors":
-        if not path.exists():
-            raise ModelLoadError(f"model file {path} does not exist")
-        return StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=config is not None, **kwargs)
+        family = config_family(config) if config else (checkpoint_family(path) if suffix == ".safetensors" else "sd")
+        if suffix == ".safetensors" and config:
+            checkpoint_family(path)  # an SD3/FLUX file with an SD config folder is still refused
+        local = {"local_files_only": True} if config is not None and suffix == ".safetensors" else {}
+        pipe = _pipeline_class(family).from_single_file(str(path), config=config, **local, **_pipeline_kwargs(family))
+        return pipe, family
     if path.exists():
         raise ModelLoadError(f"{path} is neither a diffusers folder nor a .safetensors checkpoint")
     if model.count("/") != 1 or model.startswith((".", "/")):
         raise ModelLoadError(f"model {model!r} not found: give a hub id (owner/name), a local folder, a .safetensors file or 'toy'")
-    return StableDiffusionPipeline.from_pretrained(model, **safe_kwargs, **kwargs)
+    index = DiffusionPipeline.load_config(model)
+    family = family_of_class(str(index.get("_class_name", "")), model)
+    return _pipeline_class(family).from_pretrained(model, **safe_kwargs, **_pipeline_kwargs(family)), family
 
 
-def check_model_folder(path: Path, allow_pickle: bool = False) -> None:
+def config_family(config: str) -> str:
+    """The family a ``--model-config`` folder (or hub id) describes."""
+    path = Path(config)
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelLoadError(f"--model-config {config} has no model_index.json; pass the config folder of a "
+                                 "diffusers model (save_pretrained, weights not needed)", field="model_config")
+        return folder_family(path)
+    from diffusers import DiffusionPipeline
+
+    return family_of_class(str(DiffusionPipeline.load_config(config).get("_class_name", "")), config)
+
+
+def check_model_folder(path: Path, allow_pickle: bool = False, family: str = "sd") -> None:
     """Check a diffusers folder before loading: every component sub-folder is there, and its
     weights are safetensors unless ``allow_pickle``.
 
     Raises:
         ModelLoadError: naming the missing sub-folder, or the pickle weights and how to proceed.
     """
-    missing = [name for name in PIPELINE_FOLDERS if not (path / name).is_dir()]
+    needed = PIPELINE_FOLDERS + (SDXL_EXTRA_FOLDERS if family == "sdxl" else ())
+    missing = [name for name in needed if not (path / name).is_dir()]
     if missing:
         names = ", ".join(f"{name}/" for name in missing)
-        raise ModelLoadError(f"model folder {path} has no {names} sub-folder; a Stable Diffusion folder needs "
-                             f"{', '.join(f'{n}/' for n in PIPELINE_FOLDERS)} (copy the whole save_pretrained folder)")
+        kind = "an SDXL" if family == "sdxl" else "a Stable Diffusion"
+        raise ModelLoadError(f"model folder {path} has no {names} sub-folder; {kind} folder needs "
+                             f"{', '.join(f'{n}/' for n in needed)} (copy the whole save_pretrained folder)")
     if allow_pickle:
         return
-    for name in WEIGHT_FOLDERS:
+    for name in WEIGHT_FOLDERS + (("text_encoder_2",) if family == "sdxl" else ()):
         files = [item for item in (path / name).iterdir() if item.is_file()]
         if any(item.suffix == ".safetensors" for item in files):
             continue
@@ -166,14 +203,23 @@ def check_model_folder(path: Path, allow_pickle: bool = False) -> None:
                                  "convert the model to safetensors or pass --allow-pickle if you trust it")
 
 
+def model_reference(model: str) -> str:
+    """What a trajectory stores to find the model again: ``toy``, an absolute path, or the hub id."""
+    if model in TOY_ALIASES:
+        return "toy"
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def load_model(
     model: str = "toy",
     device: str = "auto",
     dtype: str = "auto",
     allow_pickle: bool = False,
     config: str | None = None,
+    loras: Sequence[str | LoraSpec] = (),
 ) -> "EditModel":
-    """Load a Stable Diffusion 1.x/2.x model for editing.
+    """Load a Stable Diffusion 1.x/2.x or SDXL model for editing.
 
     Args:
         model: hub id, local diffusers folder, ``.safetensors`` file, or ``toy``.
@@ -181,14 +227,18 @@ def load_model(
         dtype: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
         allow_pickle: permit ``.ckpt``/``.bin``/``.pt`` checkpoints (they can run code).
         config: local config folder (or hub id) for a single-file checkpoint.
+        loras: LoRA files (``FILE`` or ``FILE:SCALE`` strings, or :class:`LoraSpec`) fused into the
+            weights in this order.
 
     Raises:
-        ModelLoadError: with a one-line hint when the model cannot be found or loaded.
+        ModelLoadError: with a one-line hint when the model cannot be found or loaded, or is of a
+            family ddim-edit does not run (SD3, FLUX, …).
     """
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    specs = [spec if isinstance(spec, LoraSpec) else parse_lora(spec) for spec in loras]
     try:
-        pipe = _load_pipeline(model, allow_pickle, config)
+        pipe, family = _load_pipeline(model, allow_pickle, config)
     except ModelLoadError:
         raise
     except Exception as exc:  # diffusers / hub errors: keep one line, say how to fix
@@ -196,13 +246,35 @@ def load_model(
         raise ModelLoadError(
             f"could not load model {model!r} ({first}); check the id or path, or pass a local folder when offline"
         ) from exc
-    identity = "toy" if model in TOY_ALIASES else model
-    return EditModel.from_pipeline(pipe, name=identity, device=dev, dtype=torch_dtype)
+    check_latent_unet(pipe, model)
+    apply_loras(pipe, specs)
+    edit_model = EditModel.from_pipeline(pipe, name=model_reference(model), device=dev, dtype=torch_dtype)
+    edit_model.config_reference = None if config is None else model_reference(config)
+    edit_model.loras = lora_records(specs)
+    return edit_model
+
+
+def check_latent_unet(pipe, model: str) -> None:
+    """Refuse UNets that take more than the latent (inpainting UNets take latent + mask + masked image)."""
+    in_channels = int(pipe.unet.config.in_channels)
+    latent_channels = int(pipe.vae.config.latent_channels)
+    if in_channels != latent_channels:
+        raise ModelLoadError(f"{model} has a UNet with {in_channels} input channels (an inpainting or depth model); "
+                             f"ddim-edit inverts text-to-image models whose UNet takes the {latent_channels}-channel "
+                             "latent: use the base model (ddim-edit inpaints any model by mask blending)", field="model")
 
 
 @dataclass
 class EditModel:
-    """The components of a Stable Diffusion pipeline plus the helpers edits need."""
+    """The components of a Stable Diffusion (1.x/2.x or XL) pipeline plus the helpers edits need.
+
+    Attributes:
+        family: ``sd`` or ``sdxl``.
+        tokenizer_2, text_encoder_2: SDXL's second tokenizer and text encoder (None for SD).
+        force_zeros_for_empty_prompt: SDXL: an empty negative prompt is all zeros.
+        config_reference: the ``--model-config`` a single-file model was loaded with.
+        loras: the fused LoRAs (file name, SHA-256, scale), as trajectories record them.
+    """
 
     unet: Any
     vae: Any
@@ -212,23 +284,42 @@ class EditModel:
     name: str
     device: torch.device
     dtype: torch.dtype
+    family: str = "sd"
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+    force_zeros_for_empty_prompt: bool = False
+    config_reference: str | None = None
+    loras: list = field(default_factory=list)
     unet_evaluations: int = 0
-    _prompt_cache: dict = field(default_factory=dict, repr=False)
+    _prompt_cache: "OrderedDict[str, dict]" = field(default_factory=OrderedDict, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
+    _signature: list | None = field(default=None, repr=False)
+
+    PROMPT_CACHE_SIZE = 256
 
     @classmethod
     def from_pipeline(cls, pipe, name: str = "custom", device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32) -> "EditModel":
+        """Wrap a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``, moved to ``device``/``dtype``.
+
+        The VAE stays in float32 under fp16 when its config asks for it (``force_upcast``, SDXL's
+        VAE overflows in fp16) and for SD 1.x/2.x VAEs, whose fp16 decodes overflow on real weights.
+        """
         device = torch.device(device)
+        text_encoder_2 = getattr(pipe, "text_encoder_2", None)
+        encoders = [pipe.text_encoder] + ([text_encoder_2] if text_encoder_2 is not None else [])
         pipe.unet.to(device=device, dtype=dtype).eval()
-        pipe.text_encoder.to(device=device, dtype=dtype).eval()
-        # fp16 VAE decodes overflow to NaN on SD weights: keep the VAE in float32 then.
-        vae_dtype = torch.float32 if dtype == torch.float16 else dtype
-        pipe.vae.to(device=device, dtype=vae_dtype).eval()
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        for encoder in encoders:
+            encoder.to(device=device, dtype=dtype).eval()
+        upcast = dtype == torch.float16 and bool(getattr(pipe.vae.config, "force_upcast", True))
+        pipe.vae.to(device=device, dtype=torch.float32 if upcast else dtype).eval()
+        for module in [pipe.unet, pipe.vae] + encoders:
             module.requires_grad_(False)
-        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
-                   dict(pipe.scheduler.config), name, device, dtype)
+        family = "sdxl" if text_encoder_2 is not None else "sd"
+        zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)) if family == "sdxl" else False
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), name, device,
+                   dtype, family=family, tokenizer_2=getattr(pipe, "tokenizer_2", None), text_encoder_2=text_encoder_2,
+                   force_zeros_for_empty_prompt=zeros)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -244,29 +335,86 @@ class EditModel:
     def native_size(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The weight-bearing components by their pipeline names."""
+        parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        if self.text_encoder_2 is not None:
+            parts["text_encoder_2"] = self.text_encoder_2
+        return parts
+
     def fingerprint(self) -> str:
-        """A hash of the UNet config and a few weights: differs between models."""
+        """The architecture: a hash of every component's config and parameter shapes.
+
+        The same in any dtype on any device; :meth:`signature` tells weights apart.
+        """
         if self._fingerprint is None:
-            # Private keys (_name_or_path, _diffusers_version, …) are bookkeeping that saving and
-            # loading change; the architecture and the weights are what identify a model.
-            config = {k: v for k, v in dict(self.unet.config).items() if not k.startswith("_")}
-            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-            for tensor in (self.unet.conv_in.weight, self.unet.conv_out.weight):
-                digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = architecture_fingerprint(self.components())
         return self._fingerprint
 
+    def signature(self) -> list[float]:
+        """The weights: per-block statistics and samples (see :mod:`ddim_edit.fingerprint`)."""
+        if self._signature is None:
+            self._signature = weight_signature(self.components())
+        return self._signature
+
     # ------------------------------------------------------------------ text
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Text embeddings [len(prompts), L, D] (cached per prompt string)."""
+    def default_image_size(self) -> tuple[int, int]:
+        """(height, width) in pixels the model generates by default."""
+        return (self.native_size, self.native_size)
+
+    def image_size(self, latents: torch.Tensor) -> tuple[int, int]:
+        """(height, width) in pixels of the image ``latents`` ([…, C, h, w]) decode to."""
+        return (int(latents.shape[-2]) * self.vae_scale_factor, int(latents.shape[-1]) * self.vae_scale_factor)
+
+    def _text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Per-prompt text tensors (cached, at most ``PROMPT_CACHE_SIZE`` prompts, least recently used out)."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        for prompt in missing:
+            self.check_prompt_length(prompt)
         if missing:
-            ids = self.tokenize(missing)
-            with torch.no_grad():
-                hidden = self.text_encoder(ids.to(self.device))[0]
-            for prompt, embedding in zip(missing, hidden):
-                self._prompt_cache[prompt] = embedding.to(self.dtype)
-        return torch.stack([self._prompt_cache[p] for p in prompts])
+            if self.family == "sdxl":
+                encoded = encode_sdxl((self.tokenizer, self.tokenizer_2), (self.text_encoder, self.text_encoder_2),
+                                      missing, self.device)
+            else:
+                encoded = encode_sd(self.tokenizer, self.text_encoder, missing, self.device)
+            for row, prompt in enumerate(missing):
+                self._prompt_cache[prompt] = {name: value[row].to(self.dtype) for name, value in encoded.items()}
+        for prompt in prompts:
+            self._prompt_cache.move_to_end(prompt)
+        while len(self._prompt_cache) > max(self.PROMPT_CACHE_SIZE, len(set(prompts))):
+            self._prompt_cache.popitem(last=False)
+        return {name: torch.stack([self._prompt_cache[p][name] for p in prompts])
+                for name in self._prompt_cache[prompts[0]]}
+
+    def _embeds(self, text: dict[str, torch.Tensor], image_size: tuple[int, int] | None) -> PromptEmbeds:
+        added = {}
+        if self.family == "sdxl":
+            rows = text["hidden"].shape[0]
+            added = {"text_embeds": text["text_embeds"],
+                     "time_ids": sdxl_time_ids(image_size or self.default_image_size(), rows, self.device).to(self.dtype)}
+        return PromptEmbeds(text["hidden"], added)
+
+    def encode(self, prompts: list[str], image_size: tuple[int, int] | None = None) -> PromptEmbeds:
+        """The conditioning of ``prompts``, one row each, for images of ``image_size`` (h, w) pixels.
+
+        Text encodings are cached per prompt string; ``image_size`` only matters for SDXL's size
+        conditioning (default: the model's native size).
+        """
+        return self._embeds(self._text(list(prompts)), image_size)
+
+    def encode_negative(self, prompts: list[str], image_size: tuple[int, int] | None = None) -> PromptEmbeds:
+        """Like :meth:`encode`, for negative prompts: with ``force_zeros_for_empty_prompt`` (SDXL)
+        an empty negative prompt is all zeros, as ``StableDiffusionXLPipeline`` without one."""
+        embeds = self.encode(prompts, image_size)
+        if not self.force_zeros_for_empty_prompt or all(p for p in prompts):
+            return embeds
+        keep = torch.tensor([bool(p) for p in prompts], device=self.device)
+
+        def zero(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor * keep.view(-1, *([1] * (tensor.ndim - 1))).to(tensor.dtype)
+
+        added = {name: (zero(value) if name == "text_embeds" else value) for name, value in embeds.added.items()}
+        return PromptEmbeds(zero(embeds.hidden), added)
 
     def check_prompt_length(self, prompt: str) -> None:
         """Raise :class:`PromptError` when ``prompt`` has more tokens than the text encoder reads.
@@ -282,15 +430,6 @@ class EditModel:
                               f"text encoder reads at most {limit}, so the words past that would be dropped: "
                               "shorten it", value=count)
 
-    def tokenize(self, prompts: list[str]) -> torch.Tensor:
-        """Token ids [len(prompts), model_max_length]; a prompt over the limit raises :class:`PromptError`."""
-        for prompt in prompts:
-            self.check_prompt_length(prompt)
-        return self.tokenizer(
-            prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
-        ).input_ids
-
     def prompt_tokens(self, prompt: str) -> list[str]:
         """The prompt's word pieces in order, without start/end/padding tokens."""
         self.check_prompt_length(prompt)
@@ -299,7 +438,10 @@ class EditModel:
 
     # ------------------------------------------------------------------ VAE
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels in [0, 1], [B, 3, H, W] → scaled latents z_0 (the posterior mean)."""
+        """Pixels in [0, 1], [B, 3, H, W] → scaled latents z_0 (the posterior mean), float32.
+
+        z_0 stays float32 whatever the model's dtype: inversion works in float64 from it.
+        """
         vae_dtype = next(self.vae.parameters()).dtype
         with torch.no_grad():
             dist = self.vae.encode((pixels * 2 - 1).to(self.device, vae_dtype)).latent_dist
@@ -307,7 +449,7 @@ class EditModel:
         shift = getattr(self.vae.config, "shift_factor", None)
         if shift:
             latents = latents - shift * self.vae.config.scaling_factor
-        return latents.to(self.dtype)
+        return latents.float()
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1], float32 on the CPU."""
@@ -331,8 +473,8 @@ class EditModel:
         self,
         latents: torch.Tensor,
         timestep: int,
-        cond: torch.Tensor,
-        uncond: torch.Tensor | None,
+        cond: PromptEmbeds,
+        uncond: PromptEmbeds | None,
         guidance_scale: float,
         attention_kwargs: dict | None = None,
     ) -> torch.Tensor:
@@ -340,8 +482,8 @@ class EditModel:
 
         Args:
             latents: [B, C, h, w] latents at ``timestep``.
-            cond: [B, L, D] prompt embeddings per branch.
-            uncond: [B, L, D] negative / null embeddings, or None when ``guidance_scale <= 1``.
+            cond: the conditioning of each branch (B rows, see :meth:`encode`).
+            uncond: negative / null conditioning (B rows), or None when ``guidance_scale <= 1``.
             guidance_scale: w; output = u + w (c - u) when w > 1, else the conditional output.
             attention_kwargs: passed to the attention processors (``cross_attention_kwargs``).
 
@@ -352,13 +494,13 @@ class EditModel:
             if uncond is None:
                 raise PromptError("guidance > 1 needs negative/null embeddings")
             model_input = torch.cat([latents, latents])
-            embeddings = torch.cat([uncond, cond])
+            conditioning = PromptEmbeds.cat([uncond, cond])
         else:
-            model_input, embeddings = latents, cond
+            model_input, conditioning = latents, cond
         t = torch.full((model_input.shape[0],), int(timestep), device=self.device, dtype=torch.long)
         self.unet_evaluations += model_input.shape[0]
         output = self.unet(
-            model_input.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype),
+            model_input.to(self.dtype), t, **conditioning.to(self.device, self.dtype).unet_kwargs(),
             cross_attention_kwargs=attention_kwargs, return_dict=False,
         )[0]
         if not guided:

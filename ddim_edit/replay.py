@@ -71,8 +71,9 @@ def replay_plan(model, traj: Trajectory, prompts: list[str] | None = None, guida
     prompts = prompts or [traj.metadata["prompt"]]
     guidance = recorded_guidance(traj) if guidance_scale is None else float(guidance_scale)
     batch = len(prompts)
-    cond = model.encode_prompts(prompts)
-    negative = model.encode_prompts([traj.metadata["negative_prompt"]] * batch)
+    size = model.image_size(traj.latents)
+    cond = model.encode(prompts, size)
+    negative = model.encode_negative([traj.metadata["negative_prompt"]] * batch, size)
     per_step = None
     if traj.null_embeddings is not None:
         per_step = traj.null_embeddings.to(model.device, model.dtype)[:, None].expand(-1, batch, -1, -1)
@@ -83,7 +84,7 @@ def replay_plan(model, traj: Trajectory, prompts: list[str] | None = None, guida
         else:  # inverted without the record pass, or asked at another guidance: record now
             with torch.no_grad():
                 corrections = record_corrections(model, schedule, traj.latents[:, None].to(model.device),
-                                                 model.encode_prompts([traj.metadata["prompt"]]), negative[:1],
+                                                 model.encode([traj.metadata["prompt"]], size), negative.rows(0),
                                                  guidance)
     x_T = traj.x_T[None].to(model.device).expand(batch, -1, -1, -1)
     return ReplayPlan(schedule, x_T, Conditioning(cond, negative, per_step), guidance, corrections)

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .conditioning import Conditioning, PromptEmbeds  # noqa: F401 (re-exported: what sample takes)
 from .schedule import Schedule, ddim_step, work_dtype
 
 
@@ -42,26 +43,6 @@ class SamplerHook:
         return latents
 
 
-@dataclass
-class Conditioning:
-    """Text conditioning for a batch of branches.
-
-    Attributes:
-        cond: [B, L, D] prompt embeddings, one per branch.
-        uncond: [B, L, D] negative-prompt embeddings (None when guidance ≤ 1).
-        uncond_per_step: [N, B, L, D] per-step null embeddings (null-text inversion), or None.
-    """
-
-    cond: torch.Tensor
-    uncond: torch.Tensor | None = None
-    uncond_per_step: torch.Tensor | None = None
-
-    def uncond_at(self, index: int) -> torch.Tensor | None:
-        if self.uncond_per_step is not None:
-            return self.uncond_per_step[index]
-        return self.uncond
-
-
 def sample(
     model,
     schedule: Schedule,
@@ -79,10 +60,12 @@ def sample(
     """Run the DDIM sampler from the latents at ``schedule.timesteps[start_index]`` to z_0.
 
     Args:
-        model: an object with ``denoise(latents, t, cond, uncond, guidance_scale)`` (EditModel).
+        model: an object with ``denoise(latents, t, cond, uncond, guidance_scale)`` (EditModel);
+            ``cond`` / ``uncond`` are :class:`~ddim_edit.conditioning.PromptEmbeds`.
         schedule: the explicit timesteps and ᾱ table.
         latents: [B, C, h, w] starting latents (x_T when ``start_index`` is 0).
-        conditioning: prompt / negative embeddings per branch.
+        conditioning: the model's conditioning per branch (prompt rows, negative rows, per-step
+            null embeddings), made by ``model.encode`` / ``model.encode_negative``.
         guidance_scale: classifier-free guidance w (1 = conditional only).
         eta: DDIM η; 0 is deterministic, > 0 needs ``generator`` for reproducible noise.
         corrections: [N, B or 1, C, h, w] added after each step (exact inversion's record).

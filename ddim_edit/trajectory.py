@@ -12,7 +12,11 @@ The file is safetensors; the JSON metadata sits under the key ``ddim_edit``. Lat
 corrections are kept in float64 (the sampler's working precision), so a replay from the file is
 as exact as one from memory.
 
-Integrity (format version 2): the header also holds ``ddim_edit.sha256``, a SHA-256 over the
+Model identity (format version 3): the architecture fingerprint, a dtype-independent weight
+signature, the family, the resolved model reference and ``--model-config``, and the fused LoRAs
+(file, SHA-256, scale); see :func:`check_compatible`.
+
+Integrity (format version 2 and later): the header also holds ``ddim_edit.sha256``, a SHA-256 over the
 canonical JSON metadata and every tensor (name, dtype, shape, bytes); loading recomputes it, so a
 hand-edited prompt, method, guidance or latent is reported instead of silently replayed. It guards
 against accidents and hand edits, not against someone who recomputes it. Loading also validates
@@ -34,8 +38,8 @@ import torch
 from .errors import DdimEditError, NonFiniteError, TrajectoryError
 from .io import atomic_write
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: no checksum
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1: no checksum; 1–2: weight-byte model fingerprint, no LoRAs
 METADATA_KEY = "ddim_edit"
 CHECKSUM_KEY = "ddim_edit.sha256"
 REQUIRED_METADATA = ("format_version", "model", "model_fingerprint", "schedule", "prompt", "method", "guidance_scale")
@@ -166,13 +170,37 @@ def validate_shapes(traj: Trajectory) -> None:
 
 
 def check_compatible(traj: Trajectory, model, schedule=None) -> None:
-    """Reject a trajectory made with another model, latent shape or schedule, saying how to fix it."""
-    made_with = traj.metadata.get("model")
-    if traj.metadata.get("model_fingerprint") != model.fingerprint():
+    """Reject a trajectory made with another model, LoRAs, latent shape or schedule, saying how to fix it.
+
+    The model is recognised by its architecture and weights, not by dtype or device: a trajectory
+    made in fp16 on a GPU replays in fp32 on a CPU (see :mod:`ddim_edit.fingerprint`).
+    """
+    from .fingerprint import legacy_fingerprint, signatures_match
+    from .lora import check_lora_records
+
+    meta = traj.metadata
+    made_with = meta.get("model")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if version >= 3:
+        same_architecture = meta["model_fingerprint"] == model.fingerprint()
+        lora_difference = check_lora_records(meta.get("loras"), list(getattr(model, "loras", [])))
+        if same_architecture and lora_difference:
+            raise TrajectoryError(f"this trajectory's LoRAs differ from the loaded model's: {lora_difference}; load the "
+                                  "same {field} files and scales, or invert the image again", field="lora")
+        same = same_architecture and signatures_match(meta["model_signature"], model.signature())
+        recorded_fingerprint = meta["model_fingerprint"]
+    else:  # versions 1–2 hashed the UNet config and two weight tensors
+        recorded_fingerprint = meta.get("model_fingerprint")
+        same = recorded_fingerprint == legacy_fingerprint(model.unet)
+    if not same:
+        family = meta.get("model_family")
+        if family and family != model.family:
+            raise TrajectoryError(f"this trajectory was made with an {family.upper()} model ({made_with!r}), the loaded "
+                                  f"{model.name!r} is {model.family.upper()}; pass {{field}} {made_with}", field="model")
         if made_with == model.name:  # same name, other weights: the folder or repo changed since
             raise TrajectoryError(
                 f"this trajectory was made with other weights under the name {made_with!r} (model fingerprint "
-                f"{traj.metadata.get('model_fingerprint')}, the loaded model's is {model.fingerprint()}); "
+                f"{recorded_fingerprint}, the loaded model's is {model.fingerprint()} with other weights); "
                 "invert the image again with the loaded model", field="model")
         raise TrajectoryError(
             f"this trajectory was made with model {made_with!r}, not the loaded {model.name!r}; "
@@ -236,6 +264,16 @@ METADATA_SCHEMA: dict[str, tuple[Any, str]] = {
     "dtype": (lambda v: isinstance(v, str), "a dtype name"),
     "source": (lambda v: isinstance(v, dict), "an object (the source image's path, hash and size)"),
 }
+# added in format version 3 (required there, absent before)
+METADATA_SCHEMA_V3: dict[str, tuple[Any, str]] = {
+    "model_signature": (lambda v: isinstance(v, list) and len(v) > 0 and all(_finite_number(x) for x in v),
+                        "a non-empty list of finite numbers"),
+    "model_config": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a config folder / hub id"),
+    "model_family": (lambda v: v in ("sd", "sdxl"), "sd or sdxl"),
+    "loras": (lambda v: isinstance(v, list) and all(
+        isinstance(r, dict) and isinstance(r.get("file"), str) and isinstance(r.get("sha256"), str)
+        and _finite_number(r.get("scale")) for r in v), "a list of {file, sha256, scale} objects"),
+}
 SCHEDULE_SCHEMA: dict[str, tuple[Any, str]] = {
     "timesteps": (lambda v: _int_list(v) and len(v) > 0, "a non-empty list of timesteps"),
     "spacing": (lambda v: isinstance(v, str), "a spacing name"),
@@ -258,7 +296,10 @@ def _describe(value: Any) -> str:
 
 def validate_metadata(meta: dict[str, Any]) -> None:
     """Raise :class:`TrajectoryError` naming the first metadata field that is missing or malformed."""
-    for name, (check, what) in METADATA_SCHEMA.items():
+    schema = dict(METADATA_SCHEMA)
+    if meta.get("format_version") == 3:
+        schema.update(METADATA_SCHEMA_V3)
+    for name, (check, what) in schema.items():
         if name not in meta:
             raise TrajectoryError(f"metadata field '{name}' is missing (it must be {what}); the file was edited or damaged")
         if not check(meta[name]):

@@ -442,6 +442,10 @@ def test_hub_models_are_read_as_safetensors_only_unless_pickles_are_allowed(monk
         seen.update(kwargs)
         raise OSError("offline")
 
+    from diffusers import DiffusionPipeline
+
+    monkeypatch.setattr(DiffusionPipeline, "load_config",
+                        classmethod(lambda cls, name, **kw: {"_class_name": "StableDiffusionPipeline"}))
     monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_pretrained)
     with pytest.raises(ModelLoadError):
         load_model("someone/some-model", device="cpu", allow_pickle=allow_pickle)

@@ -24,7 +24,7 @@ from safetensors.torch import save as save_tensors
 from cli.main import app
 from ddim_edit.errors import DdimEditError, NonFiniteError, PromptError, ScheduleError, TrajectoryError
 from ddim_edit.model import assets_dir
-from ddim_edit.trajectory import CHECKSUM_KEY, METADATA_KEY, Trajectory, content_checksum
+from ddim_edit.trajectory import FORMAT_VERSION, CHECKSUM_KEY, METADATA_KEY, Trajectory, content_checksum
 
 SOURCE = "a solid red circle on a white background"
 TARGET = "a solid blue circle on a white background"
@@ -363,7 +363,7 @@ def test_tampered_trajectories_are_refused(work, out, change_meta, change_tensor
 
 def test_untouched_and_version_1_trajectories_still_load(work, out):
     original = Trajectory.load(work / "photo.traj.safetensors")
-    assert original.metadata["format_version"] == 2
+    assert original.metadata["format_version"] == FORMAT_VERSION
     old = _rewrite(work / "photo.traj.safetensors", out / "v1.traj.safetensors", checksum=None, version=1)
     loaded = Trajectory.load(old)
     assert torch.equal(loaded.latents, original.latents) and loaded.metadata["prompt"] == SOURCE
@@ -442,7 +442,7 @@ def test_null_text_schedule_scales_with_the_step_count(tiny_model, monkeypatch, 
     monkeypatch.setattr(torch.optim, "Adam", recording_adam)
     schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=steps)
     latents = torch.randn(steps + 1, 1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    cond, null = tiny_model.encode_prompts(["a cat"]), tiny_model.encode_prompts([""])
+    cond, null = tiny_model.encode(["a cat"]), tiny_model.encode_negative([""])
     with torch.no_grad():
         embeddings = inversion.optimise_null_text(tiny_model, schedule, latents, cond, null, 7.5, inner_steps=1,
                                                   lr=1e-2, progress=False)
@@ -465,10 +465,10 @@ def test_prompts_over_the_token_limit_are_refused(work, out):
 
 def test_prompt_length_is_checked_in_the_library(tiny_model):
     with pytest.raises(PromptError, match="tokens long"):
-        tiny_model.encode_prompts(["a red cat " * 40])
+        tiny_model.encode(["a red cat " * 40])
     with pytest.raises(PromptError, match="tokens long"):
         tiny_model.prompt_tokens("a red cat " * 40)
-    assert tiny_model.encode_prompts(["a red cat"]).shape[0] == 1
+    assert len(tiny_model.encode(["a red cat"])) == 1
 
 
 # ---------------------------------------------------------------------- 10. schedule flags with trajectories

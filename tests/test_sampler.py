@@ -22,8 +22,8 @@ def test_sampler_matches_diffusers_pipeline(prediction_type, spacing):
     model = EditModel.from_pipeline(pipe, name="tiny")
     schedule = Schedule.from_scheduler_config(pipe.scheduler.config, num_steps=steps)
     assert list(schedule.timesteps) == pipe.scheduler.timesteps.tolist()
-    cond = model.encode_prompts([prompt])
-    uncond = model.encode_prompts([""])
+    cond = model.encode([prompt])
+    uncond = model.encode_negative([""])
     with torch.no_grad():
         ours = sample(model, schedule, x_T, Conditioning(cond, uncond), guidance, progress=False)
     rel = (ours - expected).norm() / expected.norm()
@@ -84,7 +84,7 @@ def test_prediction_type_conversions_agree(prediction_type):
 
 def test_eta_positive_is_seeded(tiny_model):
     schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=4)
-    cond = tiny_model.encode_prompts(["a cat"])
+    cond = tiny_model.encode(["a cat"])
     x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     runs = [sample(tiny_model, schedule, x_T, Conditioning(cond), 1.0, eta=1.0,
                    generator=torch.Generator().manual_seed(5), progress=False) for _ in range(2)]

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from ddim_edit.errors import ModelLoadError
 from ddim_edit.model import EditModel, load_model
 from ddim_edit.sampler import Conditioning, sample
+from ddim_edit.text_encoding import token_ids
 from ddim_edit.schedule import Schedule
 from ldm_layout import to_ldm_state_dict
 
@@ -99,15 +100,15 @@ def test_single_file_loads_offline_with_identical_weights(offline, ldm_file, sou
     assert text_configs[0] == text_configs[1]
     assert _plain(loaded.scheduler_config) == _plain(original.scheduler_config)
     prompt = "a red cat on a sofa"
-    assert torch.equal(loaded.tokenize([prompt]), original.tokenize([prompt]))
+    assert torch.equal(token_ids(loaded.tokenizer, [prompt]), token_ids(original.tokenizer, [prompt]))
 
     # The same short DDIM sample through ddim_edit gives identical latents.
     schedule = Schedule.from_scheduler_config(original.scheduler_config, num_steps=4)
     x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     results = []
     for model in (loaded, original):
-        cond = model.encode_prompts([prompt])
-        uncond = model.encode_prompts([""])
+        cond = model.encode([prompt])
+        uncond = model.encode_negative([""])
         with torch.no_grad():
             results.append(sample(model, schedule, x_T.clone(), Conditioning(cond, uncond), 5.0, progress=False))
     assert torch.isfinite(results[0]).all()

@@ -46,7 +46,7 @@ import torch
 from ..errors import DdimEditError, ImageError
 from ..masks import MaskOptions, PreparedMask, paste, prepare_mask
 from ..replay import ReplayPlan, replay_plan
-from ..sampler import Conditioning, SamplerHook, StepInfo, sample
+from ..sampler import SamplerHook, StepInfo, sample
 from ..schedule import Schedule, work_dtype
 from ..trajectory import Trajectory
 from ..workflow import decode
@@ -191,9 +191,6 @@ def segment_schedule(schedule: Schedule, start: int, stop: int) -> Schedule:
                     schedule.prediction_type, schedule.spacing)
 
 
-def segment_conditioning(conditioning: Conditioning, start: int, stop: int) -> Conditioning:
-    per_step = None if conditioning.uncond_per_step is None else conditioning.uncond_per_step[start:stop]
-    return Conditioning(conditioning.cond, conditioning.uncond, per_step)
 
 
 def renoise(latents: torch.Tensor, schedule: Schedule, from_index: int, to_index: int,
@@ -261,7 +258,7 @@ def inpaint_latents(model, traj: Trajectory, mask: np.ndarray | torch.Tensor,
                     latents = renoise(latents, plan.schedule, b, a, generator)
                     latents = latents * m + known.at(a).to(latents) * (1.0 - m)
                 latents = sample(model, segment_schedule(plan.schedule, a, b), latents,
-                                 segment_conditioning(plan.conditioning, a, b), plan.guidance_scale,
+                                 plan.conditioning.steps(a, b), plan.guidance_scale,
                                  hooks=[MaskBlend(m, known, offset=a)], progress=progress,
                                  desc=f"inpainting {a}-{b}" if options.resample else "inpainting")
                 passes += b - a

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..attention import installed_processors
 from ..errors import PromptError, TrajectoryError
 from ..replay import guidance_is_recorded, replay_plan
+from ..conditioning import PromptEmbeds
 from ..sampler import SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
 from .local_blend import BlendRule, blend_mask, composite, soft_pixel_mask, voting_side
@@ -237,21 +238,22 @@ class BranchDenoiser:
         guided = guidance_scale > 1.0
         if guided and uncond is None:
             raise PromptError("guidance > 1 needs negative/null embeddings")
-        rows: list[tuple[str, int, torch.Tensor]] = []  # (role, branch, embedding)
+        rows: list[tuple[str, int]] = []  # (role, branch)
         if guided:
             if self.source_output:
-                rows.append(("uncond", 0, uncond[0]))
-            rows.append(("uncond", 1, uncond[1]))
+                rows.append(("uncond", 0))
+            rows.append(("uncond", 1))
         if self.source_output or self.controller.needs_source:
-            rows.append(("cond", 0, cond[0]))
-        rows.append(("cond", 1, cond[1]))
-        index = {(role, branch): k for k, (role, branch, _) in enumerate(rows)}
+            rows.append(("cond", 0))
+        rows.append(("cond", 1))
+        index = {row: k for k, row in enumerate(rows)}
         source_row, target_row = index.get(("cond", 0)), index[("cond", 1)]
         layout = BranchLayout([], [], {"target": target_row})
         if source_row is not None:
             layout = BranchLayout([source_row], [target_row], {"source": source_row, "target": target_row})
-        batch = torch.stack([latents[branch] for _, branch, _ in rows])
-        embeddings = torch.stack([embedding for _, _, embedding in rows])
+        batch = torch.stack([latents[branch] for _, branch in rows])
+        by_role = {"cond": cond, "uncond": uncond}
+        embeddings = PromptEmbeds.cat([by_role[role].rows(branch) for role, branch in rows])
         self.controller.layout = layout
         try:
             output = self.model.denoise(batch, timestep, embeddings, None, 1.0)

@@ -324,8 +324,9 @@ def style_plan(model, content: Trajectory, style: Trajectory, options: StyleOpti
     x_T_c = content.x_T[None].to(model.device)
     x_T_s = style.x_T[None].to(model.device)
     x_T_cs = adain(x_T_c.double(), x_T_s.double()).to(x_T_c.dtype) if options.adain else x_T_c
-    cond = model.encode_prompts([options.prompt] * NUM_BRANCHES)
-    uncond = model.encode_prompts([""] * NUM_BRANCHES) if guidance > 1 else None
+    size = model.image_size(content.latents)
+    cond = model.encode([options.prompt] * NUM_BRANCHES, size)
+    uncond = model.encode_negative([""] * NUM_BRANCHES, size) if guidance > 1 else None
     known = KnownBranches(content.latents.to(model.device), style.latents.to(model.device),
                           options.output_corrections == "content")
     return StylePlan(schedule, torch.cat([x_T_c, x_T_s, x_T_cs]), Conditioning(cond, uncond), guidance, known)

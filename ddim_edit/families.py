@@ -1,0 +1,112 @@
+"""Which model family a folder, hub repo or checkpoint holds, and whether ddim-edit can run it.
+
+Supported: Stable Diffusion 1.x/2.x (``sd``) and SDXL base (``sdxl``), the UNet + CLIP families
+whose η = 0 DDIM step this engine inverts. Anything else gets a one-line error naming the family
+it is and what is supported, before any weights are read:
+
+- a diffusers folder or hub repo: ``model_index.json``'s ``_class_name``;
+- a single ``.safetensors`` file: the key names of its tensors (read from the header only).
+
+Flow-matching families (SD3, FLUX, …) would fit the same engine (the η = 0 DDIM step is an Euler
+step of the probability-flow ODE; their sampler is an Euler step of the flow ODE): see the README's
+roadmap.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+SUPPORTED = "Stable Diffusion 1.x/2.x and SDXL base (StableDiffusionPipeline / StableDiffusionXLPipeline)"
+
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionImg2ImgPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+}
+
+# class-name prefix → the family's name in messages (longest prefixes first where they overlap)
+UNSUPPORTED_PREFIXES = (
+    ("StableDiffusion3", "Stable Diffusion 3"),
+    ("Flux", "FLUX"),
+    ("Kandinsky", "Kandinsky"),
+    ("PixArt", "PixArt"),
+    ("Sana", "Sana"),
+    ("StableCascade", "Stable Cascade"),
+    ("Wuerstchen", "Würstchen"),
+    ("IF", "DeepFloyd IF"),
+    ("HunyuanDiT", "Hunyuan-DiT"),
+    ("AuraFlow", "AuraFlow"),
+    ("Lumina", "Lumina"),
+    ("CogView", "CogView"),
+    ("Kolors", "Kolors"),
+    ("LatentConsistencyModel", "Latent Consistency Model"),
+    ("StableDiffusionXLInpaint", "SDXL inpainting"),
+    ("StableDiffusionInpaint", "Stable Diffusion inpainting"),
+    ("StableDiffusionUpscale", "Stable Diffusion upscaler"),
+    ("StableDiffusionDepth2Img", "Stable Diffusion depth-to-image"),
+    ("StableUnCLIP", "Stable unCLIP"),
+    ("StableVideoDiffusion", "Stable Video Diffusion"),
+)
+
+# single-file checkpoints: a key prefix that only that family's checkpoints have
+CHECKPOINT_MARKERS = (
+    ("model.diffusion_model.joint_blocks.", "Stable Diffusion 3"),
+    ("joint_blocks.", "Stable Diffusion 3"),
+    ("double_blocks.", "FLUX"),
+    ("model.diffusion_model.double_blocks.", "FLUX"),
+    ("conditioner.embedders.1.", "sdxl"),
+    ("conditioner.embedders.0.model.", "SDXL refiner"),
+)
+
+
+def unsupported(family: str, what: str) -> ModelLoadError:
+    """The one-line error for a model of an unsupported ``family``."""
+    return ModelLoadError(f"{what} is a {family} model, which ddim-edit does not support; it runs {SUPPORTED}",
+                          field="model", value=what)
+
+
+def family_of_class(class_name: str, what: str) -> str:
+    """``sd`` or ``sdxl`` for a pipeline class name; raise the unsupported-family error otherwise."""
+    if class_name in PIPELINE_FAMILIES:
+        return PIPELINE_FAMILIES[class_name]
+    for prefix, family in UNSUPPORTED_PREFIXES:
+        if class_name.startswith(prefix):
+            raise unsupported(family, what)
+    raise unsupported(f"{class_name}", what)
+
+
+def folder_family(path: Path) -> str:
+    """The family of a diffusers folder, from ``model_index.json``."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path / 'model_index.json'} cannot be read ({exc}); copy the whole save_pretrained folder",
+                             field="model") from exc
+    family = family_of_class(str(index.get("_class_name", "")), str(path))
+    if family == "sdxl":
+        entry = index.get("text_encoder")
+        if not isinstance(entry, list) or entry[0] is None:  # the refiner has text_encoder_2 only
+            raise unsupported("SDXL refiner (no first text encoder)", str(path))
+    return family
+
+
+def checkpoint_family(path: Path) -> str:
+    """The family of a single ``.safetensors`` checkpoint, from its tensor names (header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as exc:  # not a safetensors file, truncated header …
+        raise ModelLoadError(f"{path} is not a readable .safetensors checkpoint ({type(exc).__name__}); "
+                             "check the file or download it again", field="model") from exc
+    for prefix, family in CHECKPOINT_MARKERS:
+        if any(key.startswith(prefix) for key in keys):
+            if family == "sdxl":
+                return "sdxl"
+            raise unsupported(family, str(path))
+    return "sd"
