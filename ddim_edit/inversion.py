@@ -13,6 +13,14 @@ Methods:
 - ``exact``: plain inversion, then the per-step difference between the inverted latents and one
   guided sampler step from them is recorded, so replays add it back (Ju et al., PnP "Direct
   Inversion"): reconstruction is exact at the recorded guidance.
+
+v-prediction (SD 2.x 768-v) and other prediction types: step s → t evaluates the UNet at (z_s, t)
+and turns its output into ε with ᾱ_t, the level of the timestep the model was told: exactly the
+sampler's ε function at t, evaluated at z_s instead of z_t, so the only approximation is plain
+DDIM's ε(z_t, t) ≈ ε(z_s, t). diffusers' ``DDIMInverseScheduler`` converts with ᾱ_s, the level of
+the latent it was given; for ε models the two agree to float precision, for v models they differ
+(by ~1e-2 per step on a tiny model) and the ᾱ_t conversion reconstructs closer to z_0
+(tests/test_v_prediction.py). Fixed-point, null-text and exact inversion use the same conversion.
 """
 
 from __future__ import annotations
