@@ -143,10 +143,44 @@ def png_bytes(image: np.ndarray, parameters: dict[str, Any] | None = None) -> by
     return image_bytes(image, parameters, "PNG")
 
 
+def a1111_parameters(parameters: dict[str, Any]) -> str:
+    """The AUTOMATIC1111-style ``parameters`` text of an output (what image viewers and web UIs show).
+
+    Line 1 is the prompt (the target prompt of an edit), line 2 ``Negative prompt: …`` when there is
+    one, then ``Key: value`` pairs: ``Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 0, Size: 451x300,
+    Model hash: …, Model: …, Version: ddim-edit 0.1.0, Edit: swap, …``.
+    """
+    prompt = parameters.get("target") or parameters.get("prompt") or parameters.get("source") or ""
+    lines = [str(prompt)]
+    if parameters.get("negative_prompt"):
+        lines.append(f"Negative prompt: {parameters['negative_prompt']}")
+    pairs = [("Steps", parameters.get("steps")), ("Sampler", "DDIM"), ("CFG scale", parameters.get("guidance")),
+             ("Seed", parameters.get("seed")), ("Size", _size_text(parameters.get("size"))),
+             ("Model hash", parameters.get("model_hash")), ("Model", parameters.get("model")),
+             ("Version", f"ddim-edit {parameters['version']}" if parameters.get("version") else None),
+             ("Edit", parameters.get("command")), ("Inversion", parameters.get("method")),
+             ("Source prompt", parameters.get("source") if parameters.get("target") else None)]
+    lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in pairs if value not in (None, "")))
+    return "\n".join(lines)
+
+
+def _size_text(size: Any) -> str | None:
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return f"{size[0]}x{size[1]}"
+    return None
+
+
+def _a1111_value(value: Any) -> str:
+    """A value as A1111 writes it: quoted (JSON) when it holds a comma, colon or newline."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return json.dumps(text) if any(mark in text for mark in ",:\n") else text
+
+
 def image_bytes(image: np.ndarray, parameters: dict[str, Any] | None = None, image_format: str = "PNG") -> bytes:
     """Encode uint8 RGB as PNG, JPEG or WEBP with ``parameters`` embedded as JSON.
 
-    PNG keeps them in a ``ddim-edit`` text chunk, JPEG in its comment; WebP gets none.
+    PNG keeps them in a ``ddim-edit`` text chunk (JSON) and a ``parameters`` chunk (the A1111 text of
+    :func:`a1111_parameters`), JPEG the JSON in its comment; WebP gets none.
     """
     text = json.dumps(parameters, sort_keys=True, default=str) if parameters else None
     buffer = io.BytesIO()
@@ -155,6 +189,7 @@ def image_bytes(image: np.ndarray, parameters: dict[str, Any] | None = None, ima
         info = PngImagePlugin.PngInfo()
         if text:
             info.add_text("ddim-edit", text)
+            info.add_text("parameters", a1111_parameters(parameters))
         picture.save(buffer, format="PNG", pnginfo=info)
     elif image_format == "JPEG":
         picture.save(buffer, format="JPEG", quality=95, **({"comment": text.encode()} if text else {}))
@@ -214,3 +249,13 @@ def grid(images: list[np.ndarray], labels: list[str] | None = None, pad: int = 4
         tiles.append(tile)
         tiles.append(np.full((tile.shape[0], pad, 3), 255, np.uint8))
     return np.concatenate(tiles[:-1], axis=1)
+
+
+def resize_soft_mask(soft: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float [H, W] mask in [0, 1] at (width, height), bilinear; zeros far from the mask stay exactly 0."""
+    import cv2
+
+    if (soft.shape[1], soft.shape[0]) == tuple(size):
+        return soft.astype(np.float32)
+    resized = cv2.resize(soft.astype(np.float32), tuple(size), interpolation=cv2.INTER_LINEAR)
+    return np.clip(resized, 0.0, 1.0)

@@ -55,6 +55,24 @@ def prepare_image(model, path: str | Path, size: int | None = None) -> PreparedI
     return PreparedImage(pixels, (width, height), source)
 
 
+def prepare_pixels(model, pixels: np.ndarray, size: int | None = None, source: dict | None = None) -> PreparedImage:
+    """Pixels (uint8 [H, W, 3]) fitted to the model like :func:`prepare_image` fits a file.
+
+    ``source`` (path, sha256 of the file they came from) is kept in the trajectory's metadata.
+    """
+    if size is not None:
+        multiple = model.size_multiple
+        if isinstance(size, bool) or not isinstance(size, int) or size < multiple:
+            raise ImageError(f"{{field}} {size!r} is too small: the model works on sides that are multiples of "
+                             f"{multiple} px; use {{field}} {max(multiple, model.native_size)} or another multiple of "
+                             f"{multiple} (default: {model.native_size})", field="size", value=size)
+    height, width = pixels.shape[:2]
+    fitted = fit_size(width, height, size or model.native_size, model.size_multiple)
+    record = dict(source or {"path": None, "sha256": None})
+    record.update(original_size=[width, height], size=list(fitted))
+    return PreparedImage(resize_rgb(pixels, fitted), (width, height), record)
+
+
 def make_schedule(model, steps: int, spacing: str | None = None, timesteps: str | None = None) -> Schedule:
     """A schedule from the model's scheduler config: ``steps`` with ``spacing``, or a custom list."""
     custom = parse_custom_timesteps(timesteps) if timesteps else None
@@ -91,6 +109,23 @@ def source_image_for(traj: Trajectory, size: tuple[int, int] | None = None) -> n
     image = load_image(path)
     fitted = tuple(source.get("size") or (image.shape[1], image.shape[0]))
     return resize_rgb(image, size or fitted)
+
+
+def original_image_for(traj: Trajectory) -> np.ndarray | None:
+    """The trajectory's source image at the file's own size, if the file is still there unchanged."""
+    source = traj.metadata.get("source") or {}
+    path = source.get("path")
+    if not path or not Path(path).is_file() or file_sha256(path) != source.get("sha256"):
+        return None
+    return load_image(path)
+
+
+def recorded_original_size(traj: Trajectory) -> tuple[int, int] | None:
+    """(width, height) of the image the trajectory was inverted from, when recorded."""
+    size = (traj.metadata.get("source") or {}).get("original_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(side, int) and side > 0 for side in size):
+        return int(size[0]), int(size[1])
+    return None
 
 
 def load_or_invert(model, image_or_traj: str | Path, prompt: str | None, schedule: Schedule | None,

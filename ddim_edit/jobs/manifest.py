@@ -1,0 +1,446 @@
+"""Reading a batch manifest: JSON Lines, CSV with the same columns, or PIE-Bench's ``mapping_file.json``.
+
+One job per line (row, or PIE-Bench entry)::
+
+    {"edit": "swap", "image": "a.png", "source_prompt": "…", "target_prompt": "…", "output": "a-blue.png"}
+
+``edit`` is one of invert, reconstruct, swap, inpaint (``mask``), style (``style``); any option of
+the single command is a key, with dashes or underscores (``--no-blend`` → ``no_blend``). Input
+paths resolve against the manifest's folder, outputs against the batch's output folder.
+Everything that can be checked without the model is checked here, for every line, before any
+work: a typo in line 612 should not surface after an hour.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DdimEditError
+from ..io import check_output_suffix
+from ..workflow import is_trajectory_path
+from .requests import EDITS
+
+PIE_BENCH_NAME = "mapping_file.json"
+
+
+class ManifestError(DdimEditError):
+    """A manifest line that cannot become a job (syntax, unknown edit or key, bad value)."""
+
+
+# ---------------------------------------------------------------------- value converters
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    number = float(value)
+    if not math.isfinite(number):
+        raise ManifestError(f"{key} must be a finite number, got {value!r}")
+    return number
+
+
+def as_float(low: float | None = None) -> Callable[[Any, str], float]:
+    def convert(value: Any, key: str) -> float:
+        number = _number(value, key)
+        if low is not None and number < low:
+            raise ManifestError(f"{key} must be ≥ {low:g}, got {value!r}")
+        return number
+    return convert
+
+
+def as_int(low: int | None = None) -> Callable[[Any, str], int]:
+    def convert(value: Any, key: str) -> int:
+        number = _number(value, key)
+        if number != int(number):
+            raise ValueError
+        if low is not None and number < low:
+            raise ManifestError(f"{key} must be an integer ≥ {low}, got {value!r}")
+        return int(number)
+    return convert
+
+
+def as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off", ""):
+        return False
+    raise ValueError
+
+
+def as_text(value: Any, key: str) -> str:
+    if isinstance(value, (dict, list, bool)) or value is None:
+        raise ValueError
+    return str(value)
+
+
+def as_words(value: Any, key: str) -> list[str]:
+    """A list of words: a JSON list, or text separated by commas or spaces."""
+    if isinstance(value, list):
+        return [as_text(item, key).strip() for item in value if str(item).strip()]
+    return [word for word in re.split(r"[,\s]+", as_text(value, key)) if word]
+
+
+def as_word_values(value: Any, key: str) -> dict[str, float]:
+    """``{"fluffy": 2}``, ``["fluffy=2"]`` or ``"fluffy=2,red=0.5"`` → a dict of finite numbers."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        items = []
+        for item in (value if isinstance(value, list) else as_text(value, key).split(",")):
+            word, sep, number = str(item).partition("=")
+            if not sep or not word.strip():
+                raise ManifestError(f"{key} expects WORD=NUMBER items, got {item!r}; e.g. \"{key}\": {{\"blue\": 2}}")
+            items.append((word.strip(), number))
+    return {str(word): _number(number, key) for word, number in items}
+
+
+def as_cross_steps(value: Any, key: str) -> float | dict[str, float]:
+    """A fraction, or per word fractions (``{"default": 0.8, "red": 0.3}`` / ``"0.8,red=0.3"``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(value, key)
+    if isinstance(value, str) and "=" not in value:
+        return _number(value, key)
+    parts = value if isinstance(value, (dict, list)) else value.split(",")
+    if isinstance(parts, list):
+        plain = [part for part in parts if "=" not in str(part)]
+        words = as_word_values([part for part in parts if "=" in str(part)], key)
+        if plain:
+            words["default"] = _number(plain[-1], key)
+        return words
+    return as_word_values(parts, key)
+
+
+def as_pair(value: Any, key: str) -> tuple[float, float]:
+    items = value if isinstance(value, list) else re.split(r"[,\s]+", as_text(value, key).strip())
+    if len(items) != 2:
+        raise ManifestError(f"{key} expects two numbers [START, END], got {value!r}")
+    return _number(items[0], key), _number(items[1], key)
+
+
+def choice(*options: str) -> Callable[[Any, str], str]:
+    def convert(value: Any, key: str) -> str:
+        text = as_text(value, key)
+        if text not in options:
+            raise ManifestError(f"{key} must be one of {', '.join(options)}, got {value!r}")
+        return text
+    return convert
+
+
+def _choices(module: str, name: str) -> tuple[str, ...]:
+    import importlib
+
+    return tuple(getattr(importlib.import_module(f"ddim_edit.{module}"), name))
+
+
+# ---------------------------------------------------------------------- which keys each edit takes
+INPUT_KEYS = ("image", "trajectory", "mask", "style", "content", "source")  # paths against the manifest folder
+OUTPUT_KEYS = ("output", "save_trajectory")  # paths against the output folder
+
+COMMON: dict[str, Callable] = {
+    "edit": as_text, "output": as_text, "model": as_text, "model_config": as_text,
+    "steps": as_int(1), "spacing": as_text, "timesteps": lambda v, k: ",".join(str(int(_number(t, k))) for t in v)
+    if isinstance(v, list) else as_text(v, k),
+    "guidance": as_float(), "seed": as_int(0), "size": as_int(1), "keep_working_size": as_bool,
+}
+INVERSION: dict[str, Callable] = {
+    "method": as_text, "inversion_guidance": as_float(), "negative_prompt": as_text,
+    "fixed_point_iterations": as_int(1), "tolerance": as_float(0.0), "null_text_steps": as_int(1),
+}
+KEYS: dict[str, dict[str, Callable]] = {
+    "invert": {**COMMON, **INVERSION, "image": as_text, "prompt": as_text, "unconditional": as_bool},
+    "reconstruct": {**COMMON, **INVERSION, "trajectory": as_text, "image": as_text, "prompt": as_text,
+                    "unconditional": as_bool, "eta": as_float(0.0), "source": as_text},
+    "swap": {**COMMON, **INVERSION, "image": as_text, "trajectory": as_text, "source_prompt": as_text,
+             "target_prompt": as_text, "mode": as_text, "blend": as_words, "no_blend": as_bool,
+             "blend_latents": as_bool, "blend_threshold": as_float(), "reweight": as_word_values,
+             "cross_steps": as_cross_steps, "self_steps": as_float(), "save_trajectory": as_text},
+    "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,
+                "unconditional": as_bool, "trajectory": as_text, "dilate": as_int(0), "feather": as_int(0),
+                "mask_threshold": as_float(), "invert_mask": as_bool, "resize_mask": as_bool, "resample": as_int(0),
+                "jump_length": as_int(1), "start_step": as_float(), "blend": as_text, "hole_noise": as_text,
+                "no_paste": as_bool},
+    "style": {**COMMON, "method": as_text, "image": as_text, "content": as_text, "style": as_text,
+              "gamma": as_float(), "temperature": as_float(), "layers": as_words, "injection_window": as_pair,
+              "no_adain": as_bool, "no_kv_injection": as_bool, "output_corrections": as_text, "prompt": as_text,
+              "style_prompt": as_text},
+}
+REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {  # each inner tuple: one of these keys
+    "invert": (("image",),), "reconstruct": (("trajectory", "image"),),
+    "swap": (("image", "trajectory"), ("target_prompt",)), "inpaint": (("image",), ("mask",)),
+    "style": (("image", "content"), ("style",)),
+}
+DEFAULT_SUFFIX = {"invert": ".traj.safetensors", "reconstruct": ".recon.png", "swap": ".swap.png",
+                  "inpaint": ".inpaint.png", "style": ".style.png"}
+
+
+@dataclass
+class Job:
+    """One manifest line, checked and with its paths resolved.
+
+    Attributes:
+        index: position in the manifest (0-based); ``line`` where it was read (1-based).
+        fields: the job's keys with converted values (paths absolute).
+        output: where the result goes.
+        key: a hash of the fields: a changed line is a new job (a rerun does not skip it).
+        evaluation_mask: PIE-Bench's annotated edit region (bool [512, 512]) for background PSNR.
+    """
+
+    index: int
+    line: int
+    edit: str
+    fields: dict[str, Any]
+    output: Path
+    key: str
+    evaluation_mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def inputs(self) -> list[Path]:
+        return [Path(self.fields[name]) for name in INPUT_KEYS if isinstance(self.fields.get(name), str)]
+
+
+def normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """Dashes to underscores, leading ``--`` dropped; empty CSV cells and JSON nulls left out."""
+    return {str(key).strip().lstrip("-").replace("-", "_"): value for key, value in raw.items()
+            if value is not None and not (isinstance(value, str) and value == "" and key != "prompt")}
+
+
+def check_job(raw: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """The edit and its converted fields; a :class:`ManifestError` naming ``where`` otherwise."""
+    values = normalise_keys(raw)
+    edit = values.get("edit")
+    if edit not in EDITS:
+        raise ManifestError(f"{where}: \"edit\" must be one of {', '.join(EDITS)}, got {edit!r}")
+    allowed = KEYS[edit]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ManifestError(f"{where}: {edit} has no option {unknown[0]!r}; the keys it takes are "
+                            f"{', '.join(sorted(allowed))}")
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            converted[key] = allowed[key](value, key)
+        except ManifestError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
+        except (TypeError, ValueError):
+            raise ManifestError(f"{where}: {key} has an unusable value {value!r}") from None
+    for one_of in REQUIRED[edit]:
+        if not any(name in converted for name in one_of):
+            raise ManifestError(f"{where}: {edit} needs \"{one_of[0]}\"" + (f" (or \"{one_of[1]}\")" if len(one_of) > 1 else ""))
+    for key, options in (("method", _choices("inversion", "METHODS")), ("spacing", _choices("schedule", "SPACINGS")),
+                         ("mode", _choices("edits.prompt_swap", "MODES")),
+                         ("hole_noise", _choices("edits.inpaint", "HOLE_STARTS")),
+                         ("output_corrections", ("content", "none"))):
+        if key in converted and converted[key] not in options:
+            raise ManifestError(f"{where}: {key} must be one of {', '.join(options)}, got {converted[key]!r}")
+    if edit == "inpaint" and converted.get("blend", "shared") not in _choices("edits.inpaint", "KNOWN_SOURCES"):
+        raise ManifestError(f"{where}: an inpaint's blend must be one of shared, fresh, got {converted['blend']!r}")
+    return edit, converted
+
+
+def resolve_paths(fields: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Input paths made absolute against the manifest's folder (absolute ones kept)."""
+    resolved = dict(fields)
+    for key in INPUT_KEYS:
+        if isinstance(resolved.get(key), str):
+            path = Path(resolved[key]).expanduser()
+            resolved[key] = str(path if path.is_absolute() else (base / path).resolve())
+    return resolved
+
+
+def default_output_name(edit: str, fields: dict[str, Any], index: int) -> str:
+    """``00003-photo.swap.png``: the job's position, the input's stem and the edit's suffix."""
+    source = fields.get("image") or fields.get("content") or fields.get("trajectory") or "job"
+    name = Path(source).name
+    for suffix in (".traj.safetensors", Path(name).suffix):
+        if suffix and name.endswith(suffix) and name != suffix:
+            name = name[: -len(suffix)]
+            break
+    return f"{index:05d}-{name}{DEFAULT_SUFFIX[edit]}"
+
+
+def job_key(edit: str, fields: dict[str, Any]) -> str:
+    """A short hash of the job's fields (what makes a rerun skip it only when the line is unchanged)."""
+    text = json.dumps({"edit": edit, **fields}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_job(raw: dict[str, Any], index: int, line: int, base: Path, out_dir: Path, where: str,
+             evaluation_mask: np.ndarray | None = None) -> Job:
+    """Check one raw line and resolve its paths and output."""
+    edit, fields = check_job(raw, where)
+    fields = resolve_paths(fields, base)
+    name = fields.get("output") or default_output_name(edit, fields, index)
+    output = Path(name).expanduser()
+    output = output if output.is_absolute() else out_dir / output
+    kind = "trajectory" if edit == "invert" else "image"
+    try:
+        check_output_suffix(output, kind, label=f"{where}: output")
+        if fields.get("save_trajectory"):
+            saved = Path(fields["save_trajectory"])
+            fields["save_trajectory"] = str(saved if saved.is_absolute() else out_dir / saved)
+            check_output_suffix(fields["save_trajectory"], "trajectory", label=f"{where}: save_trajectory")
+    except DdimEditError as exc:
+        raise ManifestError(str(exc)) from None
+    fields["output"] = str(output)
+    return Job(index, line, edit, fields, output, job_key(edit, fields), evaluation_mask)
+
+
+# ---------------------------------------------------------------------- the three formats
+def read_manifest(path: str | Path, out_dir: str | Path) -> list[Job]:
+    """Every job of a manifest (``.jsonl``/``.json`` lines, ``.csv``, or PIE-Bench's ``mapping_file.json``).
+
+    Raises:
+        ManifestError: the file is missing or empty, a line is not a job, or two jobs (or a job and
+            an input) name the same output.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / PIE_BENCH_NAME
+        if not candidate.is_file():
+            raise ManifestError(f"{path} is a folder; give the manifest file (JSON Lines, CSV or PIE-Bench's "
+                                f"{PIE_BENCH_NAME})")
+        path = candidate
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; check the path")
+    base, out_dir = path.resolve().parent, Path(out_dir).resolve()
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        jobs = _csv_jobs(text, path, base, out_dir)
+    elif _is_pie_bench(text):
+        jobs = _pie_bench_jobs(json.loads(text), path, base, out_dir)
+    else:
+        jobs = _jsonl_jobs(text, path, base, out_dir)
+    if not jobs:
+        raise ManifestError(f"manifest {path} holds no jobs; write one JSON object per line, e.g. "
+                            '{"edit": "invert", "image": "a.png", "prompt": "a cat"}')
+    check_distinct_outputs(jobs)
+    return jobs
+
+
+def _jsonl_jobs(text: str, path: Path, base: Path, out_dir: Path) -> list[Job]:
+    jobs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{where} is not JSON ({exc.msg} at column {exc.colno}); write one JSON object "
+                                "per line") from None
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{where} is not a JSON object; write {{\"edit\": …, \"image\": …}}")
+        jobs.append(make_job(raw, len(jobs), number, base, out_dir, where))
+    return jobs
+
+
+def _csv_jobs(text: str, path: Path, base: Path, out_dir: Path) -> list[Job]:
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or "edit" not in [name.strip() for name in reader.fieldnames]:
+        raise ManifestError(f"{path.name}: the CSV header must name the columns, \"edit\" among them "
+                            "(e.g. edit,image,prompt,output)")
+    jobs = []
+    for row in reader:
+        where = f"{path.name} line {reader.line_num}"
+        if None in row:
+            raise ManifestError(f"{where} has more cells than the header has columns")
+        cells = {key.strip(): _csv_cell(value) for key, value in row.items() if key is not None}
+        if not any(value not in ("", None) for value in cells.values()):
+            continue
+        jobs.append(make_job(cells, len(jobs), reader.line_num, base, out_dir, where))
+    return jobs
+
+
+def _csv_cell(value: str | None) -> Any:
+    """A CSV cell: JSON when it looks like a list or object, else the text."""
+    text = (value or "").strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+# ---------------------------------------------------------------------- PIE-Bench
+def _is_pie_bench(text: str) -> bool:
+    stripped = text.lstrip()
+    if not stripped.startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return (isinstance(data, dict) and bool(data)
+            and all(isinstance(v, dict) and "image_path" in v for v in data.values()))
+
+
+def strip_brackets(prompt: str) -> str:
+    """PIE-Bench marks edited words with brackets: ``a [cat] sitting`` → ``a cat sitting``."""
+    return re.sub(r"\s+", " ", prompt.replace("[", "").replace("]", "")).strip()
+
+
+def decode_rle_mask(encoded: list[int], shape: tuple[int, int] = (512, 512)) -> np.ndarray:
+    """PIE-Bench's run-length mask (pairs of start, length over the flattened image) → bool [H, W].
+
+    As PIE-Bench's own ``mask_decode``, the border pixels are set (annotation errors at the edges).
+    """
+    length = shape[0] * shape[1]
+    flat = np.zeros(length, dtype=bool)
+    for start, count in zip(encoded[0::2], encoded[1::2]):
+        flat[int(start): min(int(start) + int(count), length)] = True
+    mask = flat.reshape(shape)
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
+    return mask
+
+
+def _pie_bench_jobs(data: dict[str, dict], path: Path, base: Path, out_dir: Path) -> list[Job]:
+    """A prompt swap per entry: ``original_prompt`` → ``editing_prompt``, blending on ``blended_word``."""
+    jobs = []
+    for number, (name, entry) in enumerate(data.items(), start=1):
+        where = f"{path.name} entry {name!r}"
+        image = Path(str(entry["image_path"]))
+        for folder in (base / "annotation_images", base):
+            if (folder / image).exists():
+                image = folder / image
+                break
+        source = strip_brackets(str(entry.get("original_prompt", "")))
+        target = strip_brackets(str(entry.get("editing_prompt", "")))
+        raw: dict[str, Any] = {"edit": "swap", "image": str(image), "source_prompt": source, "target_prompt": target,
+                               "mode": "replace" if len(source.split()) == len(target.split()) else "refine",
+                               "output": str(Path(str(entry["image_path"])).with_suffix(".png"))}
+        words = [word for word in str(entry.get("blended_word") or "").split()
+                 if word in source.split() or word in target.split()]
+        if words:
+            raw["blend"] = list(dict.fromkeys(words))
+        mask = entry.get("mask")
+        evaluation = decode_rle_mask(mask) if isinstance(mask, list) and mask else None
+        jobs.append(make_job(raw, len(jobs), number, base, out_dir, where, evaluation))
+    return jobs
+
+
+def check_distinct_outputs(jobs: list[Job]) -> None:
+    """No two jobs may write the same file, and no job may write over any job's input."""
+    inputs = {path.resolve() for job in jobs for path in job.inputs}
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        targets = [job.output] + ([Path(job.fields["save_trajectory"])] if job.fields.get("save_trajectory") else [])
+        for target in targets:
+            resolved = target.resolve()
+            if resolved in inputs:
+                raise ManifestError(f"line {job.line}: output {target} is also an input of the batch; "
+                                    "name another output")
+            if resolved in seen:
+                raise ManifestError(f"lines {seen[resolved].line} and {job.line} both write {target}; "
+                                    "give each job its own output")
+            seen[resolved] = job

@@ -1,0 +1,148 @@
+"""Resolving a request's inputs: which model, image or trajectory, and the source's pixels.
+
+Model loading lives in :func:`load_job_model` only, so that a change in how a model reference is
+resolved (LoRA, model paths recorded in trajectories) is made in one place.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError, TrajectoryError
+from ..images import load_image
+from ..io import file_sha256
+from ..trajectory import Trajectory
+from ..workflow import is_trajectory_path, original_image_for
+
+DEFAULT_MODEL = "toy"
+
+
+def load_job_model(reference: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+                   config: str | None = None, trajectory: Trajectory | None = None):
+    """Load the model a job runs on: ``reference``, else the trajectory's model, else the bundled toy.
+
+    A model taken from a trajectory is loaded with the config the trajectory records (when it
+    records one) unless ``config`` is given.
+    """
+    from ..model import load_model
+
+    if reference is None and trajectory is not None:
+        reference = trajectory.metadata["model"]
+        config = config or trajectory.metadata.get("model_config")
+    return load_model(reference or DEFAULT_MODEL, device, dtype, allow_pickle, config)
+
+
+@dataclass
+class ModelCache:
+    """Loads each model a process needs once and keeps the ``capacity`` most recently used.
+
+    Attributes:
+        device, dtype, allow_pickle, config: how models are loaded (see :func:`load_job_model`).
+        default: the model of jobs that name none (None: the trajectory's, else the toy).
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    config: str | None = None
+    default: str | None = None
+    capacity: int = 2
+
+    def __post_init__(self) -> None:
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+        self.loads = 0
+        self._evicted_evaluations = 0
+
+    def unet_evaluations(self) -> int:
+        """UNet evaluations of every model this cache has loaded, so far."""
+        return self._evicted_evaluations + sum(int(model.unet_evaluations) for model in self._models.values())
+
+    def models(self) -> list[Any]:
+        """The models held now."""
+        return list(self._models.values())
+
+    def get(self, reference: str | None = None, trajectory: Trajectory | None = None, config: str | None = None):
+        """The model for a job: ``reference`` (or the cache's default), else the trajectory's."""
+        reference = reference or self.default
+        config = config or self.config
+        if reference is None and trajectory is not None:
+            key = (trajectory.metadata["model"], config or trajectory.metadata.get("model_config"))
+        else:
+            key = (reference or DEFAULT_MODEL, config)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        model = load_job_model(reference, self.device, self.dtype, self.allow_pickle, config, trajectory)
+        self.loads += 1
+        self._models[key] = model
+        while len(self._models) > self.capacity:
+            _, evicted = self._models.popitem(last=False)
+            self._evicted_evaluations += int(evicted.unet_evaluations)
+        return model
+
+
+class FixedModel:
+    """A provider that always answers with one loaded model (Python users, tests)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def get(self, reference: str | None = None, trajectory: Trajectory | None = None, config: str | None = None):
+        return self.model
+
+
+def as_provider(models: Any) -> Any:
+    """A ModelCache/FixedModel as is; a loaded model wrapped in :class:`FixedModel`."""
+    return models if hasattr(models, "get") and not hasattr(models, "unet") else FixedModel(models)
+
+
+def check_input_file(path: str | Path, what: str = "image") -> Path:
+    """An existing file, or an :class:`ImageError` that says what to do (a folder points at ``batch``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{what} {path} is a folder; give one {what} file, or list the files in a manifest "
+                         "(one JSON line each) and run `ddim-edit batch MANIFEST --out DIR`")
+    if not path.exists():
+        raise ImageError(f"{what} {path} does not exist; check the path")
+    return path
+
+
+def is_trajectory(source: Any) -> bool:
+    """Whether ``source`` is a trajectory (loaded, or a ``.safetensors`` path)."""
+    return isinstance(source, Trajectory) or (isinstance(source, (str, Path)) and is_trajectory_path(source))
+
+
+def load_trajectory(source: str | Path | Trajectory) -> Trajectory:
+    """A loaded trajectory as is, or the file loaded (checked by :meth:`Trajectory.load`)."""
+    if isinstance(source, Trajectory):
+        return source
+    check_input_file(source, "trajectory")
+    return Trajectory.load(source)
+
+
+def read_image(source: str | Path | np.ndarray) -> tuple[np.ndarray, dict | None]:
+    """Pixels uint8 [H, W, 3] and the record of the file they came from (None for arrays)."""
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
+            raise ImageError(f"an image array must be uint8 [H, W, 3], got {source.dtype} {list(source.shape)}")
+        return source, None
+    path = check_input_file(source)
+    return load_image(path), {"path": str(path.resolve()), "sha256": file_sha256(path)}
+
+
+def original_pixels(traj: Trajectory, given: np.ndarray | None = None) -> np.ndarray | None:
+    """The source image at its own size: ``given``, else the trajectory's recorded file if unchanged."""
+    return given if given is not None else original_image_for(traj)
+
+
+def check_same_image(traj: Trajectory, image: str | Path | np.ndarray, label: str) -> None:
+    """Refuse a trajectory made from another file than ``image`` (when both are files with a record)."""
+    recorded = (traj.metadata.get("source") or {}).get("sha256")
+    if recorded and isinstance(image, (str, Path)) and recorded != file_sha256(image):
+        raise TrajectoryError(f"{label} was made from another image than {image}; "
+                              "pass the image it was inverted from, or drop the trajectory to invert this one")
