@@ -97,7 +97,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: float32 on CPU, float16 on CUDA; fp16/bf16 are refused on the CPU."""
+    """``auto``: float32 on CPU, float16 on CUDA; fp16/bf16 are refused on the CPU, bf16 on GPUs without it."""
     names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
              "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if dtype == "auto":
@@ -107,7 +107,47 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     chosen = names[dtype]
     if device.type == "cpu" and chosen != torch.float32:
         raise ModelLoadError(f"{{field}} {dtype} is for GPUs; use {{field}} fp32 on the CPU", field="dtype", value=dtype)
+    if device.type == "cuda" and chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ModelLoadError(f"this GPU has no bfloat16 support; use {{field}} fp16", field="dtype", value=dtype)
     return chosen
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """What a user with a small GPU turns on (diffusers' and accelerate's memory savers).
+
+    Attributes:
+        vae_tiling: encode and decode images larger than the VAE's tile size (its config's
+            ``sample_size``: 512 for SD 1.5, 1024 for SDXL) in overlapping tiles; smaller images are
+            untouched, so this is on by default.
+        vae_slicing: run the VAE on one image of a batch at a time.
+        cpu_offload: keep each component on the CPU and move it to the GPU only while it runs
+            (``accelerate.cpu_offload_with_hook``, as diffusers' ``enable_model_cpu_offload``): the
+            peak is the largest component, not the whole model. No effect on a CPU device.
+
+    Attention needs no slicing: every attention layer runs through
+    ``torch.nn.functional.scaled_dot_product_attention`` (memory-efficient / flash kernels), which
+    every supported torch (≥ 2.1) has.
+    """
+
+    vae_tiling: bool = True
+    vae_slicing: bool = False
+    cpu_offload: bool = False
+
+
+def apply_memory_options(components: list, vae, device: torch.device, options: MemoryOptions) -> None:
+    """Turn on VAE tiling/slicing and, on an accelerator, model CPU offload (components in run order)."""
+    if options.vae_tiling and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if options.vae_slicing and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    if options.cpu_offload and device.type != "cpu":
+        from accelerate import cpu_offload_with_hook
+
+        hook = None
+        for module in components:
+            module.to("cpu")
+            _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
 
 
 def _pipeline_class(family: str):
@@ -218,6 +258,7 @@ def load_model(
     allow_pickle: bool = False,
     config: str | None = None,
     loras: Sequence[str | LoraSpec] = (),
+    memory: MemoryOptions = MemoryOptions(),
 ) -> "EditModel":
     """Load a Stable Diffusion 1.x/2.x or SDXL model for editing.
 
@@ -229,6 +270,7 @@ def load_model(
         config: local config folder (or hub id) for a single-file checkpoint.
         loras: LoRA files (``FILE`` or ``FILE:SCALE`` strings, or :class:`LoraSpec`) fused into the
             weights in this order.
+        memory: VAE tiling/slicing and model CPU offload (see :class:`MemoryOptions`).
 
     Raises:
         ModelLoadError: with a one-line hint when the model cannot be found or loaded, or is of a
@@ -248,7 +290,8 @@ def load_model(
         ) from exc
     check_latent_unet(pipe, model)
     apply_loras(pipe, specs)
-    edit_model = EditModel.from_pipeline(pipe, name=model_reference(model), device=dev, dtype=torch_dtype)
+    edit_model = EditModel.from_pipeline(pipe, name=model_reference(model), device=dev, dtype=torch_dtype,
+                                         memory=memory)
     edit_model.config_reference = None if config is None else model_reference(config)
     edit_model.loras = lora_records(specs)
     return edit_model
@@ -299,7 +342,7 @@ class EditModel:
 
     @classmethod
     def from_pipeline(cls, pipe, name: str = "custom", device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32) -> "EditModel":
+                      dtype: torch.dtype = torch.float32, memory: MemoryOptions = MemoryOptions()) -> "EditModel":
         """Wrap a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``, moved to ``device``/``dtype``.
 
         The VAE stays in float32 under fp16 when its config asks for it (``force_upcast``, SDXL's
@@ -315,6 +358,7 @@ class EditModel:
         pipe.vae.to(device=device, dtype=torch.float32 if upcast else dtype).eval()
         for module in [pipe.unet, pipe.vae] + encoders:
             module.requires_grad_(False)
+        apply_memory_options(encoders + [pipe.unet, pipe.vae], pipe.vae, device, memory)
         family = "sdxl" if text_encoder_2 is not None else "sd"
         zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)) if family == "sdxl" else False
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), name, device,
