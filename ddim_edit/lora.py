@@ -63,8 +63,10 @@ def file_sha256(path: Path) -> str:
 
 
 def lora_records(specs: Sequence[LoraSpec]) -> list[dict]:
-    """What a trajectory stores about the LoRAs: file name, SHA-256 and scale, in load order."""
-    return [{"file": spec.path.name, "sha256": file_sha256(spec.path), "scale": float(spec.scale)} for spec in specs]
+    """What a trajectory stores about the LoRAs, in load order: file name, absolute path (to say
+    what to pass again), SHA-256 (what is compared) and scale."""
+    return [{"file": spec.path.name, "path": str(spec.path.resolve()), "sha256": file_sha256(spec.path),
+             "scale": float(spec.scale)} for spec in specs]
 
 
 def apply_loras(pipe, specs: Sequence[LoraSpec]) -> None:
@@ -98,10 +100,14 @@ def check_lora_records(recorded: list[dict] | None, current: list[dict]) -> str 
     def key(records: list[dict]) -> list[tuple]:
         return [(r["sha256"], round(float(r["scale"]), 6)) for r in records]
 
-    if key(recorded) == key(current):
-        return None
-
     def describe(records: list[dict]) -> str:
         return ", ".join(f"{r['file']}:{r['scale']:g}" for r in records) or "no LoRA"
+
+    if key(recorded) == key(current):
+        return None
+    if recorded and all(r.get("path") for r in recorded):
+        flags = " ".join(f"{{field}} {r['path']}:{r['scale']:g}" for r in recorded)  # {field}: the flag
+        return (f"it was made with {describe(recorded)}, the loaded model has {describe(current)} "
+                f"(pass {flags})")
 
     return f"it was made with {describe(recorded)}, the loaded model has {describe(current)}"

@@ -186,7 +186,7 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
         lora_difference = check_lora_records(meta.get("loras"), list(getattr(model, "loras", [])))
         if same_architecture and lora_difference:
             raise TrajectoryError(f"this trajectory's LoRAs differ from the loaded model's: {lora_difference}; load the "
-                                  "same {field} files and scales, or invert the image again", field="lora")
+                                  "same LoRA files and scales, or invert the image again", field="lora")
         same = same_architecture and signatures_match(meta["model_signature"], model.signature())
         recorded_fingerprint = meta["model_fingerprint"]
     else:  # versions 1–2 hashed the UNet config and two weight tensors

@@ -146,7 +146,7 @@ def test_a_fused_lora_equals_the_adapter_at_its_scale(tiny_model_dir, lora_file)
     from diffusers import StableDiffusionPipeline
 
     fused = load_model(str(tiny_model_dir), device="cpu", loras=[f"{lora_file}:0.5"])
-    assert fused.loras == [{"file": lora_file.name, "sha256": fused.loras[0]["sha256"], "scale": 0.5}]
+    assert fused.loras == [{"file": lora_file.name, "path": str(lora_file.resolve()), "sha256": fused.loras[0]["sha256"], "scale": 0.5}]
     assert len(fused.loras[0]["sha256"]) == 64
     # independent reference: diffusers' unfused PEFT adapter at weight 0.5
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir), safety_checker=None, requires_safety_checker=False)
