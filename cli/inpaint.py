@@ -7,18 +7,18 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions, inpaint
+from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions
 from ddim_edit.errors import TrajectoryError
-from ddim_edit.images import grid, load_image, resize_rgb, save_png
+from ddim_edit.images import grid
 from ddim_edit.io import file_sha256
-from ddim_edit.masks import MaskOptions, check_mask_file, prepare_mask
-from ddim_edit.model import load_model
+from ddim_edit.jobs import InpaintRequest, JobSettings, ModelCache, run_request, write_result
+from ddim_edit.jobs.resolve import check_input_file
+from ddim_edit.masks import MaskOptions, check_mask_file
 from ddim_edit.trajectory import Trajectory
-from ddim_edit.workflow import invert_image, make_schedule, prepare_image
 
-from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE, FiniteFloat, refuse_schedule_options
-from .invert import check_prompt, inversion_settings
+from .invert import check_prompt
 
 
 def mask_preview(binary: np.ndarray) -> np.ndarray:
@@ -61,6 +61,7 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
               help="The masked region starts from the inverted latent, or from fresh noise.")
 @click.option("--no-paste", is_flag=True, help="Keep the decoded image; do not paste the input's unmasked pixels.")
 @click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
+@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
 @click.option("--grid", "with_grid", is_flag=True, help="Write input | mask | result side by side.")
 @model_options()
@@ -69,7 +70,8 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @run_options
 @handle_errors
 def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, dilate, feather, mask_threshold,
-            invert_mask, resize_mask, resample, jump_length, start_step, blend, hole_noise, no_paste, size, output, with_grid,
+            invert_mask, resize_mask, resample, jump_length, start_step, blend, hole_noise, no_paste, size, keep_working_size,
+            output, with_grid,
             model_name, model_config, device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance,
             inversion_guidance, negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet,
             output_format, seed):
@@ -77,7 +79,8 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
 
     The known region follows IMAGE's own inverted trajectory; the hole is sampled from the same x_T
     with the source prompt (restore) or --prompt (replace). Outside the mask and its feather the
-    output's pixels are IMAGE's exactly (unless --no-paste); the output has the working size.
+    output's pixels are IMAGE's exactly (unless --no-paste); the output has IMAGE's resolution
+    (--keep-working-size: the model's working size).
 
     IMAGE is inverted with plain DDIM unless --method is given: the blend never uses the exact
     method's corrections, so they would cost 2N UNet evaluations for the same result. With
@@ -94,8 +97,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     mask_options = MaskOptions(threshold=mask_threshold, dilate=dilate, feather=feather, invert=invert_mask,
                                resize=resize_mask)
     check_mask_file(mask_path, mask_options)  # missing, unreadable, empty, full: fail before loading the model
-    source_image = load_image(image)
-    original_size = (source_image.shape[1], source_image.shape[0])
+    check_input_file(image)
     traj = _load_trajectory(trajectory, image) if trajectory else None
     if traj is not None:
         refuse_schedule_options(f"the trajectory {trajectory}", lambda: traj)
@@ -105,41 +107,24 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
                                   jump_length=jump_length, guidance_scale=guidance if _explicit("guidance") else None,
                                   paste=not no_paste, seed=seed, hole_start=hole_noise)
     edit_options.check(traj.num_steps if traj else len(timesteps.split(",")) if timesteps else steps)
-    seed_everything(seed)
-    model = load_model(model_name or (traj.metadata["model"] if traj else "toy"), device, dtype, allow_pickle, model_config)
-    inversion_evaluations = 0
-    with Timer() as timer:
-        factor = model.vae_scale_factor
-        if traj is None:
-            prepared = prepare_image(model, image, size)
-            pixels = prepared.pixels
-        else:
-            pixels = resize_rgb(source_image, (traj.latents.shape[-1] * factor, traj.latents.shape[-2] * factor))
-        working = (pixels.shape[1], pixels.shape[0])
-        mask = prepare_mask(mask_path, working, factor, mask_options, image_size=original_size)
-        if traj is None:
-            schedule = make_schedule(model, steps, spacing, timesteps)
-            # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer
-            # guided steps, unless --method is given.
-            method = method if _explicit("method") else "ddim"
-            options = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
-                                         tolerance, null_text_steps)
-            traj = invert_image(model, prepared, source_prompt, schedule, options, progress=not quiet)
-            inversion_evaluations = traj.metadata["unet_evaluations"]
-        result = inpaint(model, traj, pixels, mask, edit_options, progress=not quiet)
-    picture = result.image
-    if with_grid:
-        picture = grid([pixels, mask_preview(result.mask.binary), result.image], ["input", "mask", "inpainted"])
-    info = result.info
-    parameters = {"command": "inpaint", "image": str(image), "mask": str(mask_path), "trajectory": trajectory,
-                  "method": traj.method, "dilate": dilate, "feather": info["feather"], **{k: info[k] for k in (
-                      "prompt", "known", "hole_start", "steps", "start_index", "resample", "jump_length", "guidance", "paste", "seed")}}
-    save_png(output, picture, parameters, force=force)
-    evaluations = inversion_evaluations + info["unet_evaluations"]
-    payload = {"output": str(output), "prompt": info["prompt"], "blend": info["known"], "method": traj.method,
-               "steps": info["steps"], "start_index": info["start_index"], "resample": info["resample"],
-               "jump_length": info["jump_length"], "mask_coverage": round(info["mask_coverage"], 4),
-               "paste": info["paste"], "unet_evaluations": evaluations,
-               "inpaint_unet_evaluations": info["unet_evaluations"], "seconds": round(timer.seconds, 3)}
-    emit(payload, output_format, f"wrote {output} ({info['known']} blending, {info['steps']} steps, "
-                                 f"{evaluations} UNet evaluations, {timer.seconds:.1f}s)")
+    # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer
+    # guided steps, unless --method is given.
+    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
+                           timesteps=timesteps, method=method if _explicit("method") else "ddim", guidance=guidance,
+                           inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
+                           fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
+                           null_text_steps=null_text_steps, size=size, seed=seed,
+                           keep_working_size=keep_working_size, progress=not quiet)
+    request = InpaintRequest(image, mask_path, source_prompt, traj, mask_options, edit_options, settings)
+    job = run_request(request, ModelCache(device, dtype, allow_pickle))
+    job.parameters["trajectory"] = trajectory
+    picture = grid([job.panels[k] for k in ("input", "mask", "inpainted")], ["input", "mask", "inpainted"]) \
+        if with_grid else None
+    write_result(job, output, force=force, picture=picture)
+    record = job.record
+    payload = {key: record[key] for key in ("prompt", "blend", "method", "steps", "start_index", "resample",
+                                            "jump_length", "mask_coverage", "paste", "size", "unet_evaluations",
+                                            "inpaint_unet_evaluations", "seconds")}
+    payload["output"] = str(output)
+    emit(payload, output_format, f"wrote {output} ({record['blend']} blending, {record['steps']} steps, "
+                                 f"{record['unet_evaluations']} UNet evaluations, {record['seconds']:.1f}s)")

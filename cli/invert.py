@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.errors import PromptError
+from ddim_edit.errors import ImageError, PromptError
 from ddim_edit.inversion import InversionOptions
-from ddim_edit.model import load_model
-from ddim_edit.workflow import invert_image, make_schedule, prepare_image
+from ddim_edit.jobs import InvertRequest, JobSettings, ModelCache, run_request, write_result
+from ddim_edit.jobs.resolve import check_input_file
 
-from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE
 
 
@@ -32,7 +32,7 @@ def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "-
 
 
 @click.command("invert")
-@click.argument("image")
+@click.argument("image", nargs=-1, required=True)
 @click.option("--prompt", "-p", default=None, help="Caption of the image (the source prompt).")
 @click.option("--unconditional", is_flag=True, help="Invert with the empty prompt.")
 @click.option("--output", "-o", default=None, help="Trajectory file (default: IMAGE stem + .traj.safetensors).")
@@ -47,28 +47,40 @@ def command(image, prompt, unconditional, output, size, model_name, model_config
             null_text_steps, force, quiet, output_format, seed):
     """Invert IMAGE to the model's noise x_T and save the whole trajectory.
 
+    For a folder or many images, write a manifest and use `ddim-edit batch`.
+
     \b
     Example:
       ddim-edit invert cat.png --prompt "a cat on a sofa" --method exact -o cat.traj.safetensors
     """
+    image = single_input(image)
     prompt = check_prompt(prompt, unconditional)
     output = Path(output) if output else default_output(image, ".traj.safetensors")
     check_outputs([("-o", output, "trajectory")], force, inputs=(image,))
-    seed_everything(seed)
-    model = load_model(model_name, device, dtype, allow_pickle, model_config)
-    schedule = make_schedule(model, steps, spacing, timesteps)
-    options = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
-                                 tolerance, null_text_steps)
-    prepared = prepare_image(model, image, size)
-    with Timer() as timer:
-        traj = invert_image(model, prepared, prompt, schedule, options, progress=not quiet)
-    traj.save(output, force=force)
-    result = {"output": str(output), "method": method, "steps": schedule.num_steps, "size": prepared.source["size"],
-              "unet_evaluations": traj.metadata["unet_evaluations"], "seconds": round(timer.seconds, 3)}
-    unconverged = traj.metadata.get("fixed_point_unconverged")
+    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
+                           timesteps=timesteps, method=method, guidance=guidance,
+                           inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
+                           fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
+                           null_text_steps=null_text_steps, size=size, seed=seed, progress=not quiet)
+    result = run_request(InvertRequest(image, prompt, settings), ModelCache(device, dtype, allow_pickle))
+    write_result(result, output, force=force)
+    record = result.record
+    summary = {"output": str(output), "method": method, "steps": record["steps"], "size": record["size"],
+               "unet_evaluations": record["unet_evaluations"], "seconds": record["seconds"]}
+    unconverged = record.get("fixed_point_unconverged")
     if unconverged:
-        result["fixed_point_unconverged"] = unconverged
-        click.echo(f"note: {len(unconverged)} of {schedule.num_steps} fixed-point steps stayed above --tolerance "
+        summary["fixed_point_unconverged"] = unconverged
+        click.echo(f"note: {len(unconverged)} of {record['steps']} fixed-point steps stayed above --tolerance "
                    f"{tolerance} (also with damping); the closest iterate was kept", err=True)
-    emit(result, output_format, f"wrote {output} ({method}, {schedule.num_steps} steps, "
-                                f"{result['unet_evaluations']} UNet evaluations, {timer.seconds:.1f}s)")
+    emit(summary, output_format, f"wrote {output} ({method}, {record['steps']} steps, "
+                                 f"{record['unet_evaluations']} UNet evaluations, {record['seconds']:.1f}s)")
+
+
+def single_input(images: tuple[str, ...]) -> str:
+    """The one image a single command takes; a folder or several images point at ``batch``."""
+    if len(images) > 1:
+        raise ImageError(f"invert takes one image, got {len(images)}; for many, list them in a manifest (one JSON "
+                         'line each: {"edit": "invert", "image": "a.png", "prompt": "…"}) and run '
+                         "`ddim-edit batch MANIFEST --out DIR`")
+    check_input_file(images[0])
+    return images[0]

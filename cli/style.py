@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.edits.style import StyleOptions, style_images
-from ddim_edit.images import grid, load_image, save_png
-from ddim_edit.inversion import METHODS, InversionOptions
+from ddim_edit.edits.style import StyleOptions
+from ddim_edit.images import grid, load_image
+from ddim_edit.inversion import METHODS
 from ddim_edit.io import file_sha256
-from ddim_edit.model import load_model
+from ddim_edit.jobs import JobSettings, ModelCache, StyleRequest, run_request, write_result
+from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.trajectory import Trajectory
-from ddim_edit.workflow import is_trajectory_path, make_schedule
+from ddim_edit.workflow import is_trajectory_path
 
-from .common import Timer, check_outputs, emit, handle_errors, model_options, run_options, schedule_options, seed_everything
+from .common import check_outputs, emit, handle_errors, model_options, run_options, schedule_options
 from .common import FiniteFloat, refuse_schedule_options
 
 
@@ -61,18 +62,20 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
               help="Guidance while sampling (default 1: StyleID samples without text guidance). Trajectories "
                    "made with any guidance work.")
 @click.option("--grid", "with_grid", is_flag=True, help="Write content | style | output side by side.")
+@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the content's resolution.")
 @model_options()
 @schedule_options
 @run_options
 @handle_errors
 def command(content, style_path, output, gamma, temperature, layers, injection_window, no_adain, no_kv_injection,
-            output_corrections, prompt, style_prompt, method, guidance, with_grid, model_name, model_config, device,
+            output_corrections, prompt, style_prompt, method, guidance, with_grid, keep_working_size, model_name, model_config, device,
             dtype, allow_pickle, steps, spacing, timesteps, force, quiet, output_format, seed):
     """Render the layout of --content in the colours and textures of --style.
 
     Both images are inverted (or read from trajectory files) and sampled as one batch; in the
     decoder's self-attention the output takes the style's keys and values at each step (StyleID,
-    CVPR 2024). The content image is fitted to the model's size; the style image is resized to it.
+    CVPR 2024). The content image is fitted to the model's size; the style image is resized to it; the
+    output comes back at the content's resolution (--keep-working-size: the working size).
 
     \b
     Example:
@@ -83,37 +86,24 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
                            adain=not no_adain, inject_key_value=not no_kv_injection,
                            output_corrections=output_corrections, prompt=prompt or "", guidance_scale=guidance)
     output = check_outputs([("-o", output, "image")], force, inputs=(content, style_path))[0]
-    content_side, content_source = read_side(content)
-    style_side, style_source = read_side(style_path)
-    seed_everything(seed)
-    recorded = next((side for side in (content_side, style_side) if isinstance(side, Trajectory)), None)
+    sides = [Trajectory.load(side) if is_trajectory_path(side) else check_input_file(side)
+             for side in (content, style_path)]
+    recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
     if recorded is not None:
         refuse_schedule_options("the trajectory given", lambda: recorded)
-    name = model_name if model_name is not None else recorded.metadata["model"] if recorded else "toy"
-    model = load_model(name, device, dtype, allow_pickle, model_config)
-    schedule = None if recorded is not None else make_schedule(model, steps, spacing, timesteps)
-    # the style edit reads only the inverted latents: no record pass for exact
-    inversion = InversionOptions(method=method, guidance_scale=1.0 if guidance is None else guidance,
-                                 record_corrections=False)
-    with Timer() as timer:
-        outcome = style_images(model, content_side, style_side, schedule, prompt=prompt or "", style_prompt=style_prompt,
-                               inversion=inversion, options=options, sources=(content_source, style_source),
-                               progress=not quiet)
-    picture = outcome.output
-    if with_grid:
-        panels = [(outcome.content_source if outcome.content_source is not None else outcome.content_reconstruction,
-                   "content"),
-                  (outcome.style_source if outcome.style_source is not None else outcome.style_reconstruction, "style"),
-                  (outcome.output, "output")]
-        picture = grid([image for image, _ in panels], [label for _, label in panels])
-    result = dict(outcome.result.settings, output=str(output), layers=outcome.result.layers,
-                  injected_steps=len(outcome.result.injected_steps), method=outcome.content.method,
-                  unet_evaluations=outcome.result.unet_evaluations,
-                  inversion_unet_evaluations=outcome.inversion_evaluations, seconds=round(timer.seconds, 3),
-                  size=[int(outcome.output.shape[1]), int(outcome.output.shape[0])])
-    save_png(output, picture, {"command": "style", "content": str(content), "style": str(style_path), **{
-        k: result[k] for k in ("gamma", "temperature", "adain", "layers", "injection_window", "guidance", "steps",
-                               "prompt", "output_corrections", "inject_key_value")}}, force=force)
+    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
+                           timesteps=timesteps, method=method, guidance=guidance, seed=seed,
+                           keep_working_size=keep_working_size, progress=not quiet)
+    request = StyleRequest(sides[0], sides[1], options, prompt or "", style_prompt, settings)
+    job = run_request(request, ModelCache(device, dtype, allow_pickle))
+    job.parameters.update(content=str(content), style=str(style_path))
+    picture = grid([job.panels[k] for k in ("content", "style", "output")], ["content", "style", "output"]) \
+        if with_grid else None
+    write_result(job, output, force=force, picture=picture)
+    record = job.record
+    result = {key: value for key, value in record.items() if key not in ("psnr", "working_size")}
+    result["output"] = str(output)
     emit(result, output_format,
-         f"wrote {output} (γ={gamma}, T={temperature}, {len(outcome.result.layers)} layers, {result['steps']} steps, "
-         f"{result['unet_evaluations']} + {result['inversion_unet_evaluations']} UNet evaluations, {timer.seconds:.1f}s)")
+         f"wrote {output} (γ={gamma}, T={temperature}, {len(record['layers'])} layers, {record['steps']} steps, "
+         f"{record['unet_evaluations']} + {record['inversion_unet_evaluations']} UNet evaluations, "
+         f"{record['seconds']:.1f}s)")

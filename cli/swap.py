@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
 from pathlib import Path
 
 import click
 
-from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, edited_image, swap
-from ddim_edit.errors import ImageError, PromptError
+from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture
+from ddim_edit.errors import PromptError
 from ddim_edit.images import grid, save_png
-from ddim_edit.model import load_model
+from ddim_edit.jobs import JobSettings, ModelCache, SwapRequest, run_request, write_result
+from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.trajectory import Trajectory
-from ddim_edit.workflow import decode, is_trajectory_path, load_or_invert, make_schedule
+from ddim_edit.workflow import is_trajectory_path
 
-from .common import Timer, check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options, seed_everything
+from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE, FiniteFloat, refuse_schedule_options
-from .invert import check_prompt, inversion_settings
+from .invert import check_prompt
 
 
 def parse_word_values(values: tuple[str, ...], flag: str, example: str) -> dict[str, float]:
@@ -78,6 +77,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.option("--save-attention", default=None, help="PNG grid of per-token cross-attention maps.")
 @click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction | edit side by side.")
 @click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
+@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @model_options(default_model=None)
 @schedule_options
 @inversion_options
@@ -86,7 +86,8 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.pass_context
 def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, no_blend, blend_latents,
             blend_threshold, reweight,
-            cross_steps, self_steps, output, save_trajectory, save_attention, with_grid, size, model_name, model_config,
+            cross_steps, self_steps, output, save_trajectory, save_attention, with_grid, size, keep_working_size,
+            model_name, model_config,
             device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
             negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed):
     """Edit IMAGE_OR_TRAJECTORY from --source to --target with prompt-to-prompt attention control.
@@ -101,8 +102,7 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
           -t "a red square on a white background" --blend circle --blend square -o square.png
     """
     from_trajectory = is_trajectory_path(image_or_trajectory)
-    if not Path(image_or_trajectory).exists():
-        raise ImageError(f"{image_or_trajectory} does not exist; give an image or a .safetensors trajectory")
+    check_input_file(image_or_trajectory, "trajectory" if from_trajectory else "image")
     if from_trajectory:
         refuse_schedule_options(f"the trajectory {image_or_trajectory}", lambda: Trajectory.load(image_or_trajectory))
     if not from_trajectory:
@@ -119,47 +119,32 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     if no_blend and blend_words:
         raise PromptError("--no-blend and --blend contradict each other; pass one of them")
     guidance_given = ctx.get_parameter_source("guidance") != click.core.ParameterSource.DEFAULT
-    seed_everything(seed)
-    if model_name is None:
-        model_name = Trajectory.load(image_or_trajectory).metadata["model"] if from_trajectory else "toy"
-    model = load_model(model_name, device, dtype, allow_pickle, model_config)
-    with Timer() as timer:
-        schedule = None if from_trajectory else make_schedule(model, steps, spacing, timesteps)
-        inversion = inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations,
-                                       tolerance, null_text_steps)
-        # the swap reads the recorded latents and corrects as it goes: the record pass is only for a saved file
-        inversion = dataclasses.replace(inversion, record_corrections=bool(save_trajectory))
-        before = model.unet_evaluations
-        traj, source_pixels = load_or_invert(model, image_or_trajectory, source_prompt, schedule, inversion, size,
-                                             progress=not quiet)
-        inversion_evaluations = model.unet_evaluations - before
-        if save_trajectory:
-            traj.save(save_trajectory, force=force)
-        result = swap(model, traj, target_prompt, options, source_prompt,
-                      guidance if (guidance_given or not from_trajectory) else None, progress=not quiet)
-    edited = edited_image(model, result, source_pixels, options)
-    parameters = {"command": "swap", "input": str(image_or_trajectory), "source": traj.metadata["prompt"],
-                  "target": target_prompt, "mode": mode, "blend": list(result.blend_words), "reweight": list(reweight),
-                  "cross_steps": list(cross_steps), "self_steps": self_steps, "method": traj.method,
-                  "steps": traj.num_steps}
-    picture = edited
-    reconstruction = None
-    if with_grid or save_attention:
-        reconstruction = decode(model, result.source_latents)
+    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
+                           timesteps=timesteps, method=method, guidance=guidance if guidance_given else None,
+                           inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
+                           fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
+                           null_text_steps=null_text_steps, size=size, seed=seed,
+                           keep_working_size=keep_working_size, progress=not quiet)
+    request = SwapRequest(image_or_trajectory, target_prompt, source_prompt, options, save_trajectory=save_trajectory,
+                          force=force, settings=settings)
+    job = run_request(request, ModelCache(device, dtype, allow_pickle))
+    traj, record = job.trajectory, job.record
+    job.parameters.update(reweight=list(reweight), cross_steps=list(cross_steps))
+    picture = None
     if with_grid:
-        panels, labels = [reconstruction, edited], ["reconstruction", "edit"]
-        if source_pixels is not None:
-            panels, labels = [source_pixels] + panels, ["source"] + labels
-        picture = grid(panels, labels)
-    save_png(output, picture, parameters, force=force)
+        labels = [label for label in ("source", "reconstruction", "edit") if label in job.panels]
+        picture = grid([job.panels[label] for label in labels], labels)
+    write_result(job, output, force=force, picture=picture)
     if save_attention:
-        save_png(save_attention, attention_picture(result, {"source": reconstruction, "target": edited}),
-                 parameters, force=force)
-    summary = {"output": str(output), "method": traj.method, "steps": traj.num_steps,
-               "unet_evaluations": result.unet_evaluations, "inversion_unet_evaluations": inversion_evaluations,
-               "seconds": round(timer.seconds, 3), "trajectory": save_trajectory, "attention": save_attention,
-               "blend_fraction": None if result.blend_mask is None else float(result.blend_mask.float().mean())}
+        save_png(save_attention, attention_picture(job.details, {"source": job.panels["reconstruction"],
+                                                                  "target": job.image}),
+                 job.parameters, force=force)
+    inversion_evaluations = record["inversion_unet_evaluations"]
+    summary = {"output": str(output), "method": traj.method, "steps": traj.num_steps, "size": record["size"],
+               "unet_evaluations": record["unet_evaluations"], "inversion_unet_evaluations": inversion_evaluations,
+               "seconds": record["seconds"], "trajectory": save_trajectory, "attention": save_attention,
+               "blend_fraction": record["blend_fraction"]}
     emit(summary, output_format, f"wrote {output} ({traj.method}, {traj.num_steps} steps, "
-                                 f"{result.unet_evaluations} UNet evaluations for the edit"
+                                 f"{record['unet_evaluations']} UNet evaluations for the edit"
                                  + (f" + {inversion_evaluations} for the inversion" if inversion_evaluations else "")
-                                 + f", {timer.seconds:.1f}s)")
+                                 + f", {record['seconds']:.1f}s)")

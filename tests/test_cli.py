@@ -31,7 +31,8 @@ def test_invert_then_reconstruct(tmp_path, photo, tiny_model_dir):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert out.exists() and info["psnr"] is not None  # source found through the recorded path + hash
-    assert Image.open(out).size == (32, 24)  # fitted: longer side 32, multiples of 8
+    assert Image.open(out).size == (48, 40)  # the source's resolution (the model worked at 32x24)
+    assert info["size"] == [48, 40]
 
     again = run("reconstruct", traj, "--model", tiny_model_dir, "-o", out, "--quiet")
     one_line_error(again, "already exists", "--force")

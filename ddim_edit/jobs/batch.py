@@ -225,11 +225,9 @@ def run_job(job: Job, models: ModelCache, options: BatchOptions, process: int) -
             raise OutputError(f"{job.output} already exists and no finished record says this job made it; "
                               "pass --force to overwrite it")
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        request = build_request(job, options.defaults)
+        request = build_request(job, options.defaults, options.force)
         result = run_request(request, models)
         write_result(result, job.output, force=options.force)
-        if job.fields.get("save_trajectory"):
-            result.trajectory.save(job.fields["save_trajectory"], force=options.force)
         record.update(status="ok", psnr=result.record.get("psnr"), size=result.record.get("size"),
                       working_size=result.record.get("working_size"), method=result.record.get("method"))
         if job.evaluation_mask is not None and result.image is not None:

@@ -29,8 +29,9 @@ def caption(fields: dict[str, Any], key: str) -> str | None:
     return "" if fields.get("unconditional") else fields.get(key)
 
 
-def build_request(job: Job, defaults: JobSettings = JobSettings()) -> Request:
-    """The request for ``job`` (options the job leaves out keep the single command's defaults)."""
+def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool = False) -> Request:
+    """The request for ``job`` (options the job leaves out keep the single command's defaults);
+    ``force`` lets a swap's saved trajectory replace an existing file."""
     f = job.fields
     settings = job_settings(f, defaults)
     if job.edit == "invert":
@@ -45,7 +46,7 @@ def build_request(job: Job, defaults: JobSettings = JobSettings()) -> Request:
                               blend_words=blend, blend_latents=f.get("blend_latents", False),
                               blend_threshold=f.get("blend_threshold", SwapOptions.blend_threshold))
         return SwapRequest(f.get("trajectory") or f["image"], f["target_prompt"], f.get("source_prompt"), options,
-                           keep_trajectory=bool(f.get("save_trajectory")), settings=settings)
+                           save_trajectory=f.get("save_trajectory"), force=force, settings=settings)
     if job.edit == "inpaint":
         mask_options = MaskOptions(threshold=f.get("mask_threshold", 0.5), dilate=f.get("dilate", 0),
                                    feather=f.get("feather"), invert=f.get("invert_mask", False),

@@ -19,7 +19,7 @@ from .. import __version__
 from ..edits.inpaint import inpaint
 from ..edits.prompt_swap import edited_image, swap
 from ..edits.style import style_images
-from ..errors import PromptError
+from ..errors import PromptError, TrajectoryError
 from ..inversion import InversionOptions
 from ..masks import check_mask_file, prepare_mask
 from ..metrics import psnr
@@ -50,6 +50,13 @@ def require_caption(prompt: str | None, field: str = "prompt") -> str:
         raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
                           field=field)
     return prompt.strip()
+
+
+def check_source_prompt(traj: Trajectory, prompt: str | None) -> None:
+    """A source prompt given with a trajectory must be the trajectory's own."""
+    if prompt is not None and prompt != traj.metadata["prompt"]:
+        raise TrajectoryError(f"{{field}} {prompt!r} differs from the trajectory's prompt {traj.metadata['prompt']!r}; "
+                              "give the trajectory's prompt, or the image to invert it again", field="source_prompt")
 
 
 def prepare(model, pixels: np.ndarray, source: dict | None, settings: JobSettings) -> PreparedImage:
@@ -102,16 +109,17 @@ def run_reconstruct(request: ReconstructRequest, models: Any) -> JobResult:
     """Replay a trajectory (an image is inverted first) and decode it at the source's size."""
     settings = request.settings
     provider = as_provider(models)
-    start = time.perf_counter()
     given = None
     inversion_evaluations = 0
     if is_trajectory(request.source):
         traj = load_trajectory(request.source)
         model = provider.get(settings.model, traj, settings.model_config)
+        start = time.perf_counter()
     else:
         given, source = read_image(request.source)
         prompt = require_caption(request.prompt)
         model = provider.get(settings.model, config=settings.model_config)
+        start = time.perf_counter()
         schedule = make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
         traj = invert_image(model, prepare(model, given, source, settings), prompt, schedule,
                             inversion_options(settings), progress=settings.progress)
@@ -146,24 +154,30 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
     settings = request.settings
     provider = as_provider(models)
     from_trajectory = is_trajectory(request.source)
-    start = time.perf_counter()
+    if from_trajectory and request.save_trajectory is not None:
+        raise PromptError("save_trajectory is for an image input; the trajectory already exists")
     given = None
     if from_trajectory:
         traj = load_trajectory(request.source)
+        check_source_prompt(traj, request.source_prompt)
         model = provider.get(settings.model, traj, settings.model_config)
+        start = time.perf_counter()
         working_source = source_image_for(traj)
         inversion_evaluations = 0
     else:
         given, source = read_image(request.source)
         source_prompt = require_caption(request.source_prompt, "source_prompt")
         model = provider.get(settings.model, config=settings.model_config)
+        start = time.perf_counter()
         schedule = make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
         prepared = prepare(model, given, source, settings)
         # the swap reads the recorded latents and corrects as it goes: the record pass is only for a saved file
-        options = inversion_options(settings, record_corrections=request.keep_trajectory)
+        options = inversion_options(settings, record_corrections=request.save_trajectory is not None)
         before = _evaluations(model)
         traj = invert_image(model, prepared, source_prompt, schedule, options, progress=settings.progress)
         inversion_evaluations = _evaluations(model) - before
+        if request.save_trajectory is not None:
+            traj.save(request.save_trajectory, force=request.force)
         working_source = prepared.pixels
     if settings.guidance is not None:
         guidance = settings.guidance

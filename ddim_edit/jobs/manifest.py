@@ -209,9 +209,8 @@ class Job:
 
 
 def normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
-    """Dashes to underscores, leading ``--`` dropped; empty CSV cells and JSON nulls left out."""
-    return {str(key).strip().lstrip("-").replace("-", "_"): value for key, value in raw.items()
-            if value is not None and not (isinstance(value, str) and value == "" and key != "prompt")}
+    """Dashes to underscores, leading ``--`` dropped; JSON nulls left out ("" is a value: an empty prompt)."""
+    return {str(key).strip().lstrip("-").replace("-", "_"): value for key, value in raw.items() if value is not None}
 
 
 def check_job(raw: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
@@ -355,7 +354,8 @@ def _csv_jobs(text: str, path: Path, base: Path, out_dir: Path) -> list[Job]:
         if None in row:
             raise ManifestError(f"{where} has more cells than the header has columns")
         cells = {key.strip(): _csv_cell(value) for key, value in row.items() if key is not None}
-        if not any(value not in ("", None) for value in cells.values()):
+        cells = {key: value for key, value in cells.items() if value != ""}  # an empty cell: the key is absent
+        if not cells:
             continue
         jobs.append(make_job(cells, len(jobs), reader.line_num, base, out_dir, where))
     return jobs

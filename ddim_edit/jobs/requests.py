@@ -92,14 +92,17 @@ class SwapRequest:
     """Prompt-to-prompt edit of an image or trajectory: ``source_prompt`` → ``target_prompt``.
 
     Attributes:
-        keep_trajectory: the inverted trajectory will be saved (runs the exact method's record pass).
+        save_trajectory: write the inverted image's trajectory here as soon as it exists (an image
+            input only; runs the exact method's record pass), so a failed edit still leaves it.
+        force: ``save_trajectory`` may replace an existing file.
     """
 
     source: SourceInput
     target_prompt: str
     source_prompt: str | None = None
     options: SwapOptions = SwapOptions()
-    keep_trajectory: bool = False
+    save_trajectory: str | Path | None = None
+    force: bool = False
     settings: JobSettings = JobSettings()
     edit: str = field(default="swap", init=False)
 

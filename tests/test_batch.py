@@ -1,0 +1,279 @@
+"""Issue 12: the job layer, `ddim-edit batch` (one process and two through accelerate), outputs at the
+source's resolution, PNG parameters. Runs on the bundled toy model with 4 steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddim_edit.model import assets_dir
+from tests.cli_helpers import one_line_error, run
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = "a solid red circle on a white background"
+TARGET = "a solid blue circle on a white background"
+EDITS = ("invert", "reconstruct", "swap", "inpaint", "style")
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    """A 451×300 photo, its mask, a style image and a corrupt file, in their own folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    examples = assets_dir() / "examples"
+    Image.open(examples / "red-circle.png").convert("RGB").resize((451, 300), Image.LANCZOS).save(folder / "photo.png")
+    Image.open(examples / "red-circle-mask.png").convert("L").resize((451, 300), Image.NEAREST).save(folder / "mask.png")
+    shutil.copy(examples / "striped-blue-star.png", folder / "star.png")
+    (folder / "broken.png").write_text("not an image")
+    return folder
+
+
+def six_jobs() -> list[dict]:
+    """Every edit once, and one job whose image is corrupt."""
+    return [
+        {"edit": "invert", "image": "photo.png", "prompt": SOURCE, "steps": 4, "output": "photo.traj.safetensors"},
+        {"edit": "reconstruct", "image": "photo.png", "prompt": SOURCE, "steps": 4},
+        {"edit": "swap", "image": "photo.png", "source_prompt": SOURCE, "target_prompt": TARGET, "steps": 4,
+         "output": "photo-blue.png"},
+        {"edit": "inpaint", "image": "photo.png", "mask": "mask.png", "source_prompt": SOURCE, "steps": 4},
+        {"edit": "style", "image": "photo.png", "style": "star.png", "steps": 4},
+        {"edit": "swap", "image": "broken.png", "source_prompt": SOURCE, "target_prompt": TARGET, "steps": 4},
+    ]
+
+
+def write_manifest(folder: Path, jobs: list[dict], name: str = "jobs.jsonl") -> Path:
+    path = folder / name
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    return path
+
+
+def cli_env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+
+
+def batch_subprocess(manifest: Path, out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    """`ddim-edit batch` in a fresh process, or in ``processes`` processes through accelerate (gloo on the CPU)."""
+    args = ["-m", "cli.main", "batch", str(manifest), "--out", str(out), "-q", "--format", "json", *extra]
+    if processes == 1:
+        command = [sys.executable, *args]
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", "29517", *args]
+    return subprocess.run(command, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(out.iterdir())
+            if path.suffix in (".png", ".safetensors")}
+
+
+def same_trajectory(a: Path, b: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(a, "pt") as first, safe_open(b, "pt") as second:
+        if first.metadata() != second.metadata() or set(first.keys()) != set(second.keys()):
+            return False
+        return all(first.get_tensor(key).equal(second.get_tensor(key)) for key in first.keys())
+
+
+def test_one_process_and_two_give_the_same_bytes(photos, tmp_path):
+    manifest = write_manifest(photos, six_jobs())
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = batch_subprocess(manifest, one, 1)
+    assert single.returncode == 1, single.stderr  # the exit code counts the failed jobs: one
+    double = batch_subprocess(manifest, two, 2)
+    assert double.returncode != 0, double.stderr
+    assert {record["process"] for record in records(two)} == {0, 1}, "two processes should share the jobs"
+    assert {record["process"] for record in records(one)} == {0}
+    images = {name: data for name, data in outputs(one).items() if name.endswith(".png")}
+    assert len(images) == 4 and images == {name: outputs(two)[name] for name in images}
+    # trajectories: the same tensors and metadata (safetensors orders its header's metadata keys from a
+    # hash map, so the file bytes may differ between processes)
+    assert same_trajectory(one / "photo.traj.safetensors", two / "photo.traj.safetensors")
+
+    summary = json.loads(single.stdout)
+    assert summary["failed"] == 1 and summary["total"]["ok"] == 5 and summary["processes"] == 1
+    for record in records(one):
+        assert record["status"] == ("failed" if record["line"] == 6 else "ok"), record
+        assert record["unet_evaluations"] > 0 or record["status"] == "failed"
+    bad = records(one)[5]
+    assert "cannot read" in bad["error"] and "\n" not in bad["error"] and not Path(bad["output"]).exists()
+    for record in records(one)[1:5]:  # images at the source's resolution; the model worked at 64×48
+        assert record["size"] == [451, 300] and record["working_size"] == [64, 48]
+        with Image.open(record["output"]) as image:
+            assert image.size == (451, 300)
+    assert records(one)[1]["psnr"] > 25  # the reconstruction is close to the photo
+
+
+def test_a_rerun_skips_finished_jobs_and_force_redoes_them(photos, tmp_path):
+    jobs = [job for job in six_jobs() if job["edit"] in ("reconstruct", "swap")]  # the two swaps: one is broken
+    manifest = write_manifest(photos, jobs)
+    out = tmp_path / "out"
+    first = run("batch", manifest, "--out", out, "-q", "--format", "json")
+    assert first.exit_code == 1, first.output
+    stamps = {path: path.stat().st_mtime_ns for path in out.glob("*.png")}
+    assert len(stamps) == 2
+
+    again = run("batch", manifest, "--out", out, "-q", "--format", "json")
+    assert again.exit_code == 1  # the broken job is tried again and fails again
+    summary = json.loads(again.stdout)
+    assert summary["total"]["skipped"] == 2 and summary["total"]["failed"] == 1
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*.png")} == stamps
+    assert [record["status"] for record in records(out)] == ["ok", "ok", "failed"]
+    assert not (out / ".ddim-edit-records").exists()
+
+    # a finished output that was deleted is made again
+    deleted = next(iter(stamps))
+    deleted.unlink()
+    third = run("batch", manifest, "--out", out, "-q", "--format", "json")
+    assert deleted.exists() and json.loads(third.stdout)["total"]["skipped"] == 1
+
+    forced = run("batch", manifest, "--out", out, "-q", "--format", "json", "--force")
+    assert json.loads(forced.stdout)["total"]["skipped"] == 0
+    assert all(path.stat().st_mtime_ns != stamp for path, stamp in stamps.items() if path != deleted)
+
+
+def test_an_existing_output_without_a_record_is_not_overwritten(photos, tmp_path):
+    manifest = write_manifest(photos, [six_jobs()[1]])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "00000-photo.recon.png").write_bytes(b"mine")
+    result = run("batch", manifest, "--out", out, "-q")
+    assert result.exit_code == 1
+    assert (out / "00000-photo.recon.png").read_bytes() == b"mine"
+    assert "--force" in records(out)[0]["error"]
+
+
+def test_csv_manifest_gives_the_jobs_of_json_lines(photos, tmp_path):
+    from ddim_edit.jobs.manifest import read_manifest
+
+    jobs = six_jobs()
+    json_jobs = read_manifest(write_manifest(photos, jobs), tmp_path / "out")
+    columns = sorted({key for job in jobs for key in job})
+    lines = [",".join(columns)] + [",".join(f'"{job[key]}"' if key in job else "" for key in columns) for job in jobs]
+    (photos / "jobs.csv").write_text("\n".join(lines) + "\n")
+    csv_jobs = read_manifest(photos / "jobs.csv", tmp_path / "out")
+    assert [(job.edit, job.fields, job.key) for job in csv_jobs] == [(job.edit, job.fields, job.key) for job in json_jobs]
+    assert json_jobs[3].fields["mask"] == str(photos / "mask.png")  # relative to the manifest's folder
+    assert json_jobs[2].output == (tmp_path / "out" / "photo-blue.png").resolve()
+
+
+def test_pie_bench_mapping_file(photos, tmp_path):
+    from ddim_edit.jobs.manifest import decode_rle_mask, read_manifest
+
+    images = photos / "annotation_images" / "0_random_140"
+    images.mkdir(parents=True)
+    shutil.copy(photos / "photo.png", images / "000000000000.png")
+    mapping = {"000000000000": {"image_path": "0_random_140/000000000000.png",
+                                "original_prompt": "a solid [red] circle on a white background",
+                                "editing_prompt": "a solid [blue] circle on a white background",
+                                "editing_instruction": "make it blue", "editing_type_id": "0",
+                                "blended_word": "circle circle", "mask": rle(photos / "mask.png")}}
+    (photos / "mapping_file.json").write_text(json.dumps(mapping))
+    [job] = read_manifest(photos / "mapping_file.json", tmp_path / "out")
+    assert job.edit == "swap" and job.fields["source_prompt"] == SOURCE and job.fields["target_prompt"] == TARGET
+    assert job.fields["blend"] == ["circle"] and job.fields["image"] == str(images / "000000000000.png")
+    assert job.output == (tmp_path / "out" / "0_random_140" / "000000000000.png").resolve()
+    stripe = decode_rle_mask([512 * 200 + 100, 50, 512 * 201 + 100, 50])
+    assert stripe[200, 100:150].all() and not stripe[200, 150] and stripe[0].all() and stripe.sum() == 100 + 4 * 511
+    assert job.evaluation_mask.shape == (512, 512) and 0.05 < job.evaluation_mask.mean() < 0.5
+
+    result = run("batch", photos / "mapping_file.json", "--out", tmp_path / "out", "-q", "--format", "json")
+    assert result.exit_code == 0, result.output
+    [record] = records(tmp_path / "out")
+    # PSNR outside the annotated region (PIE-Bench's background preservation), at the output's size
+    import cv2
+
+    from ddim_edit.metrics import psnr
+
+    edited, photo = np.asarray(Image.open(job.output)), np.asarray(Image.open(photos / "photo.png"))
+    outside = cv2.resize(job.evaluation_mask.astype(np.uint8), (451, 300), interpolation=cv2.INTER_NEAREST) == 0
+    assert record["status"] == "ok" and record["background_psnr"] == pytest.approx(psnr(edited, photo, outside))
+    assert record["background_psnr"] != pytest.approx(record["psnr"])
+    assert Image.open(job.output).size == (451, 300)
+
+
+def rle(mask_path: Path) -> list[int]:
+    """A mask as PIE-Bench encodes it: (start, length) runs over the flattened 512×512 image."""
+    flat = (np.asarray(Image.open(mask_path).convert("L").resize((512, 512), Image.NEAREST)) > 127).ravel()
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat.astype(np.int8), [0]])))
+    starts, ends = edges[0::2], edges[1::2]
+    return [int(value) for pair in zip(starts, ends - starts) for value in pair]
+
+
+@pytest.mark.parametrize("line, fragments", [
+    ('{"edit": "warp", "image": "photo.png"}', ("line 1", "invert, reconstruct, swap, inpaint, style")),
+    ('{"edit": "swap", "image": "photo.png", "target": "x"}', ("line 1", "'target'", "target_prompt")),
+    ('{"edit": "invert", "image": "photo.png", "steps": "many"}', ("line 1", "steps")),
+    ('{"edit": "inpaint", "image": "photo.png"}', ("line 1", "mask")),
+    ('{"edit": "invert", "image": "photo.png"', ("line 1", "not JSON")),
+    ('{"edit": "swap", "image": "photo.png", "target_prompt": "x", "output": "photo.png"}', ("also an input",)),
+    ('{"edit": "invert", "image": "photo.png", "output": "x.png"}', (".safetensors",)),
+])
+def test_a_bad_manifest_is_refused_before_any_work(photos, tmp_path, line, fragments):
+    (photos / "bad.jsonl").write_text(line + "\n")
+    one_line_error(run("batch", photos / "bad.jsonl", "--out", photos, "-q"), *fragments)
+    assert not (photos / "results.jsonl").exists()
+
+
+def test_single_commands_write_the_source_resolution_and_parameters(photos, tmp_path):
+    from ddim_edit.images import load_image, read_parameters
+
+    photo, mask = photos / "photo.png", photos / "mask.png"
+    out = tmp_path / "inpaint.png"
+    result = run("inpaint", photo, "--mask", mask, "--source-prompt", SOURCE, "--steps", "4", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    original, painted = load_image(photo), load_image(out)
+    assert painted.shape == original.shape == (300, 451, 3)
+    far = np.asarray(Image.open(mask).convert("L")) == 0
+    far &= ~_grown(~far, 48)  # outside the mask and its feather (4 working px ≈ 28 px here): the original's pixels
+    assert far.sum() > 30_000 and (painted[far] == original[far]).all()
+    assert not (painted == original).all()
+
+    with Image.open(out) as image:
+        text = image.info["parameters"]
+    assert text.splitlines()[0] == SOURCE and "Steps: 4" in text and "Model hash: " in text and "Seed: 0" in text
+    assert "Size: 451x300" in text and "Version: ddim-edit" in text
+    parameters = read_parameters(out)
+    assert parameters["command"] == "inpaint" and parameters["model"] == "toy" and parameters["model_hash"]
+
+    small = tmp_path / "small.png"
+    result = run("swap", photo, "-s", SOURCE, "-t", TARGET, "--steps", "4", "-o", small, "-q", "--keep-working-size")
+    assert result.exit_code == 0, result.output
+    assert Image.open(small).size == (64, 48)
+
+
+def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:
+    import cv2
+
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def test_a_folder_or_many_images_point_at_batch(photos, tmp_path):
+    one_line_error(run("invert", photos, "-p", SOURCE), "is a folder", "ddim-edit batch")
+    one_line_error(run("invert", photos / "photo.png", photos / "star.png", "-p", SOURCE), "one image", "ddim-edit batch")
+
+
+def test_the_job_layer_takes_arrays(photos):
+    from ddim_edit.jobs import JobSettings, ModelCache, SwapRequest, run_request
+
+    pixels = np.asarray(Image.open(photos / "photo.png").convert("RGB"))
+    models = ModelCache(device="cpu")
+    result = run_request(SwapRequest(pixels, TARGET, SOURCE, settings=JobSettings(steps=4)), models)
+    assert result.image.shape == (300, 451, 3) and result.record["working_size"] == [64, 48]
+    again = run_request(SwapRequest(pixels, TARGET, SOURCE, settings=JobSettings(steps=4)), models)
+    assert models.loads == 1 and (again.image == result.image).all()
