@@ -17,7 +17,7 @@ from ddim_edit.jobs.batch import BatchOptions, format_summary, run_batch
 from ddim_edit.jobs.manifest import read_manifest
 from ddim_edit.jobs.requests import JobSettings
 
-from .common import emit, handle_errors
+from .common import emit, handle_errors, model_extra_options, model_extras
 
 MAX_EXIT_CODE = 100  # exit codes wrap at 256; more failures than this still exit with 100
 
@@ -34,6 +34,7 @@ MAX_EXIT_CODE = 100  # exit codes wrap at 256; more failures than this still exi
               help="auto (under accelerate: each process's own GPU), cpu, cuda, cuda:N, mps.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16 (fp16/bf16 on GPU only).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .ckpt/.bin/.pt checkpoints (they can run code).")
+@model_extra_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]),
               help="json: the summary on stdout (the table goes to stderr either way).")
@@ -63,7 +64,8 @@ def command(manifest, out_dir, force, keep_working_size, model_name, model_confi
     jobs = read_manifest(manifest, out)
     options = BatchOptions(out_dir=out.resolve(), force=force, progress=not quiet,
                            defaults=JobSettings(model=model_name, keep_working_size=keep_working_size),
-                           device=device, dtype=dtype, allow_pickle=allow_pickle, model_config=model_config)
+                           device=device, dtype=dtype, allow_pickle=allow_pickle, model_config=model_config,
+                           **model_extras())
     report = run_batch(jobs, options)
     from accelerate import PartialState
 

@@ -14,6 +14,7 @@ from ddim_edit.inversion import METHODS
 from ddim_edit.model import load_model
 from ddim_edit.schedule import SPACINGS
 
+from .common import model_extras
 from .common import emit, handle_errors, model_options
 from .common import SEED, STEPS, FiniteFloat, POSITIVE_INT
 
@@ -64,7 +65,7 @@ def command(suite, seed, count, steps, spacing, guidance, methods, settings, out
     if out_dir:
         check_out_dir(suite, out_dir, count, force)
     check_suite_options(suite, parse_options(settings))
-    model = load_model(model_name, device, dtype, allow_pickle, model_config)
+    model = load_model(model_name, device, dtype, allow_pickle, model_config, **model_extras())
     ctx = BenchContext(model=model, steps=steps, spacing=spacing, guidance=guidance, seed=seed, n=count,
                        out_dir=Path(out_dir) if out_dir else None, force=force, quiet=quiet, options=parse_options(settings))
     if methods:

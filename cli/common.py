@@ -42,20 +42,70 @@ def quiet_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
+MODEL_EXTRAS_KEY = "ddim_edit.model_extras"
+
+
+def _remember(name: str) -> Callable:
+    """A click callback that keeps an option's value in the context (options every command shares
+    but only the model cache reads: ``--lora`` and the memory switches)."""
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        ctx.meta.setdefault(MODEL_EXTRAS_KEY, {})[name] = value
+        return value
+    return callback
+
+
+def model_extras(ctx: click.Context | None = None) -> dict[str, Any]:
+    """``loras`` and ``memory`` (a MemoryOptions) from the running command's --lora / memory flags."""
+    from ddim_edit.model import MemoryOptions
+
+    ctx = ctx or click.get_current_context(silent=True)
+    given = (ctx.meta.get(MODEL_EXTRAS_KEY, {}) if ctx is not None else {})
+    return {"loras": tuple(given.get("lora") or ()),
+            "memory": MemoryOptions(vae_tiling=not given.get("no_vae_tiling", False),
+                                    vae_slicing=bool(given.get("vae_slicing", False)),
+                                    cpu_offload=bool(given.get("cpu_offload", False)))}
+
+
+def model_cache(device: str, dtype: str, allow_pickle: bool, **kwargs: Any):
+    """The job layer's ModelCache with the running command's --lora and memory flags."""
+    from ddim_edit.jobs.resolve import ModelCache
+
+    return ModelCache(device, dtype, allow_pickle, **kwargs, **model_extras())
+
+
 def model_options(default_model: str | None = "toy") -> Callable:
-    """--model, --model-config, --device, --dtype, --allow-pickle."""
+    """--model, --model-config, --device, --dtype, --allow-pickle, --lora and the memory switches
+    (the last two kept in the click context: read them with :func:`model_extras`)."""
     def decorate(func: Callable) -> Callable:
         for option in reversed([
-            click.option("--model", "model_name", default=default_model, show_default=True,
-                         help="Hub id, local diffusers folder, .safetensors file, or 'toy' (bundled)."),
+            click.option("--model", "model_name", default=default_model, show_default=default_model is not None,
+                         help="Hub id, local diffusers folder, .safetensors file, or 'toy' (bundled)"
+                              + ("." if default_model else "; default: a trajectory's own model, else 'toy'.")),
             click.option("--model-config", default=None, help="Config folder for a single-file checkpoint (offline use)."),
             click.option("--device", default="auto", show_default=True, help="auto (cuda → mps → cpu), cpu, cuda, cuda:N, mps."),
             click.option("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16 (fp16/bf16 on GPU only)."),
             click.option("--allow-pickle", is_flag=True, help="Allow .ckpt/.bin/.pt checkpoints (they can run code)."),
         ]):
             func = option(func)
-        return func
+        return model_extra_options(func)
     return decorate
+
+
+def model_extra_options(func: Callable) -> Callable:
+    """--lora, --cpu-offload, --vae-slicing, --no-vae-tiling (kept in the click context)."""
+    for option in reversed([
+        click.option("--lora", multiple=True, expose_value=False, callback=_remember("lora"), metavar="FILE[:SCALE]",
+                         help="LoRA .safetensors fused into the model at SCALE (default 1); repeatable. A trajectory's "
+                              "own LoRAs are used when its model is."),
+        click.option("--cpu-offload", is_flag=True, expose_value=False, callback=_remember("cpu_offload"),
+                         help="Keep each component on the CPU until it runs (GPU memory: the largest component)."),
+        click.option("--vae-slicing", is_flag=True, expose_value=False, callback=_remember("vae_slicing"),
+                         help="Run the VAE on one image at a time."),
+        click.option("--no-vae-tiling", is_flag=True, expose_value=False, callback=_remember("no_vae_tiling"),
+                         help="Do not tile VAE encodes/decodes of images larger than the VAE's tile size."),
+    ]):
+        func = option(func)
+    return func
 
 
 def schedule_options(func: Callable) -> Callable:

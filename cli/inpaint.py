@@ -11,11 +11,12 @@ from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.images import grid
 from ddim_edit.io import file_sha256
-from ddim_edit.jobs import InpaintRequest, JobSettings, ModelCache, run_request, write_result
+from ddim_edit.jobs import InpaintRequest, JobSettings, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.masks import MaskOptions, check_mask_file
 from ddim_edit.trajectory import Trajectory
 
+from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE, FiniteFloat, refuse_schedule_options
 from .invert import check_prompt
@@ -64,7 +65,7 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
 @click.option("--grid", "with_grid", is_flag=True, help="Write input | mask | result side by side.")
-@model_options()
+@model_options(default_model=None)
 @schedule_options
 @inversion_options
 @run_options
@@ -116,7 +117,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
                            null_text_steps=null_text_steps, size=size, seed=seed,
                            keep_working_size=keep_working_size, progress=not quiet)
     request = InpaintRequest(image, mask_path, source_prompt, traj, mask_options, edit_options, settings)
-    job = run_request(request, ModelCache(device, dtype, allow_pickle))
+    job = run_request(request, model_cache(device, dtype, allow_pickle))
     job.parameters["trajectory"] = trajectory
     picture = grid([job.panels[k] for k in ("input", "mask", "inpainted")], ["input", "mask", "inpainted"]) \
         if with_grid else None

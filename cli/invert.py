@@ -8,9 +8,10 @@ import click
 
 from ddim_edit.errors import ImageError, PromptError
 from ddim_edit.inversion import InversionOptions
-from ddim_edit.jobs import InvertRequest, JobSettings, ModelCache, run_request, write_result
+from ddim_edit.jobs import InvertRequest, JobSettings, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 
+from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE
 
@@ -62,7 +63,7 @@ def command(image, prompt, unconditional, output, size, model_name, model_config
                            inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
                            fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
                            null_text_steps=null_text_steps, size=size, seed=seed, progress=not quiet)
-    result = run_request(InvertRequest(image, prompt, settings), ModelCache(device, dtype, allow_pickle))
+    result = run_request(InvertRequest(image, prompt, settings), model_cache(device, dtype, allow_pickle))
     write_result(result, output, force=force)
     record = result.record
     summary = {"output": str(output), "method": method, "steps": record["steps"], "size": record["size"],

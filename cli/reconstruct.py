@@ -8,9 +8,10 @@ import click
 
 from ddim_edit.errors import DdimEditError
 from ddim_edit.images import grid
-from ddim_edit.jobs import JobSettings, ModelCache, ReconstructRequest, run_request, write_result
+from ddim_edit.jobs import JobSettings, ReconstructRequest, run_request, write_result
 from ddim_edit.trajectory import Trajectory
 
+from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, model_options, run_options
 from .common import FiniteFloat
 
@@ -45,7 +46,7 @@ def command(trajectory, output, guidance, eta, source, with_grid, keep_working_s
     settings = JobSettings(model=model_name, model_config=model_config, guidance=guidance, seed=seed,
                            keep_working_size=keep_working_size, progress=not quiet)
     result = run_request(ReconstructRequest(traj, eta=eta, reference=source, settings=settings),
-                         ModelCache(device, dtype, allow_pickle))
+                         model_cache(device, dtype, allow_pickle))
     result.parameters["trajectory"] = str(trajectory)
     picture = None
     if with_grid and "source" in result.panels:

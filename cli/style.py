@@ -10,11 +10,12 @@ from ddim_edit.edits.style import StyleOptions
 from ddim_edit.images import grid, load_image
 from ddim_edit.inversion import METHODS
 from ddim_edit.io import file_sha256
-from ddim_edit.jobs import JobSettings, ModelCache, StyleRequest, run_request, write_result
+from ddim_edit.jobs import JobSettings, StyleRequest, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import is_trajectory_path
 
+from .common import model_cache
 from .common import check_outputs, emit, handle_errors, model_options, run_options, schedule_options
 from .common import FiniteFloat, refuse_schedule_options
 
@@ -63,7 +64,7 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
                    "made with any guidance work.")
 @click.option("--grid", "with_grid", is_flag=True, help="Write content | style | output side by side.")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the content's resolution.")
-@model_options()
+@model_options(default_model=None)
 @schedule_options
 @run_options
 @handle_errors
@@ -95,7 +96,7 @@ def command(content, style_path, output, gamma, temperature, layers, injection_w
                            timesteps=timesteps, method=method, guidance=guidance, seed=seed,
                            keep_working_size=keep_working_size, progress=not quiet)
     request = StyleRequest(sides[0], sides[1], options, prompt or "", style_prompt, settings)
-    job = run_request(request, ModelCache(device, dtype, allow_pickle))
+    job = run_request(request, model_cache(device, dtype, allow_pickle))
     job.parameters.update(content=str(content), style=str(style_path))
     picture = grid([job.panels[k] for k in ("content", "style", "output")], ["content", "style", "output"]) \
         if with_grid else None

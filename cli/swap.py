@@ -10,11 +10,12 @@ import click
 from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture
 from ddim_edit.errors import PromptError
 from ddim_edit.images import grid, save_png
-from ddim_edit.jobs import JobSettings, ModelCache, SwapRequest, run_request, write_result
+from ddim_edit.jobs import JobSettings, SwapRequest, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.trajectory import Trajectory
 from ddim_edit.workflow import is_trajectory_path
 
+from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE, FiniteFloat, refuse_schedule_options
 from .invert import check_prompt
@@ -127,7 +128,7 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
                            keep_working_size=keep_working_size, progress=not quiet)
     request = SwapRequest(image_or_trajectory, target_prompt, source_prompt, options, save_trajectory=save_trajectory,
                           force=force, settings=settings)
-    job = run_request(request, ModelCache(device, dtype, allow_pickle))
+    job = run_request(request, model_cache(device, dtype, allow_pickle))
     traj, record = job.trajectory, job.record
     job.parameters.update(reweight=list(reweight), cross_steps=list(cross_steps))
     picture = None

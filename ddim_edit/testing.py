@@ -92,3 +92,22 @@ def tiny_sdxl_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_s
     return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                                      tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
                                      force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
+
+
+def write_tiny_lora(folder, seed: int = 1, rank: int = 4):
+    """Write a LoRA for :func:`tiny_pipeline` (random, non-zero up-projections, as if trained) the
+    way diffusers' training scripts save one; returns the ``.safetensors`` path."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = tiny_pipeline()
+    torch.manual_seed(seed)
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                     init_lora_weights=False))
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
+    from pathlib import Path
+
+    return Path(folder) / "pytorch_lora_weights.safetensors"

@@ -13,7 +13,7 @@ from ddim_edit.lora import parse_lora
 from ddim_edit.model import EditModel, load_model
 from ddim_edit.replay import reconstruct
 from ddim_edit.schedule import Schedule
-from ddim_edit.testing import tiny_pipeline
+from ddim_edit.testing import tiny_pipeline, write_tiny_lora
 from ddim_edit.trajectory import CHECKSUM_KEY, METADATA_KEY, Trajectory, content_checksum
 
 PROMPT = "a red circle on a white background"
@@ -120,19 +120,7 @@ def test_the_model_reference_is_resolved_to_an_absolute_folder(tiny_model_dir, m
 @pytest.fixture(scope="module")
 def lora_file(tmp_path_factory):
     """A LoRA for the tiny SD model, trained-looking (random, non-zero B) and saved the diffusers way."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    pipe = tiny_pipeline()
-    torch.manual_seed(1)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                     init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("lora")
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
-    return folder / "pytorch_lora_weights.safetensors"
+    return write_tiny_lora(tmp_path_factory.mktemp("lora"))
 
 
 def _unet_output(model):

@@ -30,6 +30,7 @@ from .build import build_request
 from .edits import run_request
 from .manifest import Job
 from .requests import JobSettings
+from ..model import MemoryOptions
 from .resolve import ModelCache
 from .write import write_result
 
@@ -45,6 +46,7 @@ class BatchOptions:
         defaults: settings of jobs that do not set them (a job's keys win).
         device, dtype, allow_pickle, model_config: how models load; ``device`` ``auto`` under
             accelerate with several processes means the process's own device (``cuda:K``).
+        loras, memory: LoRAs fused into every model, memory options (see ``ModelCache``).
     """
 
     out_dir: Path
@@ -55,6 +57,8 @@ class BatchOptions:
     dtype: str = "auto"
     allow_pickle: bool = False
     model_config: str | None = None
+    loras: tuple[str, ...] = ()
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
 
 
 @dataclass
@@ -272,7 +276,8 @@ def run_batch(jobs: list[Job], options: BatchOptions) -> BatchReport:
     if device == "auto" and state.num_processes > 1:
         device = str(state.device)
     models = ModelCache(device=device, dtype=options.dtype, allow_pickle=options.allow_pickle,
-                        config=options.model_config, default=options.defaults.model)
+                        config=options.model_config, default=options.defaults.model, loras=tuple(options.loras),
+                        memory=options.memory)
     mine = shard(jobs, state.process_index, state.num_processes)
     record_path = records_folder(out_dir) / f"process-{state.process_index}.jsonl"
     bar = progress_bar(len(jobs), state.is_main_process and options.progress)

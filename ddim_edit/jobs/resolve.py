@@ -16,25 +16,37 @@ import numpy as np
 from ..errors import ImageError, TrajectoryError
 from ..images import load_image
 from ..io import file_sha256
+from ..model import MemoryOptions
 from ..trajectory import Trajectory
 from ..workflow import is_trajectory_path, original_image_for
 
 DEFAULT_MODEL = "toy"
 
 
-def load_job_model(reference: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                   config: str | None = None, trajectory: Trajectory | None = None):
-    """Load the model a job runs on: ``reference``, else the trajectory's model, else the bundled toy.
+def recorded_loras(trajectory: Trajectory) -> tuple[str, ...]:
+    """The trajectory's LoRAs as ``PATH:SCALE`` specs (those whose recorded file still exists)."""
+    records = trajectory.metadata.get("loras") or []
+    return tuple(f"{r['path']}:{r['scale']!r}" for r in records if r.get("path") and Path(r["path"]).is_file())
 
-    A model taken from a trajectory is loaded with the config the trajectory records (when it
-    records one) unless ``config`` is given.
-    """
+
+def model_choice(reference: str | None, config: str | None, loras: tuple[str, ...],
+                 trajectory: Trajectory | None) -> tuple[str, str | None, tuple[str, ...]]:
+    """(model, config, LoRAs) a job runs on: ``reference``, else the trajectory's model with the
+    config and LoRAs it records (unless given), else the bundled toy."""
+    if reference is None and trajectory is not None:
+        return (trajectory.metadata["model"], config or trajectory.metadata.get("model_config"),
+                tuple(loras) or recorded_loras(trajectory))
+    return reference or DEFAULT_MODEL, config, tuple(loras)
+
+
+def load_job_model(reference: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+                   config: str | None = None, trajectory: Trajectory | None = None, loras: tuple[str, ...] = (),
+                   memory: MemoryOptions = MemoryOptions()):
+    """Load the model a job runs on (see :func:`model_choice`), with its LoRAs fused."""
     from ..model import load_model
 
-    if reference is None and trajectory is not None:
-        reference = trajectory.metadata["model"]
-        config = config or trajectory.metadata.get("model_config")
-    return load_model(reference or DEFAULT_MODEL, device, dtype, allow_pickle, config)
+    reference, config, loras = model_choice(reference, config, loras, trajectory)
+    return load_model(reference, device, dtype, allow_pickle, config, loras=loras, memory=memory)
 
 
 @dataclass
@@ -43,6 +55,9 @@ class ModelCache:
 
     Attributes:
         device, dtype, allow_pickle, config: how models are loaded (see :func:`load_job_model`).
+        loras: LoRA specs (``FILE[:SCALE]``) fused into every model this cache loads (a model taken
+            from a trajectory gets the trajectory's own LoRAs when this is empty).
+        memory: VAE tiling/slicing and CPU offload.
         default: the model of jobs that name none (None: the trajectory's, else the toy).
     """
 
@@ -52,6 +67,8 @@ class ModelCache:
     config: str | None = None
     default: str | None = None
     capacity: int = 2
+    loras: tuple[str, ...] = ()
+    memory: MemoryOptions = MemoryOptions()
 
     def __post_init__(self) -> None:
         self._models: OrderedDict[tuple, Any] = OrderedDict()
@@ -68,16 +85,12 @@ class ModelCache:
 
     def get(self, reference: str | None = None, trajectory: Trajectory | None = None, config: str | None = None):
         """The model for a job: ``reference`` (or the cache's default), else the trajectory's."""
-        reference = reference or self.default
-        config = config or self.config
-        if reference is None and trajectory is not None:
-            key = (trajectory.metadata["model"], config or trajectory.metadata.get("model_config"))
-        else:
-            key = (reference or DEFAULT_MODEL, config)
+        key = model_choice(reference or self.default, config or self.config, self.loras, trajectory)
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        model = load_job_model(reference, self.device, self.dtype, self.allow_pickle, config, trajectory)
+        model = load_job_model(key[0], self.device, self.dtype, self.allow_pickle, key[1], loras=key[2],
+                               memory=self.memory)
         self.loads += 1
         self._models[key] = model
         while len(self._models) > self.capacity:
