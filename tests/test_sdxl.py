@@ -148,3 +148,14 @@ def test_prompt_embeds_rows_and_cat_keep_added_conditioning(xl):
     with pytest.raises(ValueError, match="model families"):
         PromptEmbeds.cat([picked, PromptEmbeds(picked.hidden)])
 
+
+
+@pytest.mark.parametrize("force_upcast,vae_dtype", [(True, torch.float32), (False, torch.float16)])
+def test_fp16_keeps_the_vae_in_fp32_when_its_config_says_so(force_upcast, vae_dtype):
+    """SDXL's VAE overflows in fp16: its config says force_upcast, as diffusers reads it."""
+    pipe = tiny_sdxl_pipeline()
+    pipe.vae.register_to_config(force_upcast=force_upcast)
+    model = EditModel.from_pipeline(pipe, name="xl", dtype=torch.float16)
+    assert next(model.vae.parameters()).dtype == vae_dtype
+    assert next(model.unet.parameters()).dtype == torch.float16
+    assert next(model.text_encoder_2.parameters()).dtype == torch.float16
