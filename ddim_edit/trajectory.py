@@ -12,6 +12,16 @@ The file is safetensors; the JSON metadata sits under the key ``ddim_edit``. Lat
 corrections are kept in float64 (the sampler's working precision), so a replay from the file is
 as exact as one from memory.
 
+``save(..., storage="float16")`` writes a smaller file (:data:`STORAGES`): x_T and z_0 stay float64
+(``latents.ends``), the intermediate latents z_1 … z_{N-1} are float16 (``latents.middle``) and the
+corrections float32; the metadata says ``"storage": "float16"`` and loading gives float64 tensors
+again. A replay reads only x_T and the corrections (an ``exact`` file without corrections records
+them from the latents, and still lands on z_0, which is float64), so reconstruction stays exact to
+float32 rounding; the edits that read the intermediate latents (the swap's known source branch,
+style's content and style branches, inpainting's known region) see them rounded to float16.
+Float16 files have no ``latents`` tensor, so a ddim-edit older than this option refuses them
+instead of replaying rounded latents.
+
 Model identity (format version 3): the architecture fingerprint, a dtype-independent weight
 signature, the family, the resolved model reference and ``--model-config``, and the fused LoRAs
 (file, SHA-256, scale); see :func:`check_compatible`.
@@ -43,6 +53,7 @@ READABLE_VERSIONS = (1, 2, 3)  # 1: no checksum; 1–2: weight-byte model finger
 METADATA_KEY = "ddim_edit"
 CHECKSUM_KEY = "ddim_edit.sha256"
 REQUIRED_METADATA = ("format_version", "model", "model_fingerprint", "schedule", "prompt", "method", "guidance_scale")
+STORAGES = ("float64", "float16")  # how save() stores the latents (see the module docstring)
 
 
 @dataclass
@@ -78,19 +89,36 @@ class Trajectory:
         """The clean latent of the source image, [C, h, w]."""
         return self.latents[-1]
 
-    def save(self, path: str | Path, force: bool = False) -> Path:
-        """Write the trajectory atomically; refuse to overwrite unless ``force``."""
+    def save(self, path: str | Path, force: bool = False, storage: str = "float64") -> Path:
+        """Write the trajectory atomically; refuse to overwrite unless ``force``.
+
+        Args:
+            storage: ``float64`` (everything at the sampler's precision) or ``float16``: x_T and z_0
+                float64, the intermediate latents float16, the corrections float32 (about 2.5×
+                smaller for an ``exact`` trajectory; see the module docstring for what it costs).
+        """
         from safetensors.torch import save
 
-        tensors = {"timesteps": torch.tensor(self.timesteps, dtype=torch.int64),
-                   "latents": self.latents.detach().double().contiguous().cpu()}
+        if storage not in STORAGES:
+            raise ValueError(f"unknown trajectory storage {storage!r}; choose one of {', '.join(STORAGES)}")
+        latents = self.latents.detach().double().contiguous().cpu()
+        tensors = {"timesteps": torch.tensor(self.timesteps, dtype=torch.int64)}
+        if storage == "float16":
+            tensors["latents.ends"] = torch.stack([latents[0], latents[-1]]).contiguous()
+            tensors["latents.middle"] = latents[1:-1].half().contiguous()
+        else:
+            tensors["latents"] = latents
         if self.corrections is not None:
-            tensors["corrections"] = self.corrections.detach().double().contiguous().cpu()
+            corrections = self.corrections.detach().double()
+            tensors["corrections"] = (corrections.float() if storage == "float16" else corrections).contiguous().cpu()
         if self.null_embeddings is not None:
             tensors["null_embeddings"] = self.null_embeddings.detach().float().contiguous().cpu()
         for name, tensor in self.extras.items():
             tensors[f"extra.{name}"] = tensor.detach().contiguous().cpu()
-        meta_json = json.dumps(dict(self.metadata, format_version=FORMAT_VERSION), sort_keys=True)
+        meta = {key: value for key, value in self.metadata.items() if key != "storage"}
+        if storage != "float64":
+            meta["storage"] = storage
+        meta_json = json.dumps(dict(meta, format_version=FORMAT_VERSION), sort_keys=True)
         checksum = content_checksum(json.loads(meta_json), tensors)
         payload = save(tensors, metadata={METADATA_KEY: meta_json, CHECKSUM_KEY: checksum})
         return atomic_write(path, payload, force=force)
@@ -120,14 +148,20 @@ class Trajectory:
                 f"{path} has trajectory format version {version}, this ddim-edit reads version {FORMAT_VERSION}; invert the image again"
             )
         missing = [key for key in REQUIRED_METADATA if key not in meta]
-        if missing or "timesteps" not in tensors or "latents" not in tensors:
+        half = meta.get("storage") == "float16"
+        latent_names = ("latents.ends", "latents.middle") if half else ("latents",)
+        if missing or "timesteps" not in tensors or any(name not in tensors for name in latent_names):
             raise TrajectoryError(f"{path} lacks {', '.join(missing) or 'tensors'}; invert the image again")
         extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
         try:
             validate_metadata(meta)
             validate_tensor_types(tensors)
-            traj = cls(tuple(tensors["timesteps"].tolist()), tensors["latents"], meta,
-                       tensors.get("corrections"), tensors.get("null_embeddings"), extras)
+            latents = stored_latents(tensors, half)
+            corrections = tensors.get("corrections")
+            if corrections is not None and half:
+                corrections = corrections.double()
+            traj = cls(tuple(tensors["timesteps"].tolist()), latents, meta,
+                       corrections, tensors.get("null_embeddings"), extras)
             if traj.latents.shape[1:] != tuple(meta["latent_shape"]):
                 raise TrajectoryError(f"metadata field 'latent_shape' is {meta['latent_shape']}, the latents are "
                                       f"{list(traj.latents.shape[1:])}; the file was edited or damaged")
@@ -143,6 +177,17 @@ class Trajectory:
                 raise TrajectoryError(f"{path} was modified after it was written (its checksum does not match its "
                                       "metadata and tensors); invert the image again")
         return traj
+
+
+def stored_latents(tensors: dict[str, torch.Tensor], half: bool) -> torch.Tensor:
+    """The latents [N + 1, C, h, w] as saved: ``latents``, or (float16 storage) ends and middle, float64."""
+    if not half:
+        return tensors["latents"]
+    ends, middle = tensors["latents.ends"], tensors["latents.middle"]
+    if ends.ndim != 4 or ends.shape[0] != 2 or middle.ndim != 4 or middle.shape[1:] != ends.shape[1:]:
+        raise TrajectoryError(f"float16 latents have shapes {tuple(ends.shape)} (ends) and {tuple(middle.shape)} "
+                              "(middle), expected (2, C, h, w) and (N - 1, C, h, w)")
+    return torch.cat([ends[:1].double(), middle.double(), ends[1:].double()])
 
 
 def validate_shapes(traj: Trajectory) -> None:
@@ -305,6 +350,9 @@ def validate_metadata(meta: dict[str, Any]) -> None:
         if not check(meta[name]):
             raise TrajectoryError(f"metadata field '{name}' must be {what}, got {_describe(meta[name])}; "
                                   "the file was edited or damaged")
+    if "storage" in meta and meta["storage"] not in STORAGES:  # optional: absent means float64
+        raise TrajectoryError(f"metadata field 'storage' must be one of {', '.join(STORAGES)}, got "
+                              f"{_describe(meta['storage'])}; the file was edited or damaged")
     for group, schema, optional in (("schedule", SCHEDULE_SCHEMA, False), ("source", SOURCE_SCHEMA, True)):
         for name, (check, what) in schema.items():
             if name not in meta[group]:
@@ -323,7 +371,7 @@ def validate_tensor_types(tensors: dict[str, torch.Tensor]) -> None:
     if timesteps.ndim != 1 or timesteps.is_floating_point() or timesteps.dtype == torch.bool:
         raise TrajectoryError(f"the timesteps tensor must be a 1-D integer tensor, got {timesteps.dtype} "
                               f"{tuple(timesteps.shape)}")
-    for name in ("latents", "corrections", "null_embeddings"):
+    for name in ("latents", "latents.ends", "latents.middle", "corrections", "null_embeddings"):
         if name in tensors and not tensors[name].is_floating_point():
             raise TrajectoryError(f"the {name} tensor must hold floats, got {tensors[name].dtype}")
 

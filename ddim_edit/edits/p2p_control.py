@@ -279,16 +279,24 @@ class AttentionController:
         """Add a branch's head-averaged maps [queries, L] of one layer at the current step."""
         height, width = self.grid(probabilities.shape[0])
         tokens = self.map_tokens.get(branch)
+        # Sums stay on the UNet's device and grow in place: no host sync inside the UNet call and
+        # no new tensor per layer and step.
         if tokens and width == self.blend_side:
-            word_map = probabilities[:, tokens].sum(-1).reshape(height, width).float().cpu()
-            self.blend_sums[branch] = self.blend_sums.get(branch, 0) + word_map
+            word_map = probabilities[:, tokens].sum(-1).reshape(height, width).float()
+            if branch in self.blend_sums:
+                self.blend_sums[branch].add_(word_map)
+            else:
+                self.blend_sums[branch] = word_map
         if self.keep_maps:
             bucket = self.accumulated.setdefault(layer, {})
-            bucket[branch] = bucket.get(branch, 0) + probabilities.float()
+            if branch in bucket:
+                bucket[branch].add_(probabilities)
+            else:
+                bucket[branch] = probabilities.float()
 
     def word_maps(self) -> dict[str, torch.Tensor]:
-        """Per branch, the blend words' maps summed over the voting layers and the steps so far."""
-        return dict(self.blend_sums)
+        """Per branch, the blend words' maps summed over the voting layers and the steps so far (on the UNet's device)."""
+        return {branch: total.clone() for branch, total in self.blend_sums.items()}  # a snapshot: the sums grow in place
 
 
 class P2PAttnProcessor(EditAttnProcessor):
