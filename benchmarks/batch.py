@@ -46,10 +46,9 @@ def write_scenes(folder: Path, n: int, steps: int, seed: int) -> Path:
     return manifest
 
 
-def run_batch_command(manifest: Path, out: Path, processes: int) -> dict:
+def run_batch_command(manifest: Path, out: Path, processes: int, threads: int) -> dict:
     """Run the command; the summary it prints, with the wall-clock seconds of the whole run."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // processes)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads))
     args = ["-m", "cli.main", "batch", str(manifest), "--out", str(out), "-q", "--format", "json"]
     if processes > 1:
         args = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
@@ -66,7 +65,7 @@ def run_batch_command(manifest: Path, out: Path, processes: int) -> dict:
             "batch_seconds": summary["seconds"], "images_per_minute_batch": summary["images_per_minute"]}
 
 
-def overhead(manifest: Path, out: Path) -> dict:
+def overhead(manifest: Path, out: Path, threads: int) -> dict:
     """Per-job time and UNet time in this process, the model loaded before the first job."""
     import torch
 
@@ -74,7 +73,7 @@ def overhead(manifest: Path, out: Path) -> dict:
     from ddim_edit.jobs.manifest import read_manifest
     from ddim_edit.jobs.resolve import ModelCache
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     jobs = read_manifest(manifest, out)
     models = ModelCache(device="cpu")
     model = models.get()  # loaded here: not part of any job
@@ -117,14 +116,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps per job.")
     parser.add_argument("--seed", type=int, default=2026, help="Scenes are drawn from this seed.")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="Process counts to compare.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="Torch threads per process (1: no oversubscription when processes share the cores).")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ddim-edit-bench-batch-") as tmp:
         folder = Path(tmp)
         manifest = write_scenes(folder, args.n, args.steps, args.seed)
-        throughput = [run_batch_command(manifest, folder / f"out-{count}", count) for count in args.processes]
-        cost = overhead(manifest, folder / "out-overhead")
-    result = {"n": args.n, "steps": args.steps, "size": list(SIZE), "cpu_count": os.cpu_count(),
+        throughput = [run_batch_command(manifest, folder / f"out-{count}", count, args.threads)
+                      for count in args.processes]
+        cost = overhead(manifest, folder / "out-overhead", args.threads)
+    result = {"n": args.n, "steps": args.steps, "size": list(SIZE), "cpu_count": os.cpu_count(), "threads": args.threads,
               "throughput": throughput, "overhead": cost}
     for row in throughput:
         print(f"{row['processes']} process(es): {row['images_per_minute_wall']:.1f} images/min wall "

@@ -26,7 +26,6 @@ import numpy as np
 
 from ..errors import DdimEditError
 from ..io import check_output_suffix
-from ..workflow import is_trajectory_path
 from .requests import EDITS
 
 PIE_BENCH_NAME = "mapping_file.json"
