@@ -75,6 +75,8 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
               help="Fraction of steps with self-attention injection.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
 @click.option("--save-trajectory", default=None, help="Keep the inverted image's trajectory here (.safetensors).")
+@click.option("--trajectory-storage", type=click.Choice(["float64", "float16"]), default="float64", show_default=True,
+              help="How --save-trajectory stores the latents (float16: intermediate latents, ~2.6x smaller).")
 @click.option("--save-attention", default=None, help="PNG grid of per-token cross-attention maps.")
 @click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction | edit side by side.")
 @click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
@@ -87,7 +89,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.pass_context
 def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, no_blend, blend_latents,
             blend_threshold, reweight,
-            cross_steps, self_steps, output, save_trajectory, save_attention, with_grid, size, keep_working_size,
+            cross_steps, self_steps, output, save_trajectory, trajectory_storage, save_attention, with_grid, size, keep_working_size,
             model_name, model_config,
             device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
             negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed):
@@ -125,7 +127,8 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
                            inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
                            fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
                            null_text_steps=null_text_steps, size=size, seed=seed,
-                           keep_working_size=keep_working_size, progress=not quiet)
+                           keep_working_size=keep_working_size, progress=not quiet,
+                           trajectory_storage=trajectory_storage)
     request = SwapRequest(image_or_trajectory, target_prompt, source_prompt, options, save_trajectory=save_trajectory,
                           force=force, settings=settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))

@@ -441,7 +441,7 @@ def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
         for position in range(1, len(words) + 1):
             heat = mean[position]
             heat = heat - heat.min()
-            result[branch].append(heat / heat.max().clamp_min(1e-12))
+            result[branch].append((heat / heat.max().clamp_min(1e-12)).float().cpu())  # pictures are numpy
     return result
 
 

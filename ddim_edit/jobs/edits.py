@@ -96,6 +96,7 @@ def run_invert(request: InvertRequest, models: Any) -> JobResult:
     start = time.perf_counter()
     traj = invert_image(model, prepared, prompt, schedule, inversion_options(settings), progress=settings.progress)
     record = {"method": traj.method, "steps": schedule.num_steps, "size": prepared.source["size"],
+              "trajectory_storage": settings.trajectory_storage,
               "working_size": prepared.source["size"], "unet_evaluations": traj.metadata["unet_evaluations"],
               "seconds": round(time.perf_counter() - start, 3)}
     if traj.metadata.get("fixed_point_unconverged"):
@@ -177,7 +178,7 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
         traj = invert_image(model, prepared, source_prompt, schedule, options, progress=settings.progress)
         inversion_evaluations = _evaluations(model) - before
         if request.save_trajectory is not None:
-            traj.save(request.save_trajectory, force=request.force)
+            traj.save(request.save_trajectory, force=request.force, storage=settings.trajectory_storage)
         working_source = prepared.pixels
     if settings.guidance is not None:
         guidance = settings.guidance

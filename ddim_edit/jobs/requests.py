@@ -39,6 +39,8 @@ class JobSettings:
     Attributes:
         keep_working_size: return the image at the size the model worked at instead of the
             source's resolution and aspect ratio.
+        trajectory_storage: how a trajectory the job writes is stored (``float64``, or ``float16``
+            for the intermediate latents: see :meth:`Trajectory.save`).
         progress: progress bars on stderr.
     """
 
@@ -58,6 +60,7 @@ class JobSettings:
     seed: int = 0
     keep_working_size: bool = False
     progress: bool = False
+    trajectory_storage: str = "float64"
 
 
 @dataclass(frozen=True)

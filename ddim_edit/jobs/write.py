@@ -18,5 +18,5 @@ def write_result(result: JobResult, output: str | Path, force: bool = False, pic
         OutputError: the file exists without ``force``, or the write fails (nothing is left behind).
     """
     if result.edit == "invert":
-        return result.trajectory.save(output, force=force)
+        return result.trajectory.save(output, force=force, storage=result.record.get("trajectory_storage", "float64"))
     return save_image(output, result.image if picture is None else picture, result.parameters, force=force)
