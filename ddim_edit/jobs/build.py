@@ -14,7 +14,7 @@ from .requests import (InpaintRequest, InvertRequest, JobSettings, ReconstructRe
 
 SETTING_KEYS = ("model", "model_config", "steps", "spacing", "timesteps", "method", "guidance", "inversion_guidance",
                 "negative_prompt", "fixed_point_iterations", "tolerance", "null_text_steps", "size", "seed",
-                "keep_working_size")
+                "keep_working_size", "trajectory_storage")
 
 
 def job_settings(fields: dict[str, Any], defaults: JobSettings = JobSettings()) -> JobSettings:

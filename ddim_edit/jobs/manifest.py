@@ -82,6 +82,14 @@ def as_text(value: Any, key: str) -> str:
     return str(value)
 
 
+def as_storage(value: Any, key: str) -> str:
+    """``float64`` or ``float16`` (how a written trajectory is stored)."""
+    text = as_text(value, key)
+    if text not in ("float64", "float16"):
+        raise ValueError
+    return text
+
+
 def as_words(value: Any, key: str) -> list[str]:
     """A list of words: a JSON list, or text separated by commas or spaces."""
     if isinstance(value, list):
@@ -156,13 +164,15 @@ INVERSION: dict[str, Callable] = {
     "fixed_point_iterations": as_int(1), "tolerance": as_float(0.0), "null_text_steps": as_int(1),
 }
 KEYS: dict[str, dict[str, Callable]] = {
-    "invert": {**COMMON, **INVERSION, "image": as_text, "prompt": as_text, "unconditional": as_bool},
+    "invert": {**COMMON, **INVERSION, "image": as_text, "prompt": as_text, "unconditional": as_bool,
+               "trajectory_storage": as_storage},
     "reconstruct": {**COMMON, **INVERSION, "trajectory": as_text, "image": as_text, "prompt": as_text,
                     "unconditional": as_bool, "eta": as_float(0.0), "source": as_text},
     "swap": {**COMMON, **INVERSION, "image": as_text, "trajectory": as_text, "source_prompt": as_text,
              "target_prompt": as_text, "mode": as_text, "blend": as_words, "no_blend": as_bool,
              "blend_latents": as_bool, "blend_threshold": as_float(), "reweight": as_word_values,
-             "cross_steps": as_cross_steps, "self_steps": as_float(), "save_trajectory": as_text},
+             "cross_steps": as_cross_steps, "self_steps": as_float(), "save_trajectory": as_text,
+             "trajectory_storage": as_storage},
     "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,
                 "unconditional": as_bool, "trajectory": as_text, "dilate": as_int(0), "feather": as_int(0),
                 "mask_threshold": as_float(), "invert_mask": as_bool, "resize_mask": as_bool, "resample": as_int(0),
