@@ -9,7 +9,7 @@ import click
 from ddim_edit import __version__
 
 # Each module defines one click command named ``command``.
-COMMAND_MODULES = ("invert", "reconstruct", "swap", "inpaint", "style", "batch", "bench", "demo")
+COMMAND_MODULES = ("invert", "reconstruct", "swap", "inpaint", "style", "batch", "bench", "demo", "serve")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install ddim-edit (editable, with test extras) into the current Python.
+# Install ddim-edit (editable, with the test, web and browser extras) into the current Python.
 # torch: an installed one is kept; where an NVIDIA GPU is visible the normal (CUDA) build is
 # installed; otherwise the CPU build, so a CPU machine never downloads GBs of CUDA libraries.
 set -euo pipefail
@@ -13,4 +13,6 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
       || "$PY" -m pip install --quiet "torch==2.13.0"
   fi
 fi
-"$PY" -m pip install --quiet -e ".[test]"
+# web: `ddim-edit serve` and its tests (gradio, gradio_client); browser: playwright for the
+# real-browser test (it drives the system's Chromium; `playwright install` is never run).
+"$PY" -m pip install --quiet -e ".[test,web,browser]"

@@ -1,0 +1,262 @@
+"""The Gradio page over an :class:`~.editor.Editor`: one tab per edit, results beside the source.
+
+Tabs: *Invert & reconstruct*, *Prompt swap* (with per-token cross-attention heat maps), *Inpaint*
+(paint the mask on the image, or upload one) and *Style*. Each shows the pictures side by side,
+the numbers (PSNR, UNet evaluations, seconds, whether the inversion came from the cache) and
+downloads of the PNG and of the trajectory.
+
+Every event shares one queue slot (``concurrency_id="model"``, limit 1), so requests run one after
+another on the shared model; a library error becomes a one-line ``gr.Error`` — the line the CLI
+prints after ``Error:``. Progress bars of the sampler show in the page (``track_tqdm``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from ..edits.prompt_swap import MODES, SwapOptions
+from ..edits.style import StyleOptions
+from ..errors import DdimEditError
+from ..inversion import METHODS
+from ..jobs.requests import DEFAULT_GUIDANCE
+from ..model import assets_dir
+from . import forms
+from .editor import Editor, PageResult
+from .messages import one_line
+from .offline import quiet_gradio
+
+quiet_gradio()
+import gradio as gr  # noqa: E402  (after the environment that keeps it offline)
+
+PROGRESS = gr.Progress(track_tqdm=True)
+"""Sampler progress bars (tqdm) shown in the page."""
+QUEUE = "model"
+"""The one concurrency group of every event: the shared model runs one request at a time."""
+
+CSS = """
+.pixels img { image-rendering: pixelated; object-fit: contain; width: 100%; height: 100%; }
+"""
+
+SOURCE_EXAMPLE = "a solid red circle on a white background"
+TARGET_EXAMPLE = "a solid blue circle on a white background"
+
+
+def _page_error(exc: DdimEditError) -> gr.Error:
+    return gr.Error(one_line(exc), title="Error", duration=None, print_exception=False)  # stays until closed
+
+
+def _guarded(work: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    """Run ``work``; a library error → the CLI's one line in the page's error toast.
+
+    ``work``'s signature is kept (Gradio reads its ``gr.Progress`` default from it).
+    """
+    @functools.wraps(work)
+    def run(*args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            return work(*args, **kwargs)
+        except DdimEditError as exc:
+            raise _page_error(exc) from None
+    return run
+
+
+def _picture(label: str, elem_id: str, height: int = 224) -> gr.Image:
+    return gr.Image(label=label, type="numpy", format="png", interactive=False, height=height, elem_id=elem_id,
+                    elem_classes=["pixels"], buttons=["download", "fullscreen"])
+
+
+def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown, gr.Slider, gr.Number]:
+    with gr.Row():
+        chosen = gr.Dropdown(list(METHODS), value=method, label="Inversion method", elem_id=f"{prefix}-method")
+        steps = gr.Slider(1, max(200, editor.settings.steps), value=editor.settings.steps, step=1, label="Steps",
+                          elem_id=f"{prefix}-steps")
+        guidance = gr.Number(value=DEFAULT_GUIDANCE, label="Guidance", minimum=0, elem_id=f"{prefix}-guidance")
+    return chosen, steps, guidance
+
+
+class ResultPanel:
+    """Pictures side by side, the numbers and the two downloads of one tab."""
+
+    def __init__(self, prefix: str, labels: tuple[str, ...], attention: bool = False) -> None:
+        with gr.Row(equal_height=True):
+            self.pictures = [_picture(label.capitalize(), f"{prefix}-{label}") for label in labels]
+        self.summary = gr.Markdown(label="Summary", elem_id=f"{prefix}-summary")
+        with gr.Row():
+            self.png = gr.DownloadButton("Download PNG", elem_id=f"{prefix}-png", size="md")
+            self.trajectory = gr.DownloadButton("Download trajectory (.safetensors)", elem_id=f"{prefix}-trajectory",
+                                                size="md")
+        self.attention = None
+        if attention:
+            self.attention = gr.Gallery(label="Cross-attention per token (source row, then target row)", columns=8,
+                                        height="auto", format="png", elem_id=f"{prefix}-attention",
+                                        elem_classes=["pixels"], object_fit="contain")
+        with gr.Accordion("Numbers", open=False):
+            self.numbers = gr.JSON(label="Numbers", elem_id=f"{prefix}-numbers")
+        self.labels = labels
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        extra = [self.attention] if self.attention is not None else []
+        return [*self.pictures, *extra, self.summary, self.numbers, self.png, self.trajectory]
+
+    def values(self, result: PageResult) -> list[Any]:
+        extra = [result.attention] if self.attention is not None else []
+        return [*(result.pictures[label] for label in self.labels), *extra, result.summary(),
+                _json_ready(result.numbers), str(result.image_file) if result.image_file else None,
+                str(result.trajectory_file) if result.trajectory_file else None]
+
+
+def _json_ready(numbers: dict[str, Any]) -> dict[str, Any]:
+    from cli.common import json_safe  # the CLI's strict JSON: +∞ PSNR → null
+
+    return json_safe(numbers)
+
+
+def _examples_dir():
+    return assets_dir() / "examples"
+
+
+def build_app(editor: Editor) -> gr.Blocks:
+    """The page (call ``.queue()``/``.launch()``, or use :func:`ddim_edit.web.server.start`)."""
+    examples = _examples_dir()
+    with gr.Blocks(title="ddim-edit", analytics_enabled=False) as page:
+        gr.Markdown(f"## ddim-edit — edit real images through exact DDIM inversion\n"
+                    f"Model **{editor.model_name}**. An image is inverted once per (image, prompt, method, steps, "
+                    f"guidance); trying another target, mask or guidance on the same inversion reuses it.")
+        with gr.Tabs():
+            # -------------------------------------------------------------- invert & reconstruct
+            with gr.Tab("Invert & reconstruct", id="invert"):
+                with gr.Row():
+                    with gr.Column():
+                        image = gr.Image(label="Image", type="numpy", image_mode="RGB", format="png",
+                                         sources=["upload", "clipboard"], height=224,
+                                         elem_classes=["pixels"], elem_id="invert-image")
+                    with gr.Column():
+                        prompt = gr.Textbox(label="Prompt (the image's caption; empty: unconditional)",
+                                            value=SOURCE_EXAMPLE, elem_id="invert-prompt")
+                        method, steps, guidance = _settings_row("invert", editor, "exact")
+                        run = gr.Button("Invert & reconstruct", variant="primary", elem_id="invert-run")
+                panel = ResultPanel("invert", ("source", "reconstruction"))
+
+                def invert(image, prompt, method, steps, guidance, progress=PROGRESS):
+                    return panel.values(editor.invert_reconstruct(image, prompt, method, steps, guidance))
+                run.click(_guarded(invert), [image, prompt, method, steps, guidance], panel.outputs,
+                          api_name="invert", concurrency_limit=1, concurrency_id=QUEUE)
+                if examples.is_dir():
+                    gr.Examples([[str(examples / "red-circle.png"), SOURCE_EXAMPLE],
+                                 [str(examples / "striped-blue-star.png"),
+                                  "a striped blue star on a white background"]],
+                                [image, prompt], label="Examples")
+
+            # -------------------------------------------------------------- prompt swap
+            with gr.Tab("Prompt swap", id="swap"):
+                with gr.Row():
+                    with gr.Column():
+                        image = gr.Image(label="Image", type="numpy", image_mode="RGB", format="png",
+                                         sources=["upload", "clipboard"], height=224,
+                                         elem_classes=["pixels"], elem_id="swap-image")
+                    with gr.Column():
+                        source = gr.Textbox(label="Source prompt (the image's caption)", value=SOURCE_EXAMPLE,
+                                            elem_id="swap-source")
+                        target = gr.Textbox(label="Target prompt", value=TARGET_EXAMPLE, elem_id="swap-target")
+                        with gr.Row():
+                            mode = gr.Radio(list(MODES), value="replace", label="Mode", elem_id="swap-mode",
+                                            info="replace: swap words; refine: add or remove words")
+                            local_blend = gr.Checkbox(True, label="Local blend (keep the source outside the edit)",
+                                                      elem_id="swap-local-blend")
+                        with gr.Row():
+                            blend_words = gr.Textbox(label="Blend words (default: the words that differ)", value="",
+                                                     placeholder="circle", elem_id="swap-blend")
+                            reweight = gr.Textbox(label="Reweight (WORD=SCALE, …)", value="", placeholder="blue=2",
+                                                  elem_id="swap-reweight")
+                        with gr.Row():
+                            cross = gr.Slider(0, 1, value=SwapOptions.cross_steps, step=0.05,
+                                              label="Cross-attention steps", elem_id="swap-cross")
+                            self_steps = gr.Slider(0, 1, value=SwapOptions.self_steps, step=0.05,
+                                                   label="Self-attention steps", elem_id="swap-self")
+                        method, steps, guidance = _settings_row("swap", editor, "exact")
+                        run = gr.Button("Swap", variant="primary", elem_id="swap-run")
+                panel_swap = ResultPanel("swap", ("source", "reconstruction", "edit"), attention=True)
+
+                def swap(image, source, target, mode, local_blend, blend_words, reweight, cross, self_steps,
+                         method, steps, guidance, progress=PROGRESS):
+                    return panel_swap.values(editor.swap(image, source, target, mode, local_blend, blend_words,
+                                                         reweight, cross, self_steps, guidance, method, steps))
+                run.click(_guarded(swap), [image, source, target, mode, local_blend, blend_words, reweight, cross,
+                                           self_steps, method, steps, guidance], panel_swap.outputs,
+                          api_name="swap", concurrency_limit=1, concurrency_id=QUEUE)
+                if examples.is_dir():
+                    gr.Examples([[str(examples / "red-circle.png"), SOURCE_EXAMPLE, TARGET_EXAMPLE],
+                                 [str(examples / "red-circle.png"), SOURCE_EXAMPLE,
+                                  "a solid red square on a white background"]],
+                                [image, source, target], label="Examples")
+
+            # -------------------------------------------------------------- inpaint
+            with gr.Tab("Inpaint", id="inpaint"):
+                with gr.Row():
+                    with gr.Column():
+                        canvas = gr.ImageEditor(label="Image — paint the region to regenerate", type="numpy",
+                                                image_mode="RGBA", format="png", sources=["upload", "clipboard"],
+                                                brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+                                                layers=False, transforms=(), height=320, elem_id="inpaint-editor")
+                        mask = gr.Image(label="…or upload a mask (white = regenerate; replaces the painting)",
+                                        type="numpy", image_mode="L", format="png", sources=["upload"], height=160,
+                                        elem_id="inpaint-mask")
+                    with gr.Column():
+                        source = gr.Textbox(label="Source prompt (the image's caption)", value=SOURCE_EXAMPLE,
+                                            elem_id="inpaint-source")
+                        fill = gr.Textbox(label="Prompt for the region (empty: restore with the source prompt)",
+                                          value="",
+                                          elem_id="inpaint-prompt")
+                        with gr.Row():
+                            dilate = gr.Number(0, label="Dilate (px)", minimum=0, precision=0, elem_id="inpaint-dilate")
+                            feather = gr.Number(None, label="Feather (px, empty: one latent cell)", minimum=0,
+                                                precision=0, elem_id="inpaint-feather")
+                            seed = gr.Number(0, label="Seed", precision=0, elem_id="inpaint-seed")
+                        method, steps, guidance = _settings_row("inpaint", editor, "ddim")
+                        run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
+                panel_inpaint = ResultPanel("inpaint", ("source", "mask", "inpainted"))
+
+                def inpaint(canvas, mask, source, fill, dilate, feather, seed, method, steps, guidance,
+                            progress=PROGRESS):
+                    painted = forms.painted_mask(canvas, mask)
+                    background = forms.editor_background(canvas)
+                    return panel_inpaint.values(editor.inpaint(background, painted, source, fill, dilate, feather,
+                                                               method, steps, guidance, seed))
+                run.click(_guarded(inpaint), [canvas, mask, source, fill, dilate, feather, seed, method, steps,
+                                              guidance], panel_inpaint.outputs,
+                          api_name="inpaint", concurrency_limit=1, concurrency_id=QUEUE)
+                if examples.is_dir():
+                    gr.Examples([[str(examples / "red-circle.png"), str(examples / "red-circle-mask.png"),
+                                  SOURCE_EXAMPLE, TARGET_EXAMPLE]], [canvas, mask, source, fill], label="Examples")
+
+            # -------------------------------------------------------------- style
+            with gr.Tab("Style", id="style"):
+                with gr.Row():
+                    content = gr.Image(label="Content", type="numpy", image_mode="RGB", format="png",
+                                       sources=["upload", "clipboard"], height=224,
+                                         elem_classes=["pixels"], elem_id="style-content")
+                    style = gr.Image(label="Style", type="numpy", image_mode="RGB", format="png",
+                                     sources=["upload", "clipboard"], height=224,
+                                         elem_classes=["pixels"], elem_id="style-style")
+                    with gr.Column():
+                        gamma = gr.Slider(0, 1, value=StyleOptions.gamma, step=0.05,
+                                          label="γ (keep the content's query)",
+                                          elem_id="style-gamma")
+                        temperature = gr.Slider(0.5, 3, value=StyleOptions.temperature, step=0.1,
+                                                label="Temperature", elem_id="style-temperature")
+                        adain = gr.Checkbox(StyleOptions.adain, label="AdaIN start", elem_id="style-adain")
+                        steps = gr.Slider(1, max(200, editor.settings.steps), value=editor.settings.steps, step=1,
+                                          label="Steps", elem_id="style-steps")
+                        run = gr.Button("Transfer style", variant="primary", elem_id="style-run")
+                panel_style = ResultPanel("style", ("content", "style", "output"))
+
+                def transfer(content, style, gamma, temperature, adain, steps, progress=PROGRESS):
+                    return panel_style.values(editor.style(content, style, gamma, temperature, adain, steps))
+                run.click(_guarded(transfer), [content, style, gamma, temperature, adain, steps], panel_style.outputs,
+                          api_name="style", concurrency_limit=1, concurrency_id=QUEUE)
+                if examples.is_dir():
+                    gr.Examples([[str(examples / "red-circle.png"), str(examples / "striped-blue-star.png")]],
+                                [content, style], label="Examples")
+    page.queue(default_concurrency_limit=1, max_size=32)
+    return page

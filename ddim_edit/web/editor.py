@@ -1,0 +1,253 @@
+"""The page's work, without Gradio: one model shared behind a lock, one method per tab.
+
+Every method takes what the page's fields hold (pixel arrays, text, numbers), runs the job layer's
+request functions (:mod:`ddim_edit.jobs`) and returns a :class:`PageResult`: the pictures to show
+side by side, the numbers, and the files to download (the PNG, with its parameters embedded, and
+the trajectory). Images are inverted through a :class:`~.trajectory_cache.TrajectoryCache`, so a
+second edit of the same photo with the same prompt, method, steps and guidance does not invert again.
+
+One lock covers each request from its inversion to its last decode: two requests never share the
+model's attention processors or its UNet evaluation counter, whatever the web server's threads do
+(Gradio's queue also runs one request at a time; the lock holds for any other caller).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..edits.inpaint import InpaintOptions
+from ..edits.prompt_swap import SwapOptions
+from ..edits.style import StyleOptions
+from ..errors import PromptError
+from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, ModelCache, ReconstructRequest, StyleRequest,
+                    SwapRequest, run_request, write_result)
+from ..jobs.requests import DEFAULT_GUIDANCE
+from ..jobs.resolve import DEFAULT_MODEL
+from ..masks import MaskOptions
+from ..model import MemoryOptions
+from . import forms
+from .attention_gallery import attention_tiles
+from .trajectory_cache import CachedTrajectory, TrajectoryCache, TrajectoryKey
+from .uploads import UploadStore, as_rgb
+
+
+@dataclass(frozen=True)
+class EditorSettings:
+    """How the shared model is loaded and where the page keeps its files.
+
+    Attributes:
+        model: the model every tab uses (None: the bundled toy).
+        workdir: uploads, cached trajectories and outputs (None: a new temporary folder).
+        cache_size: inversions kept (see :class:`~.trajectory_cache.TrajectoryCache`).
+        steps: the steps the page offers first.
+    """
+
+    model: str | None = None
+    model_config: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    loras: tuple[str, ...] = ()
+    memory: MemoryOptions = MemoryOptions()
+    workdir: str | Path | None = None
+    cache_size: int = 8
+    steps: int = 50
+    progress: bool = True
+
+
+@dataclass
+class PageResult:
+    """What one tab shows after a run.
+
+    Attributes:
+        pictures: label → uint8 RGB image, in display order (source first, the result last).
+        numbers: PSNR, UNet evaluations, seconds, whether the inversion was cached, sizes, …
+        image_file: the result PNG (parameters embedded), None for pure inversions.
+        trajectory_file: the trajectory used, as ``.safetensors``.
+        attention: (heat-map overlay, "branch · token") per token (prompt swaps only).
+    """
+
+    pictures: dict[str, np.ndarray]
+    numbers: dict[str, Any]
+    image_file: Path | None = None
+    trajectory_file: Path | None = None
+    attention: list[tuple[np.ndarray, str]] = field(default_factory=list)
+
+    @property
+    def result(self) -> np.ndarray:
+        """The last picture: the edit (or reconstruction)."""
+        return list(self.pictures.values())[-1]
+
+    def summary(self) -> str:
+        """One line of the main numbers for the page."""
+        numbers = self.numbers
+        parts = []
+        if numbers.get("psnr") is not None:
+            parts.append(f"PSNR {numbers['psnr']:.2f} dB vs the source")
+        parts.append(f"{numbers['unet_evaluations']} UNet evaluations")
+        inversion = numbers.get("inversion")
+        if inversion == "cached":
+            parts.append("inversion reused from the cache")
+        elif inversion == "new":
+            parts.append(f"+ {numbers['inversion_unet_evaluations']} for the inversion")
+        parts.append(f"{numbers['seconds']:.2f} s")
+        return " · ".join(parts)
+
+
+class Editor:
+    """The shared model, the trajectory cache and one method per tab of the page."""
+
+    def __init__(self, settings: EditorSettings = EditorSettings(), models: Any = None) -> None:
+        self.settings = settings
+        self.models = models if models is not None else ModelCache(
+            settings.device, settings.dtype, settings.allow_pickle, settings.model_config, default=settings.model,
+            capacity=1, loras=tuple(settings.loras), memory=settings.memory)
+        root = Path(settings.workdir) if settings.workdir else Path(tempfile.mkdtemp(prefix="ddim-edit-web-"))
+        self.workdir = root
+        self.uploads = UploadStore(root / "uploads")
+        self.trajectories = TrajectoryCache(root / "trajectories", settings.cache_size)
+        self.outputs = root / "outputs"
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self._numbers = itertools.count(1)
+        self.requests = 0
+
+    # ------------------------------------------------------------------ shared pieces
+    @property
+    def model_name(self) -> str:
+        return self.settings.model or DEFAULT_MODEL
+
+    def load(self):
+        """Load the model now (a server checks it before it serves)."""
+        with self.lock:
+            return self.models.get(None)
+
+    def job_settings(self, steps: Any = None, method: str | None = None, guidance: Any = None) -> JobSettings:
+        steps = forms.positive_int(self.settings.steps if steps is None else steps, "steps", 50)
+        return JobSettings(steps=steps, method=method or None,
+                           guidance=None if guidance is None else float(guidance), progress=self.settings.progress)
+
+    def _inverted(self, image: np.ndarray, prompt: str | None, settings: JobSettings, default_method: str
+                  ) -> tuple[Path, CachedTrajectory, bool]:
+        """(the kept image file, its trajectory, whether that came from the cache)."""
+        if prompt is None:
+            raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
+                              field="source_prompt")
+        path, digest = self.uploads.keep(image)
+        guidance = DEFAULT_GUIDANCE if settings.guidance is None else settings.guidance
+        method = settings.method or default_method
+        key = TrajectoryKey(self.model_name, digest, prompt.strip(), method, settings.steps, float(guidance),
+                            settings.size, settings.negative_prompt)
+
+        def invert():
+            job = run_request(InvertRequest(path, prompt, JobSettings(
+                steps=settings.steps, method=method, guidance=guidance, size=settings.size,
+                negative_prompt=settings.negative_prompt, progress=settings.progress)), self.models)
+            return job.trajectory, job.record
+
+        entry, cached = self.trajectories.get(key, invert)
+        return path, entry, cached
+
+    def _output(self, job: JobResult) -> Path:
+        path = self.outputs / f"{next(self._numbers):05d}-{job.edit}.png"
+        return write_result(job, path)
+
+    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float
+                     ) -> dict[str, Any]:
+        record = job.record
+        numbers = {"edit": job.edit, "psnr": record.get("psnr"), "unet_evaluations": record["unet_evaluations"],
+                   "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
+                   "method": record.get("method"), "steps": job.trajectory.num_steps if job.trajectory else None,
+                   "size": record.get("size"), "working_size": record.get("working_size")}
+        if entry is not None:
+            numbers.update(inversion="cached" if cached else "new",
+                           inversion_unet_evaluations=0 if cached else entry.record.get("unet_evaluations", 0),
+                           inversion_seconds=0.0 if cached else entry.record.get("seconds"))
+        return numbers
+
+    def _run(self, work):
+        with self.lock:
+            self.requests += 1
+            return work()
+
+    # ------------------------------------------------------------------ tabs
+    def invert_reconstruct(self, image: np.ndarray, prompt: str | None, method: str = "exact", steps: Any = None,
+                           guidance: Any = DEFAULT_GUIDANCE) -> PageResult:
+        """Invert (or reuse the cached inversion) and regenerate: the reconstruction and its PSNR."""
+        def work():
+            started = time.perf_counter()
+            settings = self.job_settings(steps, method, guidance)
+            _, entry, cached = self._inverted(image, prompt, settings, "exact")
+            job = run_request(ReconstructRequest(entry.trajectory, settings=JobSettings(progress=settings.progress)),
+                              self.models)
+            return PageResult({"source": as_rgb(image), "reconstruction": job.image},
+                              self._numbers_for(job, entry, cached, started), self._output(job),
+                              self.trajectories.file_for(entry))
+        return self._run(work)
+
+    def swap(self, image: np.ndarray, source_prompt: str | None, target_prompt: str, mode: str = "replace",
+             local_blend: bool = True, blend_words: str = "", reweight: str = "",
+             cross_steps: float = SwapOptions.cross_steps, self_steps: float = SwapOptions.self_steps,
+             guidance: Any = DEFAULT_GUIDANCE, method: str = "exact", steps: Any = None) -> PageResult:
+        """Prompt-to-prompt from ``source_prompt`` to ``target_prompt``, with per-token attention maps."""
+        def work():
+            started = time.perf_counter()
+            settings = self.job_settings(steps, method, guidance)
+            options = SwapOptions(mode=mode, cross_steps=float(cross_steps), self_steps=float(self_steps),
+                                  reweight=forms.word_values(reweight, "reweight", "blue=2"),
+                                  blend_words=forms.blend_choice(local_blend, blend_words), keep_maps=True)
+            _, entry, cached = self._inverted(image, source_prompt, settings, "exact")
+            job = run_request(SwapRequest(entry.trajectory, target_prompt or "", entry.trajectory.metadata["prompt"],
+                                          options, settings=JobSettings(guidance=settings.guidance,
+                                                                        progress=settings.progress)), self.models)
+            reconstruction = job.panels["reconstruction"]
+            tiles = attention_tiles(job.details, {"source": reconstruction, "target": job.image})
+            numbers = self._numbers_for(job, entry, cached, started)
+            numbers.update(blend_words=list(job.details.blend_words), blend_fraction=job.record.get("blend_fraction"))
+            return PageResult({"source": as_rgb(image), "reconstruction": reconstruction, "edit": job.image}, numbers,
+                              self._output(job), self.trajectories.file_for(entry), tiles)
+        return self._run(work)
+
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, source_prompt: str | None, prompt: str | None = None,
+                dilate: Any = 0, feather: Any = None, method: str = "ddim", steps: Any = None,
+                guidance: Any = DEFAULT_GUIDANCE, seed: Any = 0) -> PageResult:
+        """Regenerate the masked region (white/painted) with ``prompt`` (empty: restore); keep the rest."""
+        def work():
+            started = time.perf_counter()
+            settings = self.job_settings(steps, method, guidance)
+            mask_options = MaskOptions(dilate=int(dilate or 0), feather=None if feather in (None, "") else int(feather))
+            path, entry, cached = self._inverted(image, source_prompt, settings, "ddim")
+            options = InpaintOptions(prompt=forms.optional_text(prompt), seed=int(seed or 0))
+            job = run_request(InpaintRequest(path, mask, trajectory=entry.trajectory, mask_options=mask_options,
+                                             options=options, settings=JobSettings(progress=settings.progress,
+                                                                                   seed=int(seed or 0))), self.models)
+            return PageResult({"source": job.panels["input"], "mask": job.panels["mask"], "inpainted": job.image},
+                              self._numbers_for(job, entry, cached, started), self._output(job),
+                              self.trajectories.file_for(entry))
+        return self._run(work)
+
+    def style(self, content: np.ndarray, style: np.ndarray, gamma: float = StyleOptions.gamma,
+              temperature: float = StyleOptions.temperature, adain: bool = StyleOptions.adain,
+              steps: Any = None) -> PageResult:
+        """StyleID: the content image with the style image's colours and textures."""
+        def work():
+            started = time.perf_counter()
+            settings = self.job_settings(steps)
+            content_path, _ = self.uploads.keep(content, "content image")
+            style_path, _ = self.uploads.keep(style, "style image")
+            options = StyleOptions(gamma=float(gamma), temperature=float(temperature), adain=bool(adain))
+            job = run_request(StyleRequest(content_path, style_path, options, settings=settings), self.models)
+            trajectory = self.outputs / f"{next(self._numbers):05d}-content.traj.safetensors"
+            job.trajectory.save(trajectory)
+            numbers = self._numbers_for(job, None, False, started)
+            numbers["inversion_unet_evaluations"] = job.record.get("inversion_unet_evaluations")
+            return PageResult(dict(job.panels), numbers, self._output(job), trajectory)
+        return self._run(work)

@@ -1,0 +1,93 @@
+"""The page's free-text fields and painted masks → the library's options.
+
+A field that cannot be read raises the library's own error (:class:`~ddim_edit.errors.PromptError`,
+:class:`~ddim_edit.masks.MaskError`), which the page shows as one line like the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from ..errors import PromptError
+from ..masks import MaskError
+
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def words(text: str | None) -> tuple[str, ...]:
+    """``"red, circle"`` or ``"red circle"`` → ``("red", "circle")``."""
+    return tuple(word for word in _SEPARATORS.split(text or "") if word)
+
+
+def word_values(text: str | None, what: str, example: str) -> dict[str, float]:
+    """``"blue=2, red=0.5"`` → ``{"blue": 2.0, "red": 0.5}``; a bad item names ``what`` and an example."""
+    parsed: dict[str, float] = {}
+    for item in words(text):
+        word, sep, number = item.partition("=")
+        try:
+            if not sep or not word:
+                raise ValueError
+            value = float(number)
+        except ValueError:
+            raise PromptError(f"{what} expects WORD=NUMBER items, got {item!r}; e.g. {example}") from None
+        if not math.isfinite(value):
+            raise PromptError(f"{what} expects a finite NUMBER in WORD=NUMBER, got {item!r}; e.g. {example}")
+        parsed[word] = value
+    return parsed
+
+
+def blend_choice(local_blend: bool, blend_words: str | None) -> tuple[str, ...] | None:
+    """Swap's ``blend_words``: None (the words that differ), the given words, or () with blend off."""
+    if not local_blend:
+        return ()
+    return words(blend_words) or None
+
+
+def optional_text(text: str | None) -> str | None:
+    """A text box's value, None when left empty."""
+    text = (text or "").strip()
+    return text or None
+
+
+def positive_int(value: Any, what: str, example: int) -> int:
+    """A whole positive number from a number box (Gradio gives floats)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PromptError(f"{what} must be a positive whole number, got {value!r}; e.g. {example}") from None
+    if not math.isfinite(number) or number < 1 or number != int(number):
+        raise PromptError(f"{what} must be a positive whole number, got {value!r}; e.g. {example}")
+    return int(number)
+
+
+def painted_mask(editor_value: Any, uploaded: np.ndarray | None = None) -> np.ndarray:
+    """The mask to inpaint (uint8, 255 = regenerate): the uploaded mask if any, else the painting.
+
+    ``editor_value`` is Gradio's image editor value (``background``, ``layers``, ``composite``):
+    every pixel painted on any layer (alpha > 0) is masked.
+    """
+    if uploaded is not None:
+        mask = np.asarray(uploaded)
+        if mask.ndim == 3 and mask.shape[2] == 4:  # RGBA: a transparent pixel is not masked
+            mask = np.where(mask[..., 3:] > 0, mask[..., :3], 0).max(axis=2)
+        elif mask.ndim == 3:
+            mask = mask.max(axis=2)
+        return mask.astype(np.uint8) if mask.dtype != bool else mask.astype(np.uint8) * 255
+    layers = [np.asarray(layer) for layer in (editor_value or {}).get("layers") or [] if layer is not None]
+    painted = [layer[..., 3] > 0 for layer in layers if layer.ndim == 3 and layer.shape[2] == 4]
+    if not painted:
+        raise MaskError("no mask: paint the region to regenerate on the image with the brush, or upload a mask "
+                        "(white = regenerate)")
+    return np.logical_or.reduce(painted).astype(np.uint8) * 255
+
+
+def editor_background(editor_value: Any) -> np.ndarray | None:
+    """The image under the painting (None when nothing was uploaded)."""
+    if not editor_value:
+        return None
+    background = editor_value.get("background")
+    return None if background is None else np.asarray(background)

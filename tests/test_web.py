@@ -1,0 +1,314 @@
+"""The web page (issue #14): ``ddim-edit serve`` driven through ``gradio_client`` on the toy model.
+
+A server is started in this process on a free 127.0.0.1 port (and, once, the real command in a
+subprocess) and stopped at the end; every request is bounded in time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the web page needs the web extra: pip install 'ddim-edit[web]'")
+pytest.importorskip("gradio_client", reason="the web tests need gradio_client: pip install 'ddim-edit[web]'")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from ddim_edit.errors import PromptError  # noqa: E402
+from ddim_edit.images import read_parameters  # noqa: E402
+from ddim_edit.masks import MaskError  # noqa: E402
+from ddim_edit.model import assets_dir  # noqa: E402
+from ddim_edit.trajectory import Trajectory  # noqa: E402
+from ddim_edit.web import Editor, EditorSettings, forms  # noqa: E402
+from ddim_edit.web.server import free_port, is_loopback, start  # noqa: E402
+from ddim_edit.web.trajectory_cache import TrajectoryCache, TrajectoryKey  # noqa: E402
+from tests.cli_helpers import one_line_error, run  # noqa: E402
+
+EXAMPLES = assets_dir() / "examples"
+RED = EXAMPLES / "red-circle.png"
+MASK = EXAMPLES / "red-circle-mask.png"
+SOURCE = "a solid red circle on a white background"
+BLUE = "a solid blue circle on a white background"
+GREEN = "a solid green circle on a white background"
+STEPS = 8
+TIMEOUT = 240  # seconds for one request on a busy 2-core CI machine
+
+
+# Gradio's queue calls pandas APIs that pandas 3 deprecates; not ours to fix.
+GRADIO_PANDAS_WARNINGS = [pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+                          pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated")]
+pytestmark = GRADIO_PANDAS_WARNINGS
+
+
+def swap_args(target=BLUE, blend_words="", guidance=7.5, image=RED, source=SOURCE):
+    return (handle_file(str(image)), source, target, "replace", True, blend_words, "", 0.4, 0.6, "exact", STEPS,
+            guidance)
+
+
+def inpaint_args(mask=MASK, layers=(), prompt=BLUE):
+    image = handle_file(str(RED))
+    editor = {"background": image, "layers": [handle_file(str(layer)) for layer in layers], "composite": image}
+    return (editor, handle_file(str(mask)) if mask else None, SOURCE, prompt, 0, None, 0, "ddim", STEPS, 7.5)
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def circle_of(image: np.ndarray) -> np.ndarray:
+    """Where the example's red circle is."""
+    return (image[..., 0] > 150) & (image[..., 1] < 100) & (image[..., 2] < 100)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    editor = Editor(EditorSettings(steps=STEPS, workdir=tmp_path_factory.mktemp("web")))
+    editor.load()
+    with start(editor, port=free_port()) as page:
+        client = Client(page.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+        yield page, client
+        client.close()
+
+
+def call(client, args, api_name):
+    return client.submit(*args, api_name=api_name).result(timeout=TIMEOUT)
+
+
+# ---------------------------------------------------------------------- through the server
+def test_swap_through_client_returns_the_edit_maps_numbers_and_downloads(served):
+    page, client = served
+    source, reconstruction, edit, gallery, summary, numbers, png, trajectory = call(client, swap_args(), "/swap")
+    original = pixels(RED)
+    assert np.array_equal(pixels(source), original)
+    edited = pixels(edit)
+    assert edited.shape == original.shape and pixels(reconstruction).shape == original.shape
+    inside = circle_of(original)
+    blue, red = edited[inside][:, 2].mean(), edited[inside][:, 0].mean()
+    assert blue > red + 60, (blue, red)  # the red circle became blue
+    assert circle_of(pixels(reconstruction)).mean() > 0.5 * inside.mean()  # the reconstruction is still red
+    captions = [tile["caption"] for tile in gallery]
+    assert "target · blue" in captions and "source · red" in captions
+    assert all(Path(tile["image"]).is_file() for tile in gallery)
+    assert numbers["inversion"] == "new" and numbers["steps"] == STEPS and numbers["unet_evaluations"] > 0
+    assert numbers["psnr"] is not None and "UNet evaluations" in summary and " s" in summary
+    assert np.array_equal(pixels(png), edited)  # the download is the shown edit, parameters embedded
+    parameters = read_parameters(png)
+    assert parameters["command"] == "swap" and parameters["target"] == BLUE
+    traj = Trajectory.load(trajectory)
+    assert traj.metadata["prompt"] == SOURCE and traj.num_steps == STEPS and traj.method == "exact"
+
+
+def test_another_target_reuses_the_inversion_and_another_guidance_does_not(served):
+    page, client = served
+    call(client, swap_args(BLUE), "/swap")
+    misses = page.editor.trajectories.misses
+    *_, numbers, _, first = call(client, swap_args(BLUE), "/swap")
+    _, _, green, _, summary, numbers, _, second = call(client, swap_args(GREEN), "/swap")
+    assert numbers["inversion"] == "cached" and numbers["inversion_unet_evaluations"] == 0
+    assert "reused" in summary and page.editor.trajectories.misses == misses
+    assert Path(first).read_bytes() == Path(second).read_bytes()  # the same trajectory
+    edited = pixels(green)
+    inside = circle_of(pixels(RED))
+    assert edited[inside][:, 1].mean() > edited[inside][:, 0].mean() + 40  # green now
+    *_, numbers, _, _ = call(client, swap_args(BLUE, guidance=5.0), "/swap")
+    assert numbers["inversion"] == "new" and page.editor.trajectories.misses == misses + 1
+
+
+def test_inpaint_through_client_with_an_uploaded_mask_keeps_the_rest(served):
+    page, client = served
+    source, mask, inpainted, summary, numbers, png, trajectory = call(client, inpaint_args(), "/inpaint")
+    original, result = pixels(RED), pixels(inpainted)
+    masked = np.asarray(Image.open(MASK).convert("L")) > 127
+    assert result.shape == original.shape
+    grown = np.zeros_like(masked)  # the mask and its feather (one latent cell = 4 px on the toy), plus a margin
+    for dy in range(-8, 9):
+        for dx in range(-8, 9):
+            grown |= np.roll(np.roll(masked, dy, axis=0), dx, axis=1)
+    assert np.array_equal(result[~grown], original[~grown])  # outside: the photo's own pixels
+    assert np.abs(result[masked].astype(int) - original[masked]).mean() > 10  # inside: regenerated
+    assert (pixels(mask)[..., 0] > 127).mean() == pytest.approx(masked.mean(), abs=0.02)
+    assert numbers["edit"] == "inpaint" and numbers["method"] == "ddim" and numbers["psnr"] is not None
+    assert read_parameters(png)["command"] == "inpaint"
+    assert Trajectory.load(trajectory).num_steps == STEPS
+
+
+def test_inpaint_with_a_painted_mask(served, tmp_path):
+    page, client = served
+    layer = np.zeros((64, 64, 4), np.uint8)
+    layer[8:24, 36:60] = (255, 0, 255, 255)  # brush strokes on the editor's layer
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    _, mask, inpainted, *_ = call(client, inpaint_args(mask=None, layers=[tmp_path / "layer.png"]), "/inpaint")
+    shown = pixels(mask)[..., 0] > 127
+    assert shown[8:24, 36:60].all() and shown.mean() == pytest.approx(16 * 24 / 64 / 64, abs=0.02)
+    outside = np.ones((64, 64), bool)
+    outside[0:32, 28:64] = False
+    assert np.array_equal(pixels(inpainted)[outside], pixels(RED)[outside])
+
+
+def test_bad_input_shows_the_clis_one_line(served, tmp_path):
+    page, client = served
+    with pytest.raises(AppError) as caught:
+        call(client, swap_args(blend_words="dog"), "/swap")
+    message = str(caught.value)
+    assert "\n" not in message and "dog" in message
+    cli = run("swap", RED, "-s", SOURCE, "-t", BLUE, "--blend", "dog", "--steps", STEPS, "-o", tmp_path / "x.png",
+              "--quiet")
+    one_line_error(cli)
+    assert cli.stderr.strip() == f"Error: {message}"
+    with pytest.raises(AppError, match="no mask: paint the region"):
+        call(client, inpaint_args(mask=None), "/inpaint")
+    with pytest.raises(AppError, match="target prompt is empty"):
+        call(client, swap_args(target="  "), "/swap")
+
+
+def test_requests_queue_and_never_interleave(served):
+    """Two requests at once run one after the other, each counting only its own UNet evaluations."""
+    page, client = served
+    editor = page.editor
+    alone = {"swap": call(client, swap_args(), "/swap")[5]["unet_evaluations"],
+             "inpaint": call(client, inpaint_args(), "/inpaint")[4]["unet_evaluations"]}
+    active, most = [0], [0]
+    original = editor._run
+
+    def watched(work):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.3)  # widen the window in which a second request could slip in
+            return original(work)
+        finally:
+            active[0] -= 1
+
+    editor._run = watched
+    try:
+        jobs = {"swap": client.submit(*swap_args(), api_name="/swap"),
+                "inpaint": client.submit(*inpaint_args(), api_name="/inpaint")}
+        results = {name: job.result(timeout=TIMEOUT) for name, job in jobs.items()}
+    finally:
+        editor._run = original
+    assert most[0] == 1
+    assert results["swap"][5]["unet_evaluations"] == alone["swap"]
+    assert results["inpaint"][4]["unet_evaluations"] == alone["inpaint"]
+
+
+def test_the_editor_lock_serialises_direct_callers(served, monkeypatch):
+    """Without Gradio's queue (two threads calling the editor), the model lock still serialises."""
+    import ddim_edit.web.editor as editor_module
+
+    page, _ = served
+    image = pixels(RED)
+    active, most = [0], [0]
+    original = editor_module.run_request
+
+    def watched(request, models):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.2)  # widen the window in which the other thread could slip in
+            return original(request, models)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(editor_module, "run_request", watched)
+    results = []
+    threads = [threading.Thread(target=lambda t=t: results.append(page.editor.swap(image, SOURCE, t, steps=5)))
+               for t in (BLUE, GREEN)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert len(results) == 2
+    assert most[0] == 1
+
+
+# ---------------------------------------------------------------------- the command
+def test_serve_command_binds_to_localhost_and_stops(tmp_path):
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    process = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port),
+                                "--steps", "5", "--workdir", str(tmp_path)],
+                               cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not any("Serving" in line for line in lines):
+            time.sleep(0.2)
+        assert any(url in line for line in lines), "".join(lines) or "no 'Serving' line in 120 s"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200 and "ddim-edit" in response.read().decode()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(5)
+    assert process.returncode == 0 and lines[-1].strip() == "Stopped.", "".join(lines)
+    assert not any("Error" in line or "Traceback" in line for line in lines), "".join(lines)
+
+
+def test_serve_refuses_a_bad_model_with_one_line():
+    one_line_error(run("serve", "--model", "no/such-model-here", "--port", "0"), "no/such-model-here")
+
+
+def test_serve_has_no_share_option():
+    result = run("serve", "--help")
+    assert result.exit_code == 0 and "--share" not in result.output and "127.0.0.1" in result.output
+
+
+# ---------------------------------------------------------------------- pieces
+def test_trajectory_cache_keys_and_eviction(tmp_path):
+    cache = TrajectoryCache(tmp_path, capacity=2)
+    calls = []
+
+    def inverter(name):
+        def invert():
+            calls.append(name)
+            return object(), {"unet_evaluations": 3}
+        return invert
+
+    keys = [TrajectoryKey("toy", "hash", "a prompt", "exact", 10, guidance) for guidance in (7.5, 5.0, 3.0)]
+    assert cache.get(keys[0], inverter("a"))[1] is False
+    assert cache.get(keys[0], inverter("a"))[1] is True
+    cache.get(keys[1], inverter("b"))
+    cache.get(keys[2], inverter("c"))  # evicts the least recently used (keys[0])
+    assert keys[0] not in cache and keys[1] in cache and len(cache) == 2
+    cache.get(keys[0], inverter("a"))
+    assert calls == ["a", "b", "c", "a"] and cache.hits == 1 and cache.misses == 4
+    assert keys[0].digest() != keys[1].digest()
+
+
+def test_forms():
+    assert forms.words("red, circle  blue") == ("red", "circle", "blue")
+    assert forms.word_values("blue=2, red=0.5", "reweight", "blue=2") == {"blue": 2.0, "red": 0.5}
+    with pytest.raises(PromptError, match="WORD=NUMBER"):
+        forms.word_values("blue", "reweight", "blue=2")
+    with pytest.raises(PromptError, match="finite"):
+        forms.word_values("blue=inf", "reweight", "blue=2")
+    assert forms.blend_choice(True, "") is None and forms.blend_choice(False, "red") == ()
+    assert forms.blend_choice(True, "red circle") == ("red", "circle")
+    layer = np.zeros((4, 4, 4), np.uint8)
+    layer[1, 2, 3] = 200
+    assert forms.painted_mask({"layers": [layer]}).nonzero() == (np.array([1]), np.array([2]))
+    with pytest.raises(MaskError, match="no mask"):
+        forms.painted_mask({"layers": []})
+    uploaded = np.zeros((4, 4, 3), np.uint8)
+    uploaded[0, 0] = 255
+    assert forms.painted_mask({"layers": [layer]}, uploaded)[0, 0] == 255
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
