@@ -34,7 +34,7 @@ def command(host, port, steps, cache_size, workdir, model_name, model_config, de
     \b
     Examples:
       ddim-edit serve                       # bundled toy model on http://127.0.0.1:7860/
-      ddim-edit serve --model runwayml/stable-diffusion-v1-5 --port 8000
+      ddim-edit serve --model stable-diffusion-v1-5/stable-diffusion-v1-5 --port 8000
     """
     quiet_libraries()
     try:
