@@ -39,20 +39,19 @@ def prepare_image(model, path: str | Path, size: int | None = None) -> PreparedI
         ImageError: (field ``size``) when ``size`` is not a positive side of at least the model's
             size multiple (the VAE factor times the UNet's down-sampling).
     """
-    if size is not None:
-        multiple = model.size_multiple
-        if isinstance(size, bool) or not isinstance(size, int) or size < multiple:
-            raise ImageError(f"{{field}} {size!r} is too small: the model works on sides that are multiples of "
-                             f"{multiple} px; use {{field}} {max(multiple, model.native_size)} or another multiple of "
-                             f"{multiple} (default: {model.native_size})", field="size", value=size)
-    image = load_image(path)
-    height, width = image.shape[:2]
-    target = size or model.native_size
-    fitted = fit_size(width, height, target, model.size_multiple)
-    pixels = resize_rgb(image, fitted)
-    source = {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "original_size": [width, height],
-              "size": list(fitted)}
-    return PreparedImage(pixels, (width, height), source)
+    check_working_size(model, size)
+    return prepare_pixels(model, load_image(path), size, {"path": str(Path(path).resolve()), "sha256": file_sha256(path)})
+
+
+def check_working_size(model, size: int | None) -> None:
+    """Raise :class:`ImageError` (field ``size``) for a working side below the model's size multiple."""
+    if size is None:
+        return
+    multiple = model.size_multiple
+    if isinstance(size, bool) or not isinstance(size, int) or size < multiple:
+        raise ImageError(f"{{field}} {size!r} is too small: the model works on sides that are multiples of "
+                         f"{multiple} px; use {{field}} {max(multiple, model.native_size)} or another multiple of "
+                         f"{multiple} (default: {model.native_size})", field="size", value=size)
 
 
 def prepare_pixels(model, pixels: np.ndarray, size: int | None = None, source: dict | None = None) -> PreparedImage:
@@ -60,12 +59,7 @@ def prepare_pixels(model, pixels: np.ndarray, size: int | None = None, source: d
 
     ``source`` (path, sha256 of the file they came from) is kept in the trajectory's metadata.
     """
-    if size is not None:
-        multiple = model.size_multiple
-        if isinstance(size, bool) or not isinstance(size, int) or size < multiple:
-            raise ImageError(f"{{field}} {size!r} is too small: the model works on sides that are multiples of "
-                             f"{multiple} px; use {{field}} {max(multiple, model.native_size)} or another multiple of "
-                             f"{multiple} (default: {model.native_size})", field="size", value=size)
+    check_working_size(model, size)
     height, width = pixels.shape[:2]
     fitted = fit_size(width, height, size or model.native_size, model.size_multiple)
     record = dict(source or {"path": None, "sha256": None})
