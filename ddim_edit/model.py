@@ -189,9 +189,12 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
             )
         if not path.exists():
             raise ModelLoadError(f"model file {path} does not exist")
-        family = config_family(config) if config else (checkpoint_family(path) if suffix == ".safetensors" else "sd")
-        if suffix == ".safetensors" and config:
-            checkpoint_family(path)  # an SD3/FLUX file with an SD config folder is still refused
+        from_keys = checkpoint_family(path) if suffix == ".safetensors" else None  # SD3/FLUX files are refused here
+        family = config_family(config) if config else (from_keys or "sd")
+        if from_keys is not None and from_keys != family:
+            raise ModelLoadError(f"{path.name} is an {from_keys.upper()} checkpoint but {{field}} {config} describes an "
+                                 f"{family.upper()} model; pass the config folder of the checkpoint's own family",
+                                 field="model_config", value=config)
         local = {"local_files_only": True} if config is not None and suffix == ".safetensors" else {}
         pipe = _pipeline_class(family).from_single_file(str(path), config=config, **local, **_pipeline_kwargs(family))
         return pipe, family

@@ -100,3 +100,13 @@ def test_single_file_family_from_keys(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError, match="not a readable .safetensors"):
         checkpoint_family(tmp_path / "junk.safetensors")
+
+
+def test_a_config_folder_of_another_family_is_refused(tmp_path, tiny_model_dir):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "xl.safetensors"
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(ModelLoadError, match="is an SDXL checkpoint but model_config") as caught:
+        load_model(str(path), device="cpu", config=str(tiny_model_dir))
+    assert "\n" not in str(caught.value)
