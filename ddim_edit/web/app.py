@@ -210,8 +210,9 @@ def build_app(editor: Editor) -> gr.Blocks:
                                           elem_id="inpaint-prompt")
                         with gr.Row():
                             dilate = gr.Number(0, label="Dilate (px)", minimum=0, precision=0, elem_id="inpaint-dilate")
-                            feather = gr.Number(None, label="Feather (px, empty: one latent cell)", minimum=0,
-                                                precision=0, elem_id="inpaint-feather")
+                            # the library's default (None) is one latent cell; a blank browser field would send 0
+                            feather = gr.Number(editor.load().vae_scale_factor, label="Feather (px; default: one latent cell)",
+                                                minimum=0, precision=0, elem_id="inpaint-feather")
                             seed = gr.Number(0, label="Seed", precision=0, elem_id="inpaint-seed")
                         method, steps, guidance = _settings_row("inpaint", editor, "ddim")
                         run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
