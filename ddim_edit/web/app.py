@@ -65,6 +65,12 @@ def _picture(label: str, elem_id: str, height: int = 224) -> gr.Image:
                     elem_classes=["pixels"], buttons=["download", "fullscreen"])
 
 
+def _upload(label: str, elem_id: str) -> gr.Image:
+    """An RGB image input (upload or paste), shown pixel-exact."""
+    return gr.Image(label=label, type="numpy", image_mode="RGB", format="png", sources=["upload", "clipboard"],
+                    height=224, elem_classes=["pixels"], elem_id=elem_id)
+
+
 def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown, gr.Slider, gr.Number]:
     with gr.Row():
         chosen = gr.Dropdown(list(METHODS), value=method, label="Inversion method", elem_id=f"{prefix}-method")
@@ -128,9 +134,7 @@ def build_app(editor: Editor) -> gr.Blocks:
             with gr.Tab("Invert & reconstruct", id="invert"):
                 with gr.Row():
                     with gr.Column():
-                        image = gr.Image(label="Image", type="numpy", image_mode="RGB", format="png",
-                                         sources=["upload", "clipboard"], height=224,
-                                         elem_classes=["pixels"], elem_id="invert-image")
+                        image = _upload("Image", "invert-image")
                     with gr.Column():
                         prompt = gr.Textbox(label="Prompt (the image's caption; empty: unconditional)",
                                             value=SOURCE_EXAMPLE, elem_id="invert-prompt")
@@ -152,9 +156,7 @@ def build_app(editor: Editor) -> gr.Blocks:
             with gr.Tab("Prompt swap", id="swap"):
                 with gr.Row():
                     with gr.Column():
-                        image = gr.Image(label="Image", type="numpy", image_mode="RGB", format="png",
-                                         sources=["upload", "clipboard"], height=224,
-                                         elem_classes=["pixels"], elem_id="swap-image")
+                        image = _upload("Image", "swap-image")
                     with gr.Column():
                         source = gr.Textbox(label="Source prompt (the image's caption)", value=SOURCE_EXAMPLE,
                                             elem_id="swap-source")
@@ -234,12 +236,8 @@ def build_app(editor: Editor) -> gr.Blocks:
             # -------------------------------------------------------------- style
             with gr.Tab("Style", id="style"):
                 with gr.Row():
-                    content = gr.Image(label="Content", type="numpy", image_mode="RGB", format="png",
-                                       sources=["upload", "clipboard"], height=224,
-                                         elem_classes=["pixels"], elem_id="style-content")
-                    style = gr.Image(label="Style", type="numpy", image_mode="RGB", format="png",
-                                     sources=["upload", "clipboard"], height=224,
-                                         elem_classes=["pixels"], elem_id="style-style")
+                    content = _upload("Content", "style-content")
+                    style = _upload("Style", "style-style")
                     with gr.Column():
                         gamma = gr.Slider(0, 1, value=StyleOptions.gamma, step=0.05,
                                           label="γ (keep the content's query)",
