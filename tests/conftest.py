@@ -28,3 +28,14 @@ def tiny_model_dir(tmp_path_factory, tiny_pipe):
     path = tmp_path_factory.mktemp("models") / "tiny-sd"
     tiny_pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """Make any hub access fail: the single-file path must work from local files alone."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)

@@ -20,6 +20,8 @@ file that would load wrongly.
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 UNET_PREFIX = "model.diffusion_model."
@@ -223,3 +225,8 @@ def to_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
             raise ValueError(f"duplicate keys: {sorted(overlap)[:5]}")
         state.update(part)
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def plain_config(config: dict) -> dict:
+    """A model config without private entries, tuples as lists (JSON round trips make lists)."""
+    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))

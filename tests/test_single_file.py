@@ -6,7 +6,6 @@ i.e. ``StableDiffusionPipeline.from_single_file`` with diffusers' own LDM → di
 No mocks: every weight must come back bit-identical and sampling must give identical latents.
 """
 
-import json
 import os
 
 import pytest
@@ -18,18 +17,7 @@ from ddim_edit.model import EditModel, load_model
 from ddim_edit.sampler import Conditioning, sample
 from ddim_edit.text_encoding import token_ids
 from ddim_edit.schedule import Schedule
-from ldm_layout import to_ldm_state_dict
-
-
-@pytest.fixture()
-def offline(monkeypatch):
-    """Make any hub access fail: the single-file path must work from local files alone."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+from ldm_layout import plain_config, to_ldm_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +35,6 @@ def ldm_file(tmp_path_factory, source_pipe):
     path = tmp_path_factory.mktemp("single-file") / "model.safetensors"
     save_file(to_ldm_state_dict(source_pipe), str(path))
     return path
-
-
-def _plain(config: dict) -> dict:
-    """A model config without private entries, tuples as lists (JSON round trips make lists)."""
-    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))
 
 
 def test_file_is_in_original_ldm_layout(ldm_file, source_pipe):
@@ -92,13 +75,13 @@ def test_single_file_loads_offline_with_identical_weights(offline, ldm_file, sou
         for key, value in theirs.items():
             assert ours[key].dtype == value.dtype, f"{part}.{key}"
             assert torch.equal(ours[key], value), f"{part}.{key} differs after the LDM round trip"
-    assert _plain(loaded.unet.config) == _plain(original.unet.config)
-    assert _plain(loaded.vae.config) == _plain(original.vae.config)
+    assert plain_config(loaded.unet.config) == plain_config(original.unet.config)
+    assert plain_config(loaded.vae.config) == plain_config(original.vae.config)
     bookkeeping = ("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path")
     text_configs = [{k: v for k, v in m.text_encoder.config.to_dict().items() if k not in bookkeeping}
                     for m in (loaded, original)]
     assert text_configs[0] == text_configs[1]
-    assert _plain(loaded.scheduler_config) == _plain(original.scheduler_config)
+    assert plain_config(loaded.scheduler_config) == plain_config(original.scheduler_config)
     prompt = "a red cat on a sofa"
     assert torch.equal(token_ids(loaded.tokenizer, [prompt]), token_ids(original.tokenizer, [prompt]))
 

@@ -14,7 +14,6 @@ SDXL's are 768 and 1280 wide. ``tiny_sdxl_pipeline`` itself is round-tripped thr
 converter functions (``test_converters_round_trip_tiny_sdxl``).
 """
 
-import json
 import os
 
 import pytest
@@ -27,7 +26,7 @@ from ddim_edit.sampler import Conditioning, sample
 from ddim_edit.schedule import Schedule
 from ddim_edit.text_encoding import token_ids
 from ldm_layout_sdxl import clip_to_sgm, open_clip_to_sgm, to_sgm_state_dict, unet_to_sgm
-from ldm_layout import vae_to_ldm
+from ldm_layout import plain_config, vae_to_ldm
 
 SEED_CONFIG, SEED_FILE = 3, 11
 WIDTH_2, LAYERS_2 = 48, 10  # ≥ 10 layers: diffusers' own xl_base detection looks for resblocks.9
@@ -57,17 +56,6 @@ def wide_sdxl_pipeline(seed: int):
     return pipe
 
 
-@pytest.fixture()
-def offline(monkeypatch):
-    """Make any hub access fail: the single-file path must work from local files alone."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-
-
 @pytest.fixture(scope="module")
 def config_pipe():
     return wide_sdxl_pipeline(SEED_CONFIG)
@@ -92,10 +80,6 @@ def sgm_file(tmp_path_factory, source_pipe):
     path = tmp_path_factory.mktemp("sdxl-single-file") / "sdxl.safetensors"
     save_file(to_sgm_state_dict(source_pipe), str(path))
     return path
-
-
-def _plain(config: dict) -> dict:
-    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))
 
 
 def _assert_same_weights(loaded, expected, what):
@@ -162,14 +146,14 @@ def test_sdxl_single_file_loads_offline_with_identical_weights(offline, sgm_file
         seed_a = getattr(config_pipe, part).state_dict()
         assert any(not torch.equal(ours[k], seed_a[k]) for k in seed_a), f"{part} came from the config folder"
 
-    assert _plain(loaded.unet.config) == _plain(original.unet.config)
-    assert _plain(loaded.vae.config) == _plain(original.vae.config)
+    assert plain_config(loaded.unet.config) == plain_config(original.unet.config)
+    assert plain_config(loaded.vae.config) == plain_config(original.vae.config)
     bookkeeping = ("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path")
     for part in ("text_encoder", "text_encoder_2"):
         configs = [{k: v for k, v in getattr(m, part).config.to_dict().items() if k not in bookkeeping}
                    for m in (loaded, original)]
         assert configs[0] == configs[1], part
-    assert _plain(loaded.scheduler_config) == _plain(original.scheduler_config)
+    assert plain_config(loaded.scheduler_config) == plain_config(original.scheduler_config)
     prompt = "a red cat on a sofa"
     for tokenizer in ("tokenizer", "tokenizer_2"):
         assert torch.equal(token_ids(getattr(loaded, tokenizer), [prompt]), token_ids(getattr(original, tokenizer), [prompt]))
