@@ -22,6 +22,13 @@ import torch
 RowIndex = int | slice | Sequence[int] | torch.Tensor
 
 
+def as_row_index(index: RowIndex) -> slice | Sequence[int] | torch.Tensor:
+    """An int becomes a one-row slice (the batch dimension is kept); anything else is as given."""
+    if isinstance(index, int):
+        return slice(index, index + 1 if index != -1 else None)
+    return index
+
+
 @dataclass(frozen=True)
 class PromptEmbeds:
     """Per-row UNet conditioning.
@@ -43,8 +50,7 @@ class PromptEmbeds:
 
     def rows(self, index: RowIndex) -> "PromptEmbeds":
         """The rows ``index`` (an int keeps the batch dimension: one row)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        index = as_row_index(index)
         return PromptEmbeds(self.hidden[index], {name: value[index] for name, value in self.added.items()})
 
     def repeat(self, times: int) -> "PromptEmbeds":
@@ -112,8 +118,7 @@ class Conditioning:
 
     def rows(self, index: RowIndex) -> "Conditioning":
         """The branches ``index`` (conditional, unconditional and per-step rows alike)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        index = as_row_index(index)
         per_step = self.uncond_per_step
         if per_step is not None and per_step.shape[1] > 1:
             per_step = per_step[:, index]

@@ -71,8 +71,11 @@ def weight_signature(components: Mapping[str, torch.nn.Module]) -> list[float]:
         for name in sorted(components):
             for params in parameter_blocks(components[name]).values():
                 count = sum(p.numel() for p in params)
-                abs_sum = sum(float(p.detach().float().abs().sum()) for p in params)
-                sq_sum = sum(float(p.detach().float().square().sum()) for p in params)
+                abs_sum = sq_sum = 0.0
+                for param in params:  # one float copy per tensor at a time
+                    values = param.detach().float()
+                    abs_sum += float(values.abs().sum())
+                    sq_sum += float(values.square().sum())
                 largest = max(params, key=lambda p: p.numel()).detach().reshape(-1)
                 picks = [(k * 7919 + 1) % largest.numel() for k in range(SAMPLES_PER_BLOCK)]
                 signature += [abs_sum / count, sq_sum / count] + [float(largest[i].float()) for i in picks]

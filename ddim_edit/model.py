@@ -108,7 +108,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and chosen != torch.float32:
         raise ModelLoadError(f"{{field}} {dtype} is for GPUs; use {{field}} fp32 on the CPU", field="dtype", value=dtype)
     if device.type == "cuda" and chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ModelLoadError(f"this GPU has no bfloat16 support; use {{field}} fp16", field="dtype", value=dtype)
+        raise ModelLoadError("this GPU has no bfloat16 support; use {field} fp16", field="dtype", value=dtype)
     return chosen
 
 
@@ -145,8 +145,7 @@ def apply_memory_options(components: list, vae, device: torch.device, options: M
         from accelerate import cpu_offload_with_hook
 
         hook = None
-        for module in components:
-            module.to("cpu")
+        for module in components:  # on the CPU already (see EditModel.from_pipeline)
             _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
 
 
@@ -354,11 +353,14 @@ class EditModel:
         device = torch.device(device)
         text_encoder_2 = getattr(pipe, "text_encoder_2", None)
         encoders = [pipe.text_encoder] + ([text_encoder_2] if text_encoder_2 is not None else [])
-        pipe.unet.to(device=device, dtype=dtype).eval()
+        # With CPU offload the weights stay on the CPU (the hooks move each module when it runs):
+        # moving the whole model to the GPU first would need the memory offload is there to save.
+        home = torch.device("cpu") if memory.cpu_offload and device.type != "cpu" else device
+        pipe.unet.to(device=home, dtype=dtype).eval()
         for encoder in encoders:
-            encoder.to(device=device, dtype=dtype).eval()
+            encoder.to(device=home, dtype=dtype).eval()
         upcast = dtype == torch.float16 and bool(getattr(pipe.vae.config, "force_upcast", True))
-        pipe.vae.to(device=device, dtype=torch.float32 if upcast else dtype).eval()
+        pipe.vae.to(device=home, dtype=torch.float32 if upcast else dtype).eval()
         for module in [pipe.unet, pipe.vae] + encoders:
             module.requires_grad_(False)
         apply_memory_options(encoders + [pipe.unet, pipe.vae], pipe.vae, device, memory)
