@@ -17,7 +17,7 @@ from ddim_edit.workflow import is_trajectory_path
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, FiniteFloat, refuse_schedule_options
+from .common import SIZE, FiniteFloat, parse_finite, refuse_schedule_options
 from .invert import check_prompt
 
 
@@ -35,6 +35,19 @@ def parse_word_values(values: tuple[str, ...], flag: str, example: str) -> dict[
         if not math.isfinite(parsed[word.strip()]):
             raise PromptError(f"{flag} expects a finite NUMBER in WORD=NUMBER, got {item!r}; e.g. {flag} {example}")
     return parsed
+
+
+def parse_blend_change(text: str) -> tuple[float, float] | None:
+    """``--blend-change``: "LOW,HIGH" (RGB distances, 0–255) or "off"."""
+    if text.strip().lower() == "off":
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise PromptError(f'--blend-change expects LOW,HIGH or off, got {text!r}; e.g. --blend-change 20,60')
+    low, high = (parse_finite(part, "--blend-change", "20,60") for part in parts)
+    if not 0 <= low < high:
+        raise PromptError(f"--blend-change needs 0 ≤ LOW < HIGH, got {text!r}; e.g. --blend-change 20,60")
+    return low, high
 
 
 def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
@@ -68,6 +81,9 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
               help="Also blend the latents at each step (prompt-to-prompt's LocalBlend); default: pixels only.")
 @click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=FiniteFloat(example="0.3"),
               help="Local blend: keep latent pixels whose accumulated, max-normalised map is above this.")
+@click.option("--blend-change", default="20,60", show_default=True, metavar="LOW,HIGH|off",
+              help="Local blend: inside the mask, pixels the edit moved by at most LOW (RGB distance, 0-255) keep "
+                   "the source's values, by HIGH or more the edit's; off: the edit everywhere inside the mask.")
 @click.option("--reweight", multiple=True, help="Scale a target word's attention, WORD=SCALE (repeatable).")
 @click.option("--cross-steps", multiple=True,
               help=f"Fraction of steps with cross-attention injection, or WORD=F per word [default: {SwapOptions.cross_steps}].")
@@ -88,7 +104,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @handle_errors
 @click.pass_context
 def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, no_blend, blend_latents,
-            blend_threshold, reweight,
+            blend_threshold, blend_change, reweight,
             cross_steps, self_steps, output, save_trajectory, trajectory_storage, save_attention, with_grid, size, keep_working_size,
             model_name, model_config,
             device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
@@ -118,7 +134,8 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     options = SwapOptions(mode=mode, cross_steps=parse_cross_steps(cross_steps), self_steps=self_steps,
                           reweight=parse_word_values(reweight, "--reweight", "blue=2"),
                           blend_words=() if no_blend else (tuple(blend_words) or None), blend_latents=blend_latents,
-                          blend_threshold=blend_threshold, keep_maps=bool(save_attention))
+                          blend_threshold=blend_threshold, blend_change=parse_blend_change(blend_change),
+                          keep_maps=bool(save_attention))
     if no_blend and blend_words:
         raise PromptError("--no-blend and --blend contradict each other; pass one of them")
     guidance_given = ctx.get_parameter_source("guidance") != click.core.ParameterSource.DEFAULT

@@ -222,6 +222,7 @@ def rle(mask_path: Path) -> list[int]:
     ('{"edit": "invert", "image": "photo.png"', ("line 1", "not JSON")),
     ('{"edit": "swap", "image": "photo.png", "target_prompt": "x", "output": "photo.png"}', ("also an input",)),
     ('{"edit": "invert", "image": "photo.png", "output": "x.png"}', (".safetensors",)),
+    ('{"edit": "swap", "image": "photo.png", "target_prompt": "x", "blend_change": [60, 20]}', ("blend_change", "LOW < HIGH")),
 ])
 def test_a_bad_manifest_is_refused_before_any_work(photos, tmp_path, line, fragments):
     (photos / "bad.jsonl").write_text(line + "\n")

@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddim_edit.edits.local_blend import BlendRule, blend_mask, composite, soft_pixel_mask, voting_side
+from ddim_edit.edits.local_blend import (BlendRule, blend_mask, blended_pixels, change_weight, composite,
+                                        soft_pixel_mask, voting_side)
 from ddim_edit.edits.p2p_control import AttentionController, injected_steps
+from ddim_edit.errors import PromptError
 from ddim_edit.edits.prompt_swap import SwapOptions, build_spec, differing_words, edited_image, swap
 from ddim_edit.inversion import METHODS, InversionOptions, invert
 from ddim_edit.metrics import psnr
@@ -170,6 +172,33 @@ def test_pixel_composite_keeps_the_source_outside_the_grown_mask():
     assert (mixed[soft == 0] == 200).all() and (mixed[12:20, 12:20] == 0).all()
 
 
+def test_change_weight_is_a_linear_ramp_of_the_rgb_distance():
+    source = np.zeros((1, 4, 3), np.uint8)
+    edited = np.array([[[12, 16, 0], [24, 32, 0], [30, 40, 0], [60, 80, 0]]], np.uint8)  # distances 20, 40, 50, 100
+    assert change_weight(edited, source, 20, 60).tolist() == [[0.0, 0.5, 0.75, 1.0]]
+    with pytest.raises(PromptError, match="low < high"):
+        change_weight(edited, source, 60, 20)
+
+
+def test_blended_pixels_keep_the_source_where_the_edit_barely_moved():
+    """Inside the mask: a faint change (distance 10) reverts to the source, a strong one (150) stays;
+    outside it the source wins regardless. No pixel ends farther from the source than the edit."""
+    source = np.full((32, 32, 3), 200, np.uint8)
+    edited = source.copy()
+    edited[8:24, 8:24] = (50, 200, 200)  # the edited object: distance 150
+    edited[8:24, 24:32] = (210, 200, 200)  # faint re-rendering next to it: distance 10
+    edited[0:4, 0:4] = (0, 0, 0)  # a strong change outside the mask
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:6, 2:8] = True
+    out = blended_pixels(edited, source, mask, dilate=0, feather=0, change=(20, 60))
+    assert (out[8:24, 8:24] == (50, 200, 200)).all()
+    assert (out[8:24, 24:32] == 200).all() and (out[0:4, 0:4] == 200).all()
+    plain = blended_pixels(edited, source, mask, dilate=0, feather=0, change=None)
+    assert (plain[8:24, 24:32] == (210, 200, 200)).all()
+    for result in (out, plain):
+        assert (np.abs(result.astype(int) - source).sum(-1) <= np.abs(edited.astype(int) - source).sum(-1)).all()
+
+
 # ----------------------------------------------------------------------------- the bundled model
 
 
@@ -237,3 +266,16 @@ def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_p
     assert inpainted.exit_code == 0, inpainted.output
     refused = run("reconstruct", traj, "--guidance", "3", "-o", tmp_path / "recon.png", *common)
     assert refused.exit_code == 1 and "exactly at guidance 7.5" in refused.output
+
+
+@pytest.mark.parametrize("value, fragment", [("60,20", "0 ≤ LOW < HIGH"), ("20", "LOW,HIGH or off"), ("a,b", "expects a number")])
+def test_cli_swap_refuses_a_bad_blend_change(tmp_path, tiny_model_dir, value, fragment):
+    from tests.cli_helpers import run
+
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 240, np.uint8)).save(tmp_path / "grey.png")
+    result = run("swap", tmp_path / "grey.png", "-s", SOURCE, "-t", TARGET, "--blend-change", value,
+                 "--model", tiny_model_dir, "-q", "-o", tmp_path / "out.png")
+    assert result.exit_code != 0 and fragment in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()

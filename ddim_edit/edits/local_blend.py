@@ -120,6 +120,39 @@ def soft_pixel_mask(mask: torch.Tensor | np.ndarray, size: tuple[int, int], dila
     return np.clip(soft, 0.0, 1.0)
 
 
+def check_change_ramp(change: tuple[float, float]) -> None:
+    """Raise :class:`PromptError` unless ``change`` is a (low, high) pair with 0 ≤ low < high."""
+    try:
+        low, high = (float(value) for value in change)
+    except (TypeError, ValueError):
+        raise PromptError(f"the blend's change ramp must be two numbers (low, high), got {change!r}") from None
+    if not (math.isfinite(high) and 0 <= low < high):
+        raise PromptError(f"the blend's change ramp needs 0 ≤ low < high, got ({low:g}, {high:g}); e.g. 20 60")
+
+
+def change_weight(edited: np.ndarray, source: np.ndarray, low: float, high: float) -> np.ndarray:
+    """How much of the edit to keep per pixel, from how far it moved from the source: float32 [H, W].
+
+    0 where the RGB distance (Euclidean, 0–255 units) is at most ``low``, 1 from ``high`` on, linear
+    between: pixels the edit left about as they were keep the source's values exactly.
+    """
+    check_change_ramp((low, high))
+    if edited.shape != source.shape:
+        raise ValueError(f"the edit {edited.shape} and the source {source.shape} differ in size")
+    distance = np.linalg.norm(edited.astype(np.float32) - source.astype(np.float32), axis=-1)
+    return np.clip((distance - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def blended_pixels(edited: np.ndarray, source: np.ndarray, mask: torch.Tensor | np.ndarray, dilate: int,
+                   feather: int, change: tuple[float, float] | None) -> np.ndarray:
+    """The local blend in pixels: the edit inside the feathered mask where it changed the source, else the source."""
+    height, width = edited.shape[:2]
+    weight = soft_pixel_mask(mask, (width, height), dilate, feather)
+    if change is not None:
+        weight = weight * change_weight(edited, source, *change)
+    return composite(edited, source, weight)
+
+
 def composite(edited: np.ndarray, source: np.ndarray, soft_mask: np.ndarray) -> np.ndarray:
     """``source · (1 − m) + edited · m`` for uint8 RGB images and a [H, W] mask in [0, 1]."""
     if edited.shape != source.shape:

@@ -44,7 +44,8 @@ def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool =
         options = SwapOptions(mode=f.get("mode", "replace"), cross_steps=f.get("cross_steps", SwapOptions.cross_steps),
                               self_steps=f.get("self_steps", SwapOptions.self_steps), reweight=f.get("reweight", {}),
                               blend_words=blend, blend_latents=f.get("blend_latents", False),
-                              blend_threshold=f.get("blend_threshold", SwapOptions.blend_threshold))
+                              blend_threshold=f.get("blend_threshold", SwapOptions.blend_threshold),
+                              blend_change=f.get("blend_change", SwapOptions.blend_change))
         return SwapRequest(f.get("trajectory") or f["image"], f["target_prompt"], f.get("source_prompt"), options,
                            save_trajectory=f.get("save_trajectory"), force=force, settings=settings)
     if job.edit == "inpaint":
@@ -60,7 +61,7 @@ def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool =
                               options, settings)
     window = f.get("injection_window", (0.0, 1.0))
     layers = f.get("layers")
-    options = StyleOptions(gamma=f.get("gamma", 0.75), temperature=f.get("temperature", 1.5),
+    options = StyleOptions(gamma=f.get("gamma", StyleOptions.gamma), temperature=f.get("temperature", 1.5),
                            layers=None if not layers or layers == ["styleid"] else tuple(layers),
                            injection_start=window[0], injection_end=window[1], adain=not f.get("no_adain", False),
                            inject_key_value=not f.get("no_kv_injection", False),

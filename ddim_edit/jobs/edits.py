@@ -194,7 +194,8 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
         image = working_edit
     elif result.blend_mask is not None and original is not None:
         image = blend_at_size(decode(model, result.target_latents), original, result.blend_mask,
-                              request.options.blend_dilate, request.options.blend_feather)
+                              request.options.blend_dilate, request.options.blend_feather,
+                              request.options.blend_change)
     else:
         image = to_size(working_edit, size)
     reconstruction = to_size(decode(model, result.source_latents), size)

@@ -134,6 +134,16 @@ def as_pair(value: Any, key: str) -> tuple[float, float]:
     return _number(items[0], key), _number(items[1], key)
 
 
+def as_change_ramp(value: Any, key: str) -> tuple[float, float] | None:
+    """A swap's ``blend_change``: "off" (or false) or two numbers LOW, HIGH."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    low, high = as_pair(value, key)
+    if not 0 <= low < high:
+        raise ManifestError(f"{key} needs 0 <= LOW < HIGH, got {value!r}; e.g. [20, 60] or \"off\"")
+    return low, high
+
+
 def choice(*options: str) -> Callable[[Any, str], str]:
     def convert(value: Any, key: str) -> str:
         text = as_text(value, key)
@@ -170,7 +180,8 @@ KEYS: dict[str, dict[str, Callable]] = {
                     "unconditional": as_bool, "eta": as_float(0.0), "source": as_text},
     "swap": {**COMMON, **INVERSION, "image": as_text, "trajectory": as_text, "source_prompt": as_text,
              "target_prompt": as_text, "mode": as_text, "blend": as_words, "no_blend": as_bool,
-             "blend_latents": as_bool, "blend_threshold": as_float(), "reweight": as_word_values,
+             "blend_latents": as_bool, "blend_threshold": as_float(), "blend_change": as_change_ramp,
+             "reweight": as_word_values,
              "cross_steps": as_cross_steps, "self_steps": as_float(), "save_trajectory": as_text,
              "trajectory_storage": as_storage},
     "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,

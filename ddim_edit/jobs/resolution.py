@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edits.local_blend import composite, soft_pixel_mask
+from ..edits.local_blend import blended_pixels
 from ..images import resize_rgb, resize_soft_mask
 from ..masks import paste
 
@@ -38,7 +38,7 @@ def paste_at_size(generated: np.ndarray, original: np.ndarray, soft: np.ndarray)
     return paste(to_size(generated, size), original, resize_soft_mask(soft, size))
 
 
-def blend_at_size(edited: np.ndarray, original: np.ndarray, blend_mask, dilate: int, feather: int) -> np.ndarray:
+def blend_at_size(edited: np.ndarray, original: np.ndarray, blend_mask, dilate: int, feather: int,
+                  change: tuple[float, float] | None = None) -> np.ndarray:
     """A swap's local blend at the original's size: the latent mask made into a pixel mask there."""
-    size = size_of(original)
-    return composite(to_size(edited, size), original, soft_pixel_mask(blend_mask, size, dilate, feather))
+    return blended_pixels(to_size(edited, size_of(original)), original, blend_mask, dilate, feather, change)
