@@ -39,8 +39,8 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
 @click.option("--content", required=True, help="Content image, or its trajectory file (.safetensors).")
 @click.option("--style", "style_path", required=True, help="Style image, or its trajectory file (.safetensors).")
 @click.option("--output", "-o", required=True, help="PNG to write.")
-@click.option("--gamma", default=0.75, show_default=True, type=FiniteFloat(example="0.75"),
-              help="Query preservation γ in [0, 1]: higher keeps more content.")
+@click.option("--gamma", default=StyleOptions.gamma, show_default=True, type=FiniteFloat(example="0.5"),
+              help="Query preservation γ in [0, 1]: higher keeps more content (StyleID: 0.75).")
 @click.option("--temperature", default=1.5, show_default=True, type=FiniteFloat(example="1.5"),
               help="Attention temperature T > 0 on the injected layers' logits.")
 @click.option("--layers", default=None,

@@ -263,7 +263,7 @@ def test_cli_style_images_and_trajectory(tiny_model_dir, tmp_path):
                    "--format", "json", "--grid", "--layers", "up_blocks.1"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == 0.75
+    assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == StyleOptions.gamma == 0.5
     picture = load_image(out)
     assert picture.shape[0] > 32 and picture.shape[1] > 3 * 32  # grid: content | style | output
     assert read_parameters(out)["command"] == "style"

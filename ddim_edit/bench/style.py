@@ -52,9 +52,10 @@ from ..toy.world import Scene, caption, render, shape_mask, style_truth
 from ..workflow import invert_image
 from .harness import BenchContext, SceneResult, prepared
 
-DEFAULT_VARIANTS = ("styleid", "all-layers", "no-adain", "adain-only")
+DEFAULT_VARIANTS = ("default", "styleid", "all-layers", "no-adain", "adain-only")
 NAMED = {
-    "styleid": StyleOptions(),
+    "default": StyleOptions(),
+    "styleid": StyleOptions(gamma=0.75),
     "all-layers": StyleOptions(layers=("all",)),
     "no-adain": StyleOptions(adain=False),
     "adain-only": StyleOptions(injection_start=1.0),

