@@ -81,7 +81,8 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
               help="Also blend the latents at each step (prompt-to-prompt's LocalBlend); default: pixels only.")
 @click.option("--blend-threshold", default=SwapOptions.blend_threshold, show_default=True, type=FiniteFloat(example="0.3"),
               help="Local blend: keep latent pixels whose accumulated, max-normalised map is above this.")
-@click.option("--blend-change", default="20,60", show_default=True, metavar="LOW,HIGH|off",
+@click.option("--blend-change", default=",".join(f"{v:g}" for v in SwapOptions.blend_change), show_default=True,
+              metavar="LOW,HIGH|off",
               help="Local blend: inside the mask, pixels the edit moved by at most LOW (RGB distance, 0-255) keep "
                    "the source's values, by HIGH or more the edit's; off: the edit everywhere inside the mask.")
 @click.option("--reweight", multiple=True, help="Scale a target word's attention, WORD=SCALE (repeatable).")
