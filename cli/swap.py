@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture
+from ddim_edit.edits.local_blend import check_change_ramp
+from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, parse_word_values
 from ddim_edit.errors import PromptError
 from ddim_edit.images import grid, save_png
 from ddim_edit.jobs import JobSettings, SwapRequest, run_request, write_result
@@ -21,22 +22,6 @@ from .common import SIZE, FiniteFloat, parse_finite, refuse_schedule_options
 from .invert import check_prompt
 
 
-def parse_word_values(values: tuple[str, ...], flag: str, example: str) -> dict[str, float]:
-    """``("fluffy=2", …)`` → ``{"fluffy": 2.0}``; a bad item raises PromptError naming ``flag``."""
-    parsed: dict[str, float] = {}
-    for item in values:
-        word, sep, number = item.partition("=")
-        try:
-            if not sep or not word.strip():
-                raise ValueError
-            parsed[word.strip()] = float(number)
-        except ValueError:
-            raise PromptError(f"{flag} expects WORD=NUMBER, got {item!r}; e.g. {flag} {example}") from None
-        if not math.isfinite(parsed[word.strip()]):
-            raise PromptError(f"{flag} expects a finite NUMBER in WORD=NUMBER, got {item!r}; e.g. {flag} {example}")
-    return parsed
-
-
 def parse_blend_change(text: str) -> tuple[float, float] | None:
     """``--blend-change``: "LOW,HIGH" (RGB distances, 0–255) or "off"."""
     if text.strip().lower() == "off":
@@ -44,10 +29,9 @@ def parse_blend_change(text: str) -> tuple[float, float] | None:
     parts = text.split(",")
     if len(parts) != 2:
         raise PromptError(f'--blend-change expects LOW,HIGH or off, got {text!r}; e.g. --blend-change 20,60')
-    low, high = (parse_finite(part, "--blend-change", "20,60") for part in parts)
-    if not 0 <= low < high:
-        raise PromptError(f"--blend-change needs 0 ≤ LOW < HIGH, got {text!r}; e.g. --blend-change 20,60")
-    return low, high
+    ramp = tuple(parse_finite(part, "--blend-change", "20,60") for part in parts)
+    check_change_ramp(ramp)
+    return ramp
 
 
 def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
@@ -55,7 +39,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
     per_word: dict[str, float] = {}
     for item in values:
         if "=" in item:
-            per_word.update(parse_word_values((item,), "--cross-steps", "blue=0.3"))
+            per_word.update(parse_word_values((item,), "cross_steps", "blue=0.3"))
             continue
         try:
             per_word["default"] = float(item)
@@ -133,7 +117,7 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     check_outputs([("-o", output, "image"), ("--save-trajectory", save_trajectory, "trajectory"),
                    ("--save-attention", save_attention, "image")], force, inputs=(image_or_trajectory,))
     options = SwapOptions(mode=mode, cross_steps=parse_cross_steps(cross_steps), self_steps=self_steps,
-                          reweight=parse_word_values(reweight, "--reweight", "blue=2"),
+                          reweight=parse_word_values(reweight, "reweight", "blue=2"),
                           blend_words=() if no_blend else (tuple(blend_words) or None), blend_latents=blend_latents,
                           blend_threshold=blend_threshold, blend_change=parse_blend_change(blend_change),
                           keep_maps=bool(save_attention))

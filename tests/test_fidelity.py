@@ -176,7 +176,7 @@ def test_change_weight_is_a_linear_ramp_of_the_rgb_distance():
     source = np.zeros((1, 4, 3), np.uint8)
     edited = np.array([[[12, 16, 0], [24, 32, 0], [30, 40, 0], [60, 80, 0]]], np.uint8)  # distances 20, 40, 50, 100
     assert change_weight(edited, source, 20, 60).tolist() == [[0.0, 0.5, 0.75, 1.0]]
-    with pytest.raises(PromptError, match="low < high"):
+    with pytest.raises(PromptError, match="blend_change needs 0 ≤ LOW < HIGH"):
         change_weight(edited, source, 60, 20)
 
 

@@ -121,13 +121,15 @@ def soft_pixel_mask(mask: torch.Tensor | np.ndarray, size: tuple[int, int], dila
 
 
 def check_change_ramp(change: tuple[float, float]) -> None:
-    """Raise :class:`PromptError` unless ``change`` is a (low, high) pair with 0 ≤ low < high."""
+    """Raise :class:`PromptError` (field ``blend_change``) unless ``change`` is (LOW, HIGH) with 0 ≤ LOW < HIGH."""
     try:
         low, high = (float(value) for value in change)
     except (TypeError, ValueError):
-        raise PromptError(f"the blend's change ramp must be two numbers (low, high), got {change!r}") from None
+        raise PromptError(f"{{field}} must be two numbers LOW,HIGH, got {change!r}; e.g. {{field}} 20,60",
+                          field="blend_change", value=change) from None
     if not (math.isfinite(high) and 0 <= low < high):
-        raise PromptError(f"the blend's change ramp needs 0 ≤ low < high, got ({low:g}, {high:g}); e.g. 20 60")
+        raise PromptError(f"{{field}} needs 0 ≤ LOW < HIGH, got {low:g},{high:g}; e.g. {{field}} 20,60",
+                          field="blend_change", value=change)
 
 
 def change_weight(edited: np.ndarray, source: np.ndarray, low: float, high: float) -> np.ndarray:

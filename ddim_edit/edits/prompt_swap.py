@@ -189,6 +189,28 @@ def build_spec(model, source: str, target: str, options: SwapOptions, length: in
     return AttentionEditSpec(tokens, cross_steps, float(options.self_steps), reweight, options.self_max_tokens)
 
 
+def parse_word_values(items, field: str, example: str) -> dict[str, float]:
+    """``("blue=2", "red=0.5")`` → ``{"blue": 2.0, "red": 0.5}`` (``reweight``, per-word ``cross_steps``).
+
+    A bad item raises :class:`PromptError` about ``field`` (the CLI names its flag), with ``example``.
+    """
+    parsed: dict[str, float] = {}
+    for item in items:
+        word, sep, number = item.partition("=")
+        try:
+            if not sep or not word.strip():
+                raise ValueError
+            value = float(number)
+        except ValueError:
+            raise PromptError(f"{{field}} expects WORD=NUMBER items, got {item!r}; e.g. {{field}} {example}",
+                              field=field, value=item) from None
+        if not math.isfinite(value):
+            raise PromptError(f"{{field}} expects a finite NUMBER in WORD=NUMBER, got {item!r}; e.g. {{field}} {example}",
+                              field=field, value=item)
+        parsed[word.strip()] = value
+    return parsed
+
+
 def differing_words(source: str, target: str) -> tuple[str, ...]:
     """The words that an edit changes: source words not in the target's alignment, then new target words.
 

@@ -138,10 +138,14 @@ def as_change_ramp(value: Any, key: str) -> tuple[float, float] | None:
     """A swap's ``blend_change``: "off" (or false) or two numbers LOW, HIGH."""
     if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
         return None
-    low, high = as_pair(value, key)
-    if not 0 <= low < high:
-        raise ManifestError(f"{key} needs 0 <= LOW < HIGH, got {value!r}; e.g. [20, 60] or \"off\"")
-    return low, high
+    from ..edits.local_blend import check_change_ramp
+
+    ramp = as_pair(value, key)
+    try:
+        check_change_ramp(ramp)
+    except DdimEditError as exc:
+        raise ManifestError(f"{exc.render(key)} (or \"off\")") from None
+    return ramp
 
 
 def choice(*options: str) -> Callable[[Any, str], str]:

@@ -39,6 +39,6 @@ def paste_at_size(generated: np.ndarray, original: np.ndarray, soft: np.ndarray)
 
 
 def blend_at_size(edited: np.ndarray, original: np.ndarray, blend_mask, dilate: int, feather: int,
-                  change: tuple[float, float] | None = None) -> np.ndarray:
+                  change: tuple[float, float] | None) -> np.ndarray:
     """A swap's local blend at the original's size: the latent mask made into a pixel mask there."""
     return blended_pixels(to_size(edited, size_of(original)), original, blend_mask, dilate, feather, change)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..edits.prompt_swap import parse_word_values
 from ..errors import PromptError
 from ..masks import MaskError
 
@@ -25,19 +26,7 @@ def words(text: str | None) -> tuple[str, ...]:
 
 def word_values(text: str | None, what: str, example: str) -> dict[str, float]:
     """``"blue=2, red=0.5"`` → ``{"blue": 2.0, "red": 0.5}``; a bad item names ``what`` and an example."""
-    parsed: dict[str, float] = {}
-    for item in words(text):
-        word, sep, number = item.partition("=")
-        try:
-            if not sep or not word:
-                raise ValueError
-            value = float(number)
-        except ValueError:
-            raise PromptError(f"{what} expects WORD=NUMBER items, got {item!r}; e.g. {example}") from None
-        if not math.isfinite(value):
-            raise PromptError(f"{what} expects a finite NUMBER in WORD=NUMBER, got {item!r}; e.g. {example}")
-        parsed[word] = value
-    return parsed
+    return parse_word_values(words(text), what, example)
 
 
 def blend_choice(local_blend: bool, blend_words: str | None) -> tuple[str, ...] | None:
