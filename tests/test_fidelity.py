@@ -1,5 +1,7 @@
 """Edits change only what the words name: identity swaps, edit-time guidance, local blend against prompt-to-prompt."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,9 @@ def test_identity_holds_at_another_guidance_without_reinverting(tiny):
     assert (result.target_latents - result.source_latents).abs().max() <= 1e-6
     n = traj.num_steps
     assert result.unet_evaluations == 4 * n  # source uncond + cond for the correction, target uncond + cond
+    shared = swap(model, traj, SOURCE, SwapOptions(shared_uncond=True), guidance_scale=3.0, progress=False)
+    assert shared.unet_evaluations == 3 * n  # the correction takes the target's uncond
+    assert (shared.target_latents - shared.source_latents).abs().max() <= 1e-6
     recorded = swap(model, traj, SOURCE, progress=False)
     assert recorded.unet_evaluations == 2 * n + injected_steps(SwapOptions.self_steps, n)  # recorded corrections
 
@@ -80,6 +85,45 @@ def test_recorded_and_online_corrections_give_the_same_edit(tiny):
     online = swap(model, unrecorded, TARGET, SwapOptions(blend_words=()), progress=False)
     assert (recorded.target_latents - online.target_latents).abs().max() <= 1e-4
     assert online.unet_evaluations == 4 * traj.num_steps
+
+
+def test_shared_uncond_correction_is_the_conditional_difference(tiny):
+    """With the target's uncond in the source's correction, the uncond halves cancel where the correction acts.
+
+    Without a mask the correction acts everywhere, so each target step is the source's recorded step
+    plus the DDIM step's linear parts: z_{i+1} + a (x_i − z_i) + b w (ε_c,tgt(x_i) − ε_c,src(z_i)).
+    The same result from a swap that runs with the source's own uncond (4 evaluations per step) would
+    need the uncond differences to vanish, which they do not for a real edit.
+    """
+    model, trajs = tiny
+    schedule = make_schedule(model, trajs["exact"].num_steps)
+    traj = invert(model, schedule, trajs["exact"].z_0[None], SOURCE,
+                  InversionOptions(method="exact", record_corrections=False), progress=False)
+    options = SwapOptions(blend_words=(), cross_steps=0.0, self_steps=0.0)  # no attention edit: plain sampling
+    own = swap(model, traj, TARGET, options, progress=False)  # no blend: the source's own uncond by default
+    shared = swap(model, traj, TARGET, replace(options, shared_uncond=True), progress=False)
+    assert shared.unet_evaluations == 3 * traj.num_steps and own.unet_evaluations == 4 * traj.num_steps
+    assert (shared.target_latents - own.target_latents).abs().max() > 1e-5  # the uncond difference mattered
+    # float64 re-computation of the shared-uncond recursion from the UNet's conditional outputs
+    w = 7.5
+    cond = model.encode([SOURCE, TARGET], model.image_size(traj.latents))
+    z = traj.latents.to(model.device, torch.float64)[:, None]  # [N + 1, 1, C, h, w]
+    x = z[0].clone()
+    for i in range(traj.num_steps):
+        t = schedule.timesteps[i]
+        with torch.no_grad():
+            eps = model.unet(torch.cat([z[i], x]).float(), t, **cond.unet_kwargs()).sample.double()
+        alpha_t, alpha_prev = schedule.step_pair(i)
+        a = (alpha_prev / alpha_t) ** 0.5
+        b = (1 - alpha_prev) ** 0.5 - (alpha_prev * (1 - alpha_t) / alpha_t) ** 0.5
+        x = z[i + 1] + a * (x - z[i]) + b * w * (eps[1:] - eps[:1])
+    assert (x.float() - shared.target_latents.to(x.device)).abs().max() <= 1e-4
+    # with a blend (the default words) the correction shares the uncond by default: 3 per step, not 4
+    blended = swap(model, traj, TARGET, progress=False)
+    explicit = swap(model, traj, TARGET, SwapOptions(shared_uncond=True), progress=False)
+    apart = swap(model, traj, TARGET, SwapOptions(shared_uncond=False), progress=False)
+    assert blended.unet_evaluations == 3 * traj.num_steps and apart.unet_evaluations == 4 * traj.num_steps
+    assert torch.equal(blended.target_latents, explicit.target_latents)
 
 
 # ----------------------------------------------------------------------------- blend words and steps
@@ -260,7 +304,7 @@ def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_p
     assert inverted.exit_code == 0, inverted.output
     swapped = run("swap", traj, "-t", TARGET, "--guidance", "3", "-o", tmp_path / "blue.png", *common)
     assert swapped.exit_code == 0, swapped.output
-    assert json.loads(swapped.stdout)["unet_evaluations"] == 4 * 4  # corrections made at guidance 3
+    assert json.loads(swapped.stdout)["unet_evaluations"] == 3 * 4  # corrections made at guidance 3
     inpainted = run("inpaint", tmp_path / "red.png", "--mask", tmp_path / "hole.png", "--trajectory", traj,
                     "--guidance", "3", "-o", tmp_path / "restored.png", *common)
     assert inpainted.exit_code == 0, inpainted.output

@@ -12,10 +12,10 @@ Two branches run through the one DDIM sampler from the trajectory's x_T:
   differ marks what may change; :func:`edited_image` pastes the source's pixels back outside it.
 
 UNet evaluations per step: with known source latents, 2 for the target (conditional and
-unconditional halves) + the source's conditional half while the target borrows from it or blend
-maps are needed, + its unconditional half when the correction must be made at another guidance
-than the recorded one (or the file has none): 150 for a 50-step blended swap from a recorded
-``exact`` file, 200 otherwise. A replayed (not recorded) source costs 4 per step.
+unconditional halves) + the source's conditional half while the target borrows from it, blend maps
+are needed or the correction is computed: 150 for a 50-step blended swap from an ``exact`` file
+(the correction shares the target's unconditional half, see ``shared_uncond``), 200 for one without a
+blend (the correction takes the source's own). A replayed (not recorded) source costs 4 per step.
 """
 
 from __future__ import annotations
@@ -94,6 +94,18 @@ class SwapOptions:
         reuse_source: for ``exact`` trajectories, take the source latents from the trajectory
             instead of sampling them (same result; the source's guided output is only computed when
             the target's correction needs it at another guidance than the recorded one).
+        shared_uncond: with known source latents and no recorded corrections at this guidance,
+            compute the source's correction with the target's unconditional half instead of the
+            source's own: one UNet evaluation less per step (image → 50-step swap: 200 instead of
+            250). Where the correction acts, the unconditional halves cancel: the target takes the
+            source's step plus guidance × the difference of the conditional halves. An identical
+            prompt still gives the reconstruction bitwise. None (default): shared when the edit has
+            a local blend, whose mask keeps the correction where target and source latents agree;
+            inside it the target runs its own guidance. On 40 toy scenes of seed 77 at 50 steps,
+            blended: IoU 0.839 → 0.855, background 29.9 → 30.2 dB, attributes unchanged. Without
+            a blend the correction also acts on the edited object, where the uncond halves differ:
+            on 20 scenes shape swaps fell from 5/5 to 3/5, and on an untrained tiny model the
+            target drifted away (latent difference 12.8 vs 2.5), so the default keeps them apart.
         keep_maps: accumulate every token's cross-attention map (for attention pictures).
         self_max_tokens: self-attention layers with more queries than this are not injected.
     """
@@ -115,6 +127,7 @@ class SwapOptions:
     correct_target: bool = True
     correct_inside_mask: bool = False
     reuse_source: bool = True
+    shared_uncond: bool | None = None
     keep_maps: bool = False
     self_max_tokens: int = 32 ** 2
 
@@ -256,11 +269,15 @@ class BranchDenoiser:
     conditional half runs, and only at steps where the target borrows from it.
     """
 
-    def __init__(self, model, controller: AttentionController, source_output: bool):
-        """``source_output``: compute the source's guided output (it is sampled, or corrections need it)."""
+    def __init__(self, model, controller: AttentionController, source_output: bool, shared_uncond: bool = False):
+        """``source_output``: compute the source's guided output (it is sampled, or corrections need it).
+
+        ``shared_uncond``: that output takes the target's unconditional half instead of its own.
+        """
         self.model = model
         self.controller = controller
         self.source_output = source_output
+        self.shared_uncond = shared_uncond
 
     def denoise(self, latents, timestep, cond, uncond, guidance_scale):
         guided = guidance_scale > 1.0
@@ -268,7 +285,7 @@ class BranchDenoiser:
             raise PromptError("guidance > 1 needs negative/null embeddings")
         rows: list[tuple[str, int]] = []  # (role, branch)
         if guided:
-            if self.source_output:
+            if self.source_output and not self.shared_uncond:
                 rows.append(("uncond", 0))
             rows.append(("uncond", 1))
         if self.source_output or self.controller.needs_source:
@@ -292,7 +309,7 @@ class BranchDenoiser:
             out_cond = output[index[("cond", branch)]]
             if not guided:
                 return out_cond
-            out_uncond = output[index[("uncond", branch)]]
+            out_uncond = output[index.get(("uncond", branch), index[("uncond", 1)])]
             return out_uncond + guidance_scale * (out_cond - out_uncond)
 
         target = branch_output(1)
@@ -409,7 +426,8 @@ def swap(
     recorded_corrections = traj.corrections.to(model.device) if source_known and recorded else None
     hook = SwapHook(controller, options, known, recorded_corrections, bool(map_tokens), latent_hw)
     denoiser = BranchDenoiser(model, controller,
-                              source_output=not source_known or (options.correct_target and not recorded))
+                              source_output=not source_known or (options.correct_target and not recorded),
+                              shared_uncond=source_known and shares_uncond(options, bool(map_tokens)))
     before = model.unet_evaluations
     with torch.no_grad(), installed_processors(model.unet, make_processors(model.unet, controller)):
         latents = sample(denoiser, plan.schedule, plan.x_T.clone(), plan.conditioning, plan.guidance_scale,
@@ -418,6 +436,11 @@ def swap(
     tokens = {"source": model.prompt_tokens(source), "target": model.prompt_tokens(target)}
     maps = _average_maps(controller, tokens, latent_hw) if options.keep_maps else None
     return SwapResult(latents[:1], latents[1:], evaluations, hook.mask, maps, tokens, blend_words)
+
+
+def shares_uncond(options: SwapOptions, blended: bool) -> bool:
+    """Whether the source's correction takes the target's unconditional half (see ``SwapOptions.shared_uncond``)."""
+    return blended if options.shared_uncond is None else bool(options.shared_uncond)
 
 
 def edited_image(model, result: SwapResult, source_pixels: np.ndarray | None = None,
