@@ -44,3 +44,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def centroid_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance in pixels between the centroids of two boolean masks (NaN when either is empty).
+
+    Tells a displaced silhouette (large shift, low IoU) from a misshapen one (small shift, low IoU).
+    """
+    points = []
+    for mask in (a, b):
+        rows, cols = np.nonzero(np.asarray(mask, bool))
+        if rows.size == 0:
+            return float("nan")
+        points.append(np.array([rows.mean(), cols.mean()]))
+    return float(np.linalg.norm(points[0] - points[1]))

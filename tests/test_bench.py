@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,3 +32,31 @@ def test_bench_recon_on_the_bundled_model(tmp_path):
 def test_unknown_suite_is_a_clear_error():
     with pytest.raises(DdimEditError, match="unknown bench suite"):
         load_suite("nope")
+
+
+def test_centroid_shift_tells_a_moved_mask_from_a_misshapen_one():
+    from ddim_edit.metrics import centroid_shift, iou
+
+    square = np.zeros((32, 32), bool)
+    square[8:16, 8:16] = True
+    moved = np.roll(square, (3, 4), axis=(0, 1))
+    assert centroid_shift(square, moved) == pytest.approx(5.0)
+    assert centroid_shift(square, square) == 0.0
+    grown = np.zeros_like(square)
+    grown[6:18, 6:18] = True  # same centre, larger: low IoU, no shift
+    assert iou(square, grown) < 0.5 and centroid_shift(square, grown) == pytest.approx(0.0)
+    assert np.isnan(centroid_shift(square, np.zeros_like(square)))
+
+
+def test_swap_score_reports_the_shift_of_a_displaced_edit():
+    from dataclasses import replace
+
+    from ddim_edit.bench.swap import score
+    from ddim_edit.toy.world import Scene, render, with_changes
+
+    scene = Scene(shape="square", color="red", fill="solid", background="white", cx=32.0, cy=32.0, size=24.0)
+    truth = with_changes(scene, color="blue")
+    exact = score(render(truth, image_size=64), "color", scene, truth)
+    displaced = score(render(replace(truth, cx=38.0), image_size=64), "color", scene, truth)
+    assert exact["shift"] == pytest.approx(0.0, abs=0.5) and exact["iou"] > 0.9
+    assert displaced["shift"] == pytest.approx(6.0, abs=1.0) and displaced["iou"] < exact["iou"]

@@ -21,6 +21,8 @@ Variants (``--set variants='[...]'``; default ``styleid``, ``all-layers``, ``no-
 Metrics:
 
 - ``iou``: silhouette read from the output vs the content's true silhouette (geometry kept);
+  ``shift``: the distance in pixels between their centroids (the object moved, e.g. towards the
+  style image's object, rather than changed shape);
 - ``shape_ok``: the read shape is the content's; ``color_ok`` / ``fill_ok`` / ``background_ok``: the read
   attribute is the style's; ``all_ok``: all four;
 - ``psnr``: PSNR against the ground-truth render;
@@ -46,7 +48,7 @@ import torch
 
 from ..edits.style import StyleOptions, style_images
 from ..errors import DdimEditError
-from ..metrics import iou, psnr
+from ..metrics import centroid_shift, iou, psnr
 from ..toy.reader import read_scene
 from ..toy.world import Scene, caption, render, shape_mask, style_truth
 from ..workflow import invert_image
@@ -130,6 +132,7 @@ def score(output, content: Scene, style: Scene) -> dict[str, float]:
     read = read_scene(output)
     return {
         "iou": iou(read.mask, shape_mask(content, size)),
+        "shift": centroid_shift(read.mask, shape_mask(content, size)),
         "shape_ok": float(read.shape == content.shape),
         "color_ok": float(read.color == truth.color),
         "fill_ok": float(read.fill == truth.fill),

@@ -9,7 +9,8 @@ Metrics per variant (inversion method):
 
 - ``target_acc``: the changed attribute read back from the edit equals the target value;
 - ``others_kept``: fraction of the three unchanged attributes read back unchanged;
-- ``iou``: the read silhouette against the ground-truth shape mask;
+- ``iou``: the read silhouette against the ground-truth shape mask; ``shift``: the distance in pixels
+  between their centroids (a displaced object rather than a misshapen one);
 - ``psnr``: the edit against the ground-truth image; ``bg_psnr``: the same outside both shapes
   (source and target silhouettes);
 - ``edit_evals`` / ``inversion_evals``: UNet batch items; ``seconds``: inversion + edit.
@@ -23,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from ..edits.prompt_swap import SwapOptions, edited_image, swap
-from ..metrics import iou, psnr
+from ..metrics import centroid_shift, iou, psnr
 from ..toy.reader import read_scene
 from ..toy.world import BACKGROUNDS, COLORS, FILLS, SHAPES, Scene, caption, render, shape_mask, with_changes
 from ..workflow import decode, invert_image
@@ -69,6 +70,7 @@ def score(edit: np.ndarray, kind: str, scene: Scene, truth: Scene) -> dict[str, 
         "target_acc": float(getattr(read, kind) == getattr(truth, kind)),
         "others_kept": float(np.mean([getattr(read, name) == getattr(truth, name) for name in others])),
         "iou": iou(read.mask, shape_mask(truth, size)),
+        "shift": centroid_shift(read.mask, shape_mask(truth, size)),
         "psnr": psnr(edit, truth_image),
         "bg_psnr": psnr(edit, truth_image, mask=outside),
     }
