@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 from ddim_edit.attention import attention_probabilities
 from ddim_edit.edits.style import (
-    CONTENT, OUTPUT, STYLE, InjectionSwitch, StyleAttnProcessor, StyleOptionError, StyleOptions, adain,
-    decoder_self_attention, resolve_layers, style_images, style_transfer, styleid_layers,
+    CONTENT, OUTPUT, STYLE, InjectionSwitch, StructureAttnProcessor, StyleAttnProcessor, StyleOptionError,
+    StyleOptions, adain, decoder_self_attention, encoder_self_attention, resolve_layers, resolve_structure_layers,
+    structure_spec, style_images, style_transfer, styleid_layers,
 )
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.images import load_image, read_parameters, save_png
@@ -148,6 +149,67 @@ def test_processor_matches_materialised_reference(tiny_pipe, gamma, temperature,
     assert _close(processor.attend(q, k, v, None, None), plain) <= 1e-5
 
 
+def test_structure_processor_matches_materialised_reference(tiny_pipe):
+    """The output attends with the content's map over its own values; content and style attend as usual."""
+    layer = encoder_self_attention(tiny_pipe.unet)[0]
+    switch = InjectionSwitch(active=True)
+    processor = StructureAttnProcessor(layer, switch)
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(6, 2, 16, 8, generator=generator) for _ in range(3))  # 2 groups (CFG) × 3 branches
+    expected = []
+    for group in range(2):
+        c, s, o = 3 * group + CONTENT, 3 * group + STYLE, 3 * group + OUTPUT
+        for branch in (c, s):
+            expected.append(attention_probabilities(q[branch], k[branch]) @ v[branch])
+        expected.append(attention_probabilities(q[c], k[c]) @ v[o])
+    assert _close(processor.attend(q, k, v, None, None), torch.stack(expected)) <= 1e-5
+    # the output's own queries and keys do not matter; its values do
+    q2, k2, v2 = q.clone(), k.clone(), v.clone()
+    q2[OUTPUT], k2[OUTPUT] = 0, 5
+    assert _close(processor.attend(q2, k2, v, None, None), torch.stack(expected)) <= 1e-5
+    v2[OUTPUT] += 1
+    assert _close(processor.attend(q, k, v2, None, None)[OUTPUT], expected[OUTPUT] + 1) <= 1e-5
+    switch.active = False
+    plain = torch.stack([attention_probabilities(q[b], k[b]) @ v[b] for b in range(6)])
+    assert _close(processor.attend(q, k, v, None, None), plain) <= 1e-5
+
+
+def test_structure_layers_selection(tiny_pipe):
+    unet = tiny_pipe.unet
+    style = resolve_layers(unet, None)
+    encoder = [layer.name for layer in encoder_self_attention(unet)]
+    assert encoder and all(name.startswith("down_blocks.") and ".attn1." in name for name in encoder)
+    assert resolve_structure_layers(unet, None, style) == encoder
+    assert resolve_structure_layers(unet, (), style) == []
+    everything = resolve_structure_layers(unet, ("all",), style)
+    assert set(encoder) < set(everything) and not set(everything) & set(style)
+    assert resolve_structure_layers(unet, (encoder[0],), style) == [encoder[0]]
+    with pytest.raises(StyleOptionError, match="no self-attention layer outside the style layers"):
+        resolve_structure_layers(unet, (style[0],), style)  # a style layer cannot also take the content's maps
+    with pytest.raises(StyleOptionError, match="'nope'"):
+        resolve_structure_layers(unet, ("nope",), style)
+
+
+@pytest.mark.parametrize("text, spec", [(None, None), ("encoder", None), ("", None), ("none", ()), (["none"], ()),
+                                        ("down_blocks.0, mid_block", ("down_blocks.0", "mid_block")),
+                                        (["all"], ("all",))])
+def test_structure_spec(text, spec):
+    assert structure_spec(text) == spec
+
+
+def test_structure_layers_keep_the_identity_and_act(tiny_model):
+    """γ = 1, T = 1 and no key/value injection reproduce the content with the structure layers on; they change an edit."""
+    content, style = _invert(tiny_model, _picture(0)), _invert(tiny_model, _picture(7))
+    recon = reconstruct(tiny_model, content, progress=False)
+    identity = style_transfer(tiny_model, content, style,
+                              StyleOptions(gamma=1.0, temperature=1.0, adain=False, inject_key_value=False),
+                              progress=False)
+    assert identity.structure_layers and _close(identity.output, recon) <= 1e-3
+    with_maps = style_transfer(tiny_model, content, style, progress=False)
+    without = style_transfer(tiny_model, content, style, StyleOptions(structure_layers=()), progress=False)
+    assert without.structure_layers == [] and _close(with_maps.output, without.output) > 1e-3
+
+
 def test_adain_matches_style_statistics():
     generator = torch.Generator().manual_seed(0)
     content = torch.randn(1, 4, 8, 8, generator=generator, dtype=torch.float64)
@@ -254,7 +316,7 @@ def _cli(args):
     return CliRunner().invoke(app, args, catch_exceptions=False)
 
 
-def test_cli_style_images_and_trajectory(tiny_model_dir, tmp_path):
+def test_cli_style_images_and_trajectory(tiny_model_dir, tiny_pipe, tmp_path):
     save_png(tmp_path / "content.png", _picture(0))
     save_png(tmp_path / "style.png", _picture(7, (40, 56)))
     out = tmp_path / "out.png"
@@ -263,7 +325,8 @@ def test_cli_style_images_and_trajectory(tiny_model_dir, tmp_path):
                    "--format", "json", "--grid", "--layers", "up_blocks.1"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == StyleOptions.gamma == 0.5
+    assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == StyleOptions.gamma == 0.0
+    assert report["structure_layers"] == [layer.name for layer in encoder_self_attention(tiny_pipe.unet)]
     picture = load_image(out)
     assert picture.shape[0] > 32 and picture.shape[1] > 3 * 32  # grid: content | style | output
     assert read_parameters(out)["command"] == "style"
@@ -287,6 +350,7 @@ def test_cli_style_images_and_trajectory(tiny_model_dir, tmp_path):
     (["--gamma", "1.2"], "gamma must be in [0, 1]"),
     (["--temperature", "0"], "temperature must be a positive"),
     (["--layers", "mid_block"], "no decoder self-attention"),
+    (["--structure-layers", "up_blocks.1"], "no self-attention layer outside the style layers"),
 ])
 def test_cli_bad_settings(tiny_model_dir, tmp_path, extra, message):
     save_png(tmp_path / "a.png", _picture(0))
@@ -317,5 +381,7 @@ def test_bench_style_suite_runs_the_cli_function(tiny_model):
     assert {"iou", "color_ok", "fill_ok", "background_ok", "psnr", "unet_evals", "seconds", "peak_mb"} <= set(metrics)
     assert metrics["unet_evals"] == 3 * 2 + 2 * 2  # transfer + inversion of both images (no record pass)
     assert variant_options("g0.3-t1.5+all") == StyleOptions(gamma=0.3, temperature=1.5, layers=("all",))
+    assert variant_options("styleid") == StyleOptions(gamma=0.75, structure_layers=())  # StyleID as published
+    assert variant_options("query-only") == StyleOptions(gamma=0.5, structure_layers=())  # the previous default
     with pytest.raises(Exception, match="unknown style variant"):
         variant_options("sharper")

@@ -6,16 +6,19 @@ colour, fill and background. Each scene is inverted once (the path ``style_image
 image) and every variant runs :func:`ddim_edit.edits.style.style_images` (the function the CLI calls)
 on the two trajectories.
 
-Variants (``--set variants='[...]'``; default ``styleid``, ``all-layers``, ``no-adain``, ``adain-only``):
+Variants (``--set variants='[...]'``; default ``default``, ``styleid``, ``all-layers``, ``no-adain``, ``adain-only``):
 
+- ``default``: the library's defaults (StyleID's, with γ 0 and the content's attention maps in the
+  encoder's self-attention layers);
 - ``styleid``: StyleID's defaults (γ 0.75, T 1.5, AdaIN, decoder self-attention but the
-  lowest-resolution attention block, every step);
+  lowest-resolution attention block, every step, no structure layers);
+- ``query-only``: the previous release's default: StyleID with γ 0.5, no structure layers;
 - ``all-layers``: injection into every decoder self-attention layer;
 - ``no-adain``: injection without the initial-latent AdaIN;
 - ``adain-only``: AdaIN of x_T, no attention injection;
 - ``no-corrections``: ``styleid`` with the output branch sampled without the content's corrections;
 - ``content``: the content's own reconstruction (no style at all: the floor);
-- ``g<γ>-t<T>`` (e.g. ``g0.3-t1.5``): StyleID's settings with that γ and T (for sweeps);
+- ``g<γ>-t<T>`` (e.g. ``g0.3-t1.5``): the defaults with that γ and T (for sweeps);
 - any of the above with ``+all`` appended (``g0.3-t1.5+all``): the same on every decoder layer.
 
 Metrics:
@@ -57,7 +60,8 @@ from .harness import BenchContext, SceneResult, prepared
 DEFAULT_VARIANTS = ("default", "styleid", "all-layers", "no-adain", "adain-only")
 NAMED = {
     "default": StyleOptions(),
-    "styleid": StyleOptions(gamma=0.75),
+    "styleid": StyleOptions(gamma=0.75, structure_layers=()),
+    "query-only": StyleOptions(gamma=0.5, structure_layers=()),
     "all-layers": StyleOptions(layers=("all",)),
     "no-adain": StyleOptions(adain=False),
     "adain-only": StyleOptions(injection_start=1.0),

@@ -21,6 +21,13 @@ Because only the recorded latents are read, the result does not depend on how a 
 made (method, caption, guidance): a trajectory inverted with a caption at guidance 7.5 and one
 inverted unconditionally give the same kind of result.
 
+The layout comes from the content in one more place than in StyleID: in the encoder's
+self-attention layers (by default) the output attends with the *content's* attention map over its
+own values, softmax(Q_c K_cᵀ / √d) V_cs, the self-attention map injection of Plug-and-Play
+(Tumanyan et al., CVPR 2023). With StyleID's query preservation alone the output's object drifted
+towards the style image's object on some pairs (a 5–6 px shift at 64 px); with the encoder's maps
+it stays, and γ can be 0 (see :class:`StyleOptions`).
+
 Notation: ``gamma`` γ, ``temperature`` T, branches ``content`` (c), ``style`` (s), ``output`` (cs).
 """
 
@@ -54,13 +61,23 @@ class StyleOptions:
 
     Attributes:
         gamma: query preservation γ in [0, 1]; 1 keeps the content's query, 0 the output's own.
-            0.5 here; StyleID uses 0.75. On the bundled model, over 30 content × style pairs of the
-            tuning seed 77 (25 steps), 0.5 raised shape IoU from 0.73 to 0.79 and the style's colour
-            from 83% to 97% (0.25: 0.77 and 100%; T = 1 or every layer did worse).
+            0 here, since the structure layers carry the layout; StyleID uses 0.75. On the bundled
+            model, 30 content × style pairs of the tuning seed 77, 25 steps (shape IoU / style
+            colour): StyleID 0.73 / 83%; γ 0.5 without structure layers (the previous default)
+            0.79 / 97%; with the encoder's maps γ 0.75: 0.76 / 80%, γ 0.25: 0.88 / 93%,
+            γ 0: 0.90 / 97% (at 50 steps: 0.79 / 93% → 0.87 / 93%).
         temperature: attention temperature T > 0 multiplying the injected layers' logits (1: none).
         layers: decoder self-attention layers to inject into: processor names or name prefixes
             (``up_blocks.2`` selects every self-attention layer of that block), or ``("all",)``.
             None: StyleID's choice (see :func:`styleid_layers`).
+        structure_layers: self-attention layers (of any part of the UNet, none of ``layers``) where
+            the output attends with the content's attention map over its own values
+            (Plug-and-Play's map injection), in the same steps as the style injection: names or
+            prefixes as for ``layers``, or ``("all",)`` for every self-attention layer outside
+            ``layers``. None: the encoder's (down blocks') self-attention layers; ``()``: none
+            (StyleID). On the tuning pairs the encoder alone did best (IoU 0.85 at γ 0.5; encoder
+            + the decoder's lowest-resolution block 0.83, the colour down to 83%; only the first
+            down block 0.84, only the second 0.80).
         injection_start, injection_end: inject at sampling steps whose fraction i / N lies in
             [start, end); StyleID injects at every step it samples (0, 1).
         adain: start the output from AdaIN(x_T content, x_T style) instead of x_T content.
@@ -73,9 +90,10 @@ class StyleOptions:
         guidance_scale: classifier-free guidance (None: 1, no guidance, as in StyleID).
     """
 
-    gamma: float = 0.5
+    gamma: float = 0.0
     temperature: float = 1.5
     layers: tuple[str, ...] | None = None
+    structure_layers: tuple[str, ...] | None = None
     injection_start: float = 0.0
     injection_end: float = 1.0
     adain: bool = True
@@ -130,6 +148,36 @@ def styleid_layers(unet) -> list[str]:
     return [layer.name for layer in layers if layer.block in chosen]
 
 
+def encoder_self_attention(unet) -> list[LayerInfo]:
+    """The encoder's (down blocks') self-attention layers, in UNet order."""
+    return attention_layers(unet, cross=False, places=("down",))
+
+
+def resolve_structure_layers(unet, spec: tuple[str, ...] | list[str] | None, style_layers: list[str]) -> list[str]:
+    """Processor names of the structure layers (None: the encoder's self-attention; ``()``: none).
+
+    Raises:
+        StyleOptionError: when an entry matches no self-attention layer outside ``style_layers``.
+    """
+    if spec is None:
+        return [layer.name for layer in encoder_self_attention(unet) if layer.name not in style_layers]
+    available = [layer.name for layer in attention_layers(unet, cross=False) if layer.name not in style_layers]
+    return _match_layers(spec, available, "self-attention layer outside the style layers")
+
+
+def structure_spec(words: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The CLI's and manifests' ``structure_layers``: ``encoder`` or nothing → None (the default),
+    ``none`` → ``()``, else the names or prefixes (comma-separated text or a list)."""
+    if words is None:
+        return None
+    if isinstance(words, str):
+        words = words.split(",")
+    words = tuple(word.strip() for word in words if word.strip())
+    if not words or words == ("encoder",):
+        return None
+    return () if words == ("none",) else words
+
+
 def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:
     """Processor names for a layer spec (names, name prefixes, ``all``; None: :func:`styleid_layers`).
 
@@ -138,7 +186,11 @@ def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:
     """
     if spec is None:
         return styleid_layers(unet)
-    available = [layer.name for layer in decoder_self_attention(unet)]
+    return _match_layers(spec, [layer.name for layer in decoder_self_attention(unet)], "decoder self-attention layer")
+
+
+def _match_layers(spec: tuple[str, ...] | list[str], available: list[str], what: str) -> list[str]:
+    """The names in ``available`` that the entries of ``spec`` (names, prefixes, ``all``) select, in UNet order."""
     chosen: list[str] = []
     for entry in spec:
         entry = entry.strip()
@@ -151,9 +203,9 @@ def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:
                        if name == entry or name.startswith(entry.rstrip(".") + ".")]
         if not matches:
             blocks = sorted({".".join(name.split(".")[:2]) for name in available})
+            example = f" or a full name such as {available[-1]!r}" if available else ""
             raise StyleOptionError(
-                f"layer {entry!r} is no decoder self-attention layer of this model; use 'all', a block "
-                f"({', '.join(blocks)}) or a full name such as {available[-1]!r}")
+                f"layer {entry!r} is no {what} of this model; use 'all', a block ({', '.join(blocks)}){example}")
         chosen.extend(name for name in matches if name not in chosen)
     return [name for name in available if name in chosen]
 
@@ -206,6 +258,33 @@ class StyleAttnProcessor(EditAttnProcessor):
         return torch.cat([sources, output[:, None]], dim=1).flatten(0, 1)
 
 
+class StructureAttnProcessor(EditAttnProcessor):
+    """Plug-and-Play's self-attention map injection for a batch of ``[content, style, output]`` groups.
+
+    While the switch is on, the output branch attends with the content's queries and keys over its
+    own values: softmax(Q_c K_cᵀ / √d) V_cs, so its layout follows the content's attention map
+    while its features (the style's, through the decoder's injected layers) stay its own. The
+    content and style branches attend as usual.
+    """
+
+    def __init__(self, layer: LayerInfo, switch: InjectionSwitch):
+        super().__init__(layer)
+        self.switch = switch
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn,
+               attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.switch.active:
+            return super().attend(query, key, value, attn, attention_mask)
+        batch = query.shape[0]
+        if batch % NUM_BRANCHES:
+            raise RuntimeError(f"structure attention expects groups of {NUM_BRANCHES} branches, got a batch of {batch}")
+        groups = batch // NUM_BRANCHES
+        q, k = (t.unflatten(0, (groups, NUM_BRANCHES)) for t in (query, key))
+        q = torch.cat([q[:, :OUTPUT], q[:, CONTENT:CONTENT + 1]], dim=1).flatten(0, 1)
+        k = torch.cat([k[:, :OUTPUT], k[:, CONTENT:CONTENT + 1]], dim=1).flatten(0, 1)
+        return super().attend(q, k, value, attn, attention_mask)
+
+
 class InjectionSchedule(SamplerHook):
     """Turns the injection on at steps whose fraction i / N lies in [start, end)."""
 
@@ -219,11 +298,14 @@ class InjectionSchedule(SamplerHook):
             self.active_steps.append(step.index)
 
 
-def style_processors(unet, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions) -> dict[str, object]:
-    """name → :class:`StyleAttnProcessor` for the chosen layers."""
-    by_name = {layer.name: layer for layer in decoder_self_attention(unet)}
-    return {name: StyleAttnProcessor(by_name[name], switch, options.gamma, options.temperature,
-                                     options.inject_key_value) for name in layer_names}
+def style_processors(unet, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions,
+                     structure_names: list[str] = ()) -> dict[str, object]:
+    """name → :class:`StyleAttnProcessor` for the style layers, :class:`StructureAttnProcessor` for the structure layers."""
+    by_name = {layer.name: layer for layer in attention_layers(unet, cross=False)}
+    processors: dict[str, object] = {name: StructureAttnProcessor(by_name[name], switch) for name in structure_names}
+    processors.update({name: StyleAttnProcessor(by_name[name], switch, options.gamma, options.temperature,
+                                                options.inject_key_value) for name in layer_names})
+    return processors
 
 
 # ----------------------------------------------------------------------------------- latents
@@ -250,6 +332,7 @@ class StyleResult:
         injected_steps: the sampling step indices at which the injection acted.
         unet_evaluations: UNet batch items evaluated (3 per step, 6 with guidance > 1).
         settings: the options as used (JSON-ready).
+        structure_layers: the processor names given the content's attention maps.
     """
 
     latents: torch.Tensor
@@ -257,6 +340,7 @@ class StyleResult:
     injected_steps: list[int]
     unet_evaluations: int
     settings: dict = field(default_factory=dict)
+    structure_layers: list[str] = field(default_factory=list)
 
     @property
     def content(self) -> torch.Tensor:
@@ -356,10 +440,11 @@ def style_transfer(model, content: Trajectory, style: Trajectory, options: Style
     check_style_options(options)
     plan = style_plan(model, content, style, options)
     layers = resolve_layers(model.unet, options.layers)
+    structure = resolve_structure_layers(model.unet, options.structure_layers, layers)
     switch = InjectionSwitch()
     hook = InjectionSchedule(switch, options.injection_start, options.injection_end)
     before = model.unet_evaluations
-    with torch.no_grad(), installed_processors(model.unet, style_processors(model.unet, layers, switch, options)):
+    with torch.no_grad(), installed_processors(model.unet, style_processors(model.unet, layers, switch, options, structure)):
         latents = sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale,
                          hooks=(plan.known, hook), progress=progress, desc="style transfer")
     settings = {"gamma": options.gamma, "temperature": options.temperature, "adain": options.adain,
@@ -368,7 +453,7 @@ def style_transfer(model, content: Trajectory, style: Trajectory, options: Style
                 "output_corrections": options.output_corrections, "guidance": plan.guidance_scale,
                 "prompt": options.prompt,
                 "steps": plan.schedule.num_steps}
-    return StyleResult(latents, layers, hook.active_steps, model.unet_evaluations - before, settings)
+    return StyleResult(latents, layers, hook.active_steps, model.unet_evaluations - before, settings, structure)
 
 
 # ----------------------------------------------------------------------------------- images

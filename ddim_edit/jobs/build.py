@@ -6,7 +6,7 @@ from typing import Any
 
 from ..edits.inpaint import InpaintOptions
 from ..edits.prompt_swap import SwapOptions
-from ..edits.style import StyleOptions
+from ..edits.style import StyleOptions, structure_spec
 from ..masks import MaskOptions
 from .manifest import Job
 from .requests import (InpaintRequest, InvertRequest, JobSettings, ReconstructRequest, Request, StyleRequest,
@@ -63,6 +63,7 @@ def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool =
     layers = f.get("layers")
     options = StyleOptions(gamma=f.get("gamma", StyleOptions.gamma), temperature=f.get("temperature", 1.5),
                            layers=None if not layers or layers == ["styleid"] else tuple(layers),
+                           structure_layers=structure_spec(f.get("structure_layers")),
                            injection_start=window[0], injection_end=window[1], adain=not f.get("no_adain", False),
                            inject_key_value=not f.get("no_kv_injection", False),
                            output_corrections=f.get("output_corrections", "content"), prompt=f.get("prompt") or "",

@@ -307,6 +307,7 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
     size = output_size(size_of(outcome.output), known_size, settings.keep_working_size)
     image = to_size(outcome.output, size)
     record = dict(outcome.result.settings, layers=outcome.result.layers,
+                  structure_layers=outcome.result.structure_layers,
                   injected_steps=len(outcome.result.injected_steps), method=outcome.content.method,
                   unet_evaluations=outcome.result.unet_evaluations,
                   inversion_unet_evaluations=outcome.inversion_evaluations, psnr=score(image, content_original),
@@ -314,7 +315,7 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
                   seconds=round(time.perf_counter() - start, 3))
     parameters = base_parameters("style", model, settings, outcome.content, size)
     parameters.update(content=_name(request.content), style=_name(request.style), **{
-        k: record[k] for k in ("gamma", "temperature", "adain", "layers", "injection_window", "guidance", "steps",
+        k: record[k] for k in ("gamma", "temperature", "adain", "layers", "structure_layers", "injection_window", "guidance", "steps",
                                "prompt", "output_corrections", "inject_key_value") if k in record})
     content_panel = outcome.content_source if outcome.content_source is not None else outcome.content_reconstruction
     style_panel = outcome.style_source if outcome.style_source is not None else outcome.style_reconstruction

@@ -194,7 +194,8 @@ KEYS: dict[str, dict[str, Callable]] = {
                 "jump_length": as_int(1), "start_step": as_float(), "blend": as_text, "hole_noise": as_text,
                 "no_paste": as_bool},
     "style": {**COMMON, "method": as_text, "image": as_text, "content": as_text, "style": as_text,
-              "gamma": as_float(), "temperature": as_float(), "layers": as_words, "injection_window": as_pair,
+              "gamma": as_float(), "temperature": as_float(), "layers": as_words, "structure_layers": as_words,
+              "injection_window": as_pair,
               "no_adain": as_bool, "no_kv_injection": as_bool, "output_corrections": as_text, "prompt": as_text,
               "style_prompt": as_text},
 }
