@@ -278,3 +278,17 @@ def test_the_job_layer_takes_arrays(photos):
     assert result.image.shape == (300, 451, 3) and result.record["working_size"] == [64, 48]
     again = run_request(SwapRequest(pixels, TARGET, SOURCE, settings=JobSettings(steps=4)), models)
     assert models.loads == 1 and (again.image == result.image).all()
+
+
+def test_style_structure_layers_from_a_manifest(photos, tmp_path):
+    from ddim_edit.jobs.build import build_request
+    from ddim_edit.jobs.manifest import read_manifest
+
+    lines = ['{"edit": "style", "image": "photo.png", "style": "photo.png", "output": "a.png"}',
+             '{"edit": "style", "image": "photo.png", "style": "photo.png", "structure_layers": "none", "output": "b.png"}',
+             '{"edit": "style", "image": "photo.png", "style": "photo.png", "structure_layers": ["down_blocks.0"], '
+             '"output": "c.png"}']
+    (photos / "styles.jsonl").write_text("\n".join(lines) + "\n")
+    jobs = read_manifest(photos / "styles.jsonl", tmp_path)
+    specs = [build_request(job).options.structure_layers for job in jobs]
+    assert specs == [None, (), ("down_blocks.0",)]  # default (the encoder), none (StyleID), named
