@@ -73,7 +73,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.option("--cross-steps", multiple=True,
               help=f"Fraction of steps with cross-attention injection, or WORD=F per word [default: {SwapOptions.cross_steps}].")
 @click.option("--self-steps", default=SwapOptions.self_steps, show_default=True, type=FiniteFloat(example="0.4"),
-              help="Fraction of steps with self-attention injection.")
+              help="Fraction of steps with self-attention injection (lower it for edits that change a shape).")
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
 @click.option("--save-trajectory", default=None, help="Keep the inverted image's trajectory here (.safetensors).")
 @click.option("--trajectory-storage", type=click.Choice(["float64", "float16"]), default="float64", show_default=True,
