@@ -218,6 +218,19 @@ class InjectionSwitch:
     active: bool = False
 
 
+def by_branch(what: str, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """[groups · 3, ...] tensors as [groups, 3, ...] (``[content, style, output]`` per group); None stays None.
+
+    Raises:
+        RuntimeError: when the batch is not a whole number of groups (``what`` names the processor).
+    """
+    batch = tensors[0].shape[0]
+    if batch % NUM_BRANCHES:
+        raise RuntimeError(f"{what} attention expects groups of {NUM_BRANCHES} branches, got a batch of {batch}")
+    shape = (batch // NUM_BRANCHES, NUM_BRANCHES)
+    return tuple(None if t is None else t.unflatten(0, shape) for t in tensors)
+
+
 class StyleAttnProcessor(EditAttnProcessor):
     """StyleID's self-attention for a batch laid out as groups of ``[content, style, output]``.
 
@@ -239,12 +252,8 @@ class StyleAttnProcessor(EditAttnProcessor):
                attention_mask: torch.Tensor | None) -> torch.Tensor:
         if not self.switch.active:
             return super().attend(query, key, value, attn, attention_mask)
-        batch = query.shape[0]
-        if batch % NUM_BRANCHES:
-            raise RuntimeError(f"style attention expects groups of {NUM_BRANCHES} branches, got a batch of {batch}")
-        groups = batch // NUM_BRANCHES
-        q, k, v = (t.unflatten(0, (groups, NUM_BRANCHES)) for t in (query, key, value))
-        mask = None if attention_mask is None else attention_mask.unflatten(0, (groups, NUM_BRANCHES))
+        q, k, v, mask = by_branch("style", query, key, value, attention_mask)
+        groups = q.shape[0]
         # content and style: plain self-attention
         sources = F.scaled_dot_product_attention(
             q[:, :OUTPUT].flatten(0, 1), k[:, :OUTPUT].flatten(0, 1), v[:, :OUTPUT].flatten(0, 1),
@@ -275,11 +284,7 @@ class StructureAttnProcessor(EditAttnProcessor):
                attention_mask: torch.Tensor | None) -> torch.Tensor:
         if not self.switch.active:
             return super().attend(query, key, value, attn, attention_mask)
-        batch = query.shape[0]
-        if batch % NUM_BRANCHES:
-            raise RuntimeError(f"structure attention expects groups of {NUM_BRANCHES} branches, got a batch of {batch}")
-        groups = batch // NUM_BRANCHES
-        q, k = (t.unflatten(0, (groups, NUM_BRANCHES)) for t in (query, key))
+        q, k = by_branch("structure", query, key)
         q = torch.cat([q[:, :OUTPUT], q[:, CONTENT:CONTENT + 1]], dim=1).flatten(0, 1)
         k = torch.cat([k[:, :OUTPUT], k[:, CONTENT:CONTENT + 1]], dim=1).flatten(0, 1)
         return super().attend(q, k, value, attn, attention_mask)
