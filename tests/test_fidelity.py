@@ -11,7 +11,8 @@ from ddim_edit.edits.local_blend import (BlendRule, blend_mask, blended_pixels, 
                                         soft_pixel_mask, voting_side)
 from ddim_edit.edits.p2p_control import AttentionController, injected_steps
 from ddim_edit.errors import PromptError
-from ddim_edit.edits.prompt_swap import SwapOptions, build_spec, differing_words, edited_image, swap
+from ddim_edit.edits.prompt_swap import (SwapOptions, build_spec, differing_words, edited_image,
+                                         guidance_per_step, swap)
 from ddim_edit.inversion import METHODS, InversionOptions, invert
 from ddim_edit.metrics import psnr
 from ddim_edit.replay import reconstruct
@@ -61,8 +62,13 @@ def test_identity_holds_at_another_guidance_without_reinverting(tiny):
     shared = swap(model, traj, SOURCE, SwapOptions(shared_uncond=True), guidance_scale=3.0, progress=False)
     assert shared.unet_evaluations == 3 * n  # the correction takes the target's uncond
     assert (shared.target_latents - shared.source_latents).abs().max() <= 1e-6
-    recorded = swap(model, traj, SOURCE, progress=False)
-    assert recorded.unet_evaluations == 2 * n + injected_steps(SwapOptions.self_steps, n)  # recorded corrections
+    recorded = swap(model, traj, SOURCE, progress=False)  # 7.5 at every step: recorded corrections throughout
+    assert recorded.unet_evaluations == 2 * n + injected_steps(SwapOptions.self_steps, n)
+    # with a late guidance the steps after the guidance interval run at 2: there the correction is computed
+    full, borrowing = injected_steps(SwapOptions.guidance_steps, n), injected_steps(SwapOptions.self_steps, n)
+    late = swap(model, traj, SOURCE, SwapOptions(late_guidance=2.0), progress=False)
+    assert late.unet_evaluations == 2 * full + min(full, borrowing) + 4 * (n - full)
+    assert (late.target_latents - late.source_latents).abs().max() <= 1e-6
 
 
 def test_edit_at_another_guidance_changes_the_edit_not_the_source(tiny):
@@ -81,10 +87,11 @@ def test_recorded_and_online_corrections_give_the_same_edit(tiny):
     unrecorded = invert(model, schedule, traj.z_0[None], SOURCE, InversionOptions(method="exact", record_corrections=False),
                         progress=False)
     assert unrecorded.corrections is None
-    recorded = swap(model, traj, TARGET, SwapOptions(blend_words=()), progress=False)
-    online = swap(model, unrecorded, TARGET, SwapOptions(blend_words=()), progress=False)
-    assert (recorded.target_latents - online.target_latents).abs().max() <= 1e-4
-    assert online.unet_evaluations == 4 * traj.num_steps
+    for options in (SwapOptions(blend_words=()), SwapOptions(blend_words=(), late_guidance=2.0)):
+        recorded = swap(model, traj, TARGET, options, progress=False)  # the late steps compute theirs
+        online = swap(model, unrecorded, TARGET, options, progress=False)
+        assert (recorded.target_latents - online.target_latents).abs().max() <= 1e-4
+        assert online.unet_evaluations == 4 * traj.num_steps
 
 
 def test_shared_uncond_correction_is_the_conditional_difference(tiny):
@@ -99,13 +106,16 @@ def test_shared_uncond_correction_is_the_conditional_difference(tiny):
     schedule = make_schedule(model, trajs["exact"].num_steps)
     traj = invert(model, schedule, trajs["exact"].z_0[None], SOURCE,
                   InversionOptions(method="exact", record_corrections=False), progress=False)
-    options = SwapOptions(blend_words=(), cross_steps=0.0, self_steps=0.0)  # no attention edit: plain sampling
+    # no attention edit (plain sampling); a guidance interval: 7.5, then 2
+    options = SwapOptions(blend_words=(), cross_steps=0.0, self_steps=0.0, late_guidance=2.0)
     own = swap(model, traj, TARGET, options, progress=False)  # no blend: the source's own uncond by default
     shared = swap(model, traj, TARGET, replace(options, shared_uncond=True), progress=False)
     assert shared.unet_evaluations == 3 * traj.num_steps and own.unet_evaluations == 4 * traj.num_steps
     assert (shared.target_latents - own.target_latents).abs().max() > 1e-5  # the uncond difference mattered
     # float64 re-computation of the shared-uncond recursion from the UNet's conditional outputs
-    w = 7.5
+    full = injected_steps(SwapOptions.guidance_steps, traj.num_steps)
+    assert 0 < full < traj.num_steps  # both guidances are exercised
+    guidance = [7.5] * full + [2.0] * (traj.num_steps - full)
     cond = model.encode([SOURCE, TARGET], model.image_size(traj.latents))
     z = traj.latents.to(model.device, torch.float64)[:, None]  # [N + 1, 1, C, h, w]
     x = z[0].clone()
@@ -116,14 +126,48 @@ def test_shared_uncond_correction_is_the_conditional_difference(tiny):
         alpha_t, alpha_prev = schedule.step_pair(i)
         a = (alpha_prev / alpha_t) ** 0.5
         b = (1 - alpha_prev) ** 0.5 - (alpha_prev * (1 - alpha_t) / alpha_t) ** 0.5
-        x = z[i + 1] + a * (x - z[i]) + b * w * (eps[1:] - eps[:1])
+        x = z[i + 1] + a * (x - z[i]) + b * guidance[i] * (eps[1:] - eps[:1])
     assert (x.float() - shared.target_latents.to(x.device)).abs().max() <= 1e-4
+    assert shared.late_guidance == 2.0
+    constant = swap(model, traj, TARGET, replace(options, shared_uncond=True, late_guidance=None), progress=False)
+    assert constant.late_guidance is None
+    assert (constant.target_latents - shared.target_latents).abs().max() > 1e-5  # the late guidance mattered
     # with a blend (the default words) the correction shares the uncond by default: 3 per step, not 4
     blended = swap(model, traj, TARGET, progress=False)
     explicit = swap(model, traj, TARGET, SwapOptions(shared_uncond=True), progress=False)
     apart = swap(model, traj, TARGET, SwapOptions(shared_uncond=False), progress=False)
     assert blended.unet_evaluations == 3 * traj.num_steps and apart.unet_evaluations == 4 * traj.num_steps
     assert torch.equal(blended.target_latents, explicit.target_latents)
+
+
+def test_guidance_interval_then_late_guidance():
+    options = SwapOptions(late_guidance=2.0)
+    assert guidance_per_step(7.5, SwapOptions(), 3) == [7.5] * 3  # off by default
+    assert guidance_per_step(7.5, options, 10) == [7.5] * 3 + [2.0] * 7  # int(0.3 · 10) steps at full guidance
+    assert guidance_per_step(7.5, replace(options, late_guidance=None), 4) == [7.5] * 4
+    assert guidance_per_step(1.5, options, 4) == [1.5] * 4  # never above the edit's guidance
+    assert guidance_per_step(7.5, replace(options, guidance_steps=1.0), 5) == [7.5] * 5
+    assert guidance_per_step(5.0, replace(options, guidance_steps=0.0, late_guidance=3.0), 3) == [3.0] * 3
+
+
+@pytest.mark.parametrize("changes, field", [({"late_guidance": 0.5}, "late_guidance"),
+                                            ({"late_guidance": float("nan")}, "late_guidance"),
+                                            ({"guidance_steps": 1.5}, "guidance_steps")])
+def test_bad_late_guidance_is_refused(tiny, changes, field):
+    model, trajs = tiny
+    with pytest.raises(PromptError) as caught:
+        swap(model, trajs["exact"], TARGET, SwapOptions(**changes), progress=False)
+    assert caught.value.field == field
+
+
+def test_late_guidance_applies_to_exact_trajectories_only(tiny):
+    """A replayed source (ddim, null-text) must keep one guidance: null-text's embeddings are fitted to it."""
+    model, trajs = tiny
+    for method in ("ddim", "null-text"):
+        result = swap(model, trajs[method], TARGET, SwapOptions(late_guidance=2.0), progress=False)
+        assert result.late_guidance is None
+        same = swap(model, trajs[method], TARGET, progress=False)
+        assert torch.equal(result.target_latents, same.target_latents)
 
 
 # ----------------------------------------------------------------------------- blend words and steps
@@ -323,3 +367,42 @@ def test_cli_swap_refuses_a_bad_blend_change(tmp_path, tiny_model_dir, value, fr
                  "--model", tiny_model_dir, "-q", "-o", tmp_path / "out.png")
     assert result.exit_code != 0 and fragment in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("value, fragment", [("0.5", "guidance ≥ 1"), ("x", "expects a number")])
+def test_cli_swap_refuses_a_bad_late_guidance(tmp_path, tiny_model_dir, value, fragment):
+    from tests.cli_helpers import run
+
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 240, np.uint8)).save(tmp_path / "grey.png")
+    result = run("swap", tmp_path / "grey.png", "-s", SOURCE, "-t", TARGET, "--late-guidance", value,
+                 "--model", tiny_model_dir, "-q", "-o", tmp_path / "out.png")
+    assert result.exit_code != 0 and fragment in result.output and len(result.output.strip().splitlines()) == 1
+    assert "--late-guidance" in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_cli_swap_late_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_model_dir):
+    """``--late-guidance 2`` changes the edit; the output's parameters say which guidance ran."""
+    import json
+
+    from PIL import Image
+
+    from ddim_edit.images import read_parameters
+
+    from tests.cli_helpers import run
+
+    pixels = np.full((32, 32, 3), 240, np.uint8)
+    pixels[8:24, 8:24] = (200, 40, 40)
+    Image.fromarray(pixels).save(tmp_path / "red.png")
+    common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
+    default = run("swap", tmp_path / "red.png", "--late-guidance", "2", "-o", tmp_path / "a.png", *common)
+    off = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)  # off by default
+    assert default.exit_code == 0 and off.exit_code == 0, default.output + off.output
+    first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
+    assert first["late_guidance"] == 2.0 and first["guidance_steps"] == 0.3
+    assert second["late_guidance"] is None and second["guidance_steps"] is None
+    assert json.loads(default.stdout)["unet_evaluations"] == json.loads(off.stdout)["unet_evaluations"]
+    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
+    assert not np.array_equal(a, b)

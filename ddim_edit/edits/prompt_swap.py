@@ -16,6 +16,11 @@ unconditional halves) + the source's conditional half while the target borrows f
 are needed or the correction is computed: 150 for a 50-step blended swap from an ``exact`` file
 (the correction shares the target's unconditional half, see ``shared_uncond``), 200 for one without a
 blend (the correction takes the source's own). A replayed (not recorded) source costs 4 per step.
+
+An edit of an ``exact`` trajectory can lower its guidance after the first steps (``late_guidance``):
+the layout and colours are settled early, and late steps at full guidance move the edited object's
+edges. Recorded corrections then serve the steps at the recorded guidance only; the others compute
+theirs.
 """
 
 from __future__ import annotations
@@ -110,6 +115,16 @@ class SwapOptions:
             a blend the correction also acts on the edited object, where the uncond halves differ:
             on 20 scenes shape swaps fell from 5/5 to 3/5, and on an untrained tiny model the
             target drifted away (latent difference 12.8 vs 2.5), so the default keeps them apart.
+        late_guidance: the guidance of both branches after the first ``guidance_steps`` of the steps,
+            when the source branch reads an ``exact`` trajectory's latents (a guidance interval:
+            Kynkäänniemi et al. 2024 found guidance at low noise levels unnecessary), or the edit's
+            guidance if that is lower; None (default): the edit's guidance at every step. Lower late
+            guidance keeps the edited object's outline and the background closer to the source but
+            weakens edits. 50 steps, 7.5 → 2 after 30%: tuning seeds, 40 scenes each: seed 77 shape
+            IoU 0.855 → 0.885, background 30.2 → 33.8 dB, target attribute 0.975 both; seed 5 0.816 →
+            0.880, 28.1 → 30.8 dB, target 0.95 → 0.925. On 100 unseen scenes (seed 2026) the target
+            attribute fell from 0.98 to 0.90 (IoU 0.82 → 0.84, 28.8 → 31.3 dB), so it is off by default.
+        guidance_steps: the fraction of the steps (the first ``int(f·N)``) at the edit's full guidance.
         keep_maps: accumulate every token's cross-attention map (for attention pictures).
         self_max_tokens: self-attention layers with more queries than this are not injected.
     """
@@ -132,6 +147,8 @@ class SwapOptions:
     correct_inside_mask: bool = False
     reuse_source: bool = True
     shared_uncond: bool | None = None
+    late_guidance: float | None = None
+    guidance_steps: float = 0.3
     keep_maps: bool = False
     self_max_tokens: int = 32 ** 2
 
@@ -152,6 +169,9 @@ class SwapResult:
         attention_maps: per branch, per token (in prompt order) the map averaged over steps and
             layers, [h, w] in [0, 1] (only with ``keep_maps``).
         tokens: per branch, the prompt's tokens.
+        blend_words: the words whose maps made the blend mask.
+        late_guidance: the guidance of the steps after ``guidance_steps`` (None: the edit's
+            guidance at every step, e.g. for trajectories other than ``exact``).
     """
 
     source_latents: torch.Tensor
@@ -161,6 +181,7 @@ class SwapResult:
     attention_maps: dict[str, list[torch.Tensor]] | None = None
     tokens: dict[str, list[str]] = field(default_factory=dict)
     blend_words: tuple[str, ...] = ()
+    late_guidance: float | None = None
 
 
 # ----------------------------------------------------------------------------- checks
@@ -273,26 +294,34 @@ class BranchDenoiser:
     conditional half runs, and only at steps where the target borrows from it.
     """
 
-    def __init__(self, model, controller: AttentionController, source_output: bool, shared_uncond: bool = False):
-        """``source_output``: compute the source's guided output (it is sampled, or corrections need it).
+    def __init__(self, model, controller: AttentionController, source_output: list[bool], shared_uncond: bool = False,
+                 guidance: list[float] | None = None):
+        """``source_output``: per step (the controller's), compute the source's guided output (it is
+        sampled, or the target's correction needs it).
 
         ``shared_uncond``: that output takes the target's unconditional half instead of its own.
+        ``guidance``: the guidance at each step, replacing the sampler's.
         """
         self.model = model
         self.controller = controller
         self.source_output = source_output
         self.shared_uncond = shared_uncond
+        self.guidance = guidance
 
     def denoise(self, latents, timestep, cond, uncond, guidance_scale):
+        step = self.controller.step
+        if self.guidance is not None:
+            guidance_scale = self.guidance[step]
+        source_output = self.source_output[step]
         guided = guidance_scale > 1.0
         if guided and uncond is None:
             raise PromptError("guidance > 1 needs negative/null embeddings")
         rows: list[tuple[str, int]] = []  # (role, branch)
         if guided:
-            if self.source_output and not self.shared_uncond:
+            if source_output and not self.shared_uncond:
                 rows.append(("uncond", 0))
             rows.append(("uncond", 1))
-        if self.source_output or self.controller.needs_source:
+        if source_output or self.controller.needs_source:
             rows.append(("cond", 0))
         rows.append(("cond", 1))
         index = {row: k for k, row in enumerate(rows)}
@@ -318,7 +347,7 @@ class BranchDenoiser:
 
         target = branch_output(1)
         # Known source latents and no correction to compute: the hook puts the recorded latents back.
-        source = branch_output(0) if self.source_output else target
+        source = branch_output(0) if source_output else target
         return torch.stack([source, target])
 
 
@@ -334,11 +363,14 @@ class SwapHook(SamplerHook):
     """
 
     def __init__(self, controller: AttentionController, options: SwapOptions, known_latents: torch.Tensor | None,
-                 recorded_corrections: torch.Tensor | None, blend: bool, latent_hw: tuple[int, int]):
+                 recorded_corrections: torch.Tensor | None, blend: bool, latent_hw: tuple[int, int],
+                 recorded_steps: list[bool] | None = None):
+        """``recorded_steps``: per step, whether ``recorded_corrections`` holds (None: at every step)."""
         self.controller = controller
         self.options = options
         self.known_latents = known_latents
         self.recorded_corrections = recorded_corrections
+        self.recorded_steps = recorded_steps
         self.blend = blend
         self.latent_hw = latent_hw
         self.mask: torch.Tensor | None = None
@@ -355,7 +387,8 @@ class SwapHook(SamplerHook):
         if self.known_latents is not None:
             known = self.known_latents[step.index + 1].to(latents)
             if self.options.correct_target:
-                if self.recorded_corrections is not None:
+                if self.recorded_corrections is not None and (self.recorded_steps is None
+                                                               or self.recorded_steps[step.index]):
                     correction = self.recorded_corrections[step.index].to(latents)
                 else:
                     correction = known - source
@@ -390,8 +423,9 @@ def swap(
         source_prompt: when given, must equal the trajectory's prompt.
         guidance_scale: guidance of the edit (default: the trajectory's). Any guidance works with an
             ``exact`` trajectory: its source branch reads the recorded latents, and the target's
-            correction is computed at this guidance. A ``null-text`` trajectory is replayed with its
-            embeddings, fitted for the recorded guidance.
+            correction is computed at this guidance (after ``options.guidance_steps`` of the steps,
+            at ``options.late_guidance`` if that is lower). A ``null-text`` trajectory is replayed with
+            its embeddings, fitted for the recorded guidance.
         progress: progress bar on stderr.
 
     Raises:
@@ -413,6 +447,7 @@ def swap(
     if options.blend_change is not None:
         check_change_ramp(options.blend_change)
     _check_fraction("blend_start", options.blend_start)
+    check_late_guidance(options)
     blend_words = differing_words(source, target) if options.blend_words is None else tuple(options.blend_words)
     map_tokens = blend_positions(model, source, target, blend_words) if blend_words else {}
     source_known = options.reuse_source and traj.method == "exact"
@@ -420,18 +455,24 @@ def swap(
     latent_hw = tuple(traj.x_T.shape[-2:])
     blend_side = options.blend_side or voting_side(cross_attention_widths(model, latent_hw[1]), latent_hw[1])
     controller = AttentionController(spec, map_tokens, blend_side, options.keep_maps, latent_hw)
-    recorded = traj.corrections is not None and guidance_is_recorded(traj, plan.guidance_scale)
+    num_steps = plan.schedule.num_steps
+    per_step = guidance_per_step(plan.guidance_scale, options, num_steps) if source_known else None
+    # Steps whose guidance is the recorded one take the recorded correction; the others compute it.
+    recorded = [source_known and traj.corrections is not None and guidance_is_recorded(traj, w)
+                for w in (per_step or [plan.guidance_scale] * num_steps)]
     corrections = None  # sampler corrections for both rows: only an exact replay without known latents
     if traj.method == "exact" and not source_known:
         corrections = plan.corrections
         if not options.correct_target:
             corrections = torch.cat([corrections, torch.zeros_like(corrections)], dim=1)
     known = traj.latents.to(model.device) if source_known else None
-    recorded_corrections = traj.corrections.to(model.device) if source_known and recorded else None
-    hook = SwapHook(controller, options, known, recorded_corrections, bool(map_tokens), latent_hw)
+    recorded_corrections = traj.corrections.to(model.device) if any(recorded) else None
+    hook = SwapHook(controller, options, known, recorded_corrections, bool(map_tokens), latent_hw, recorded)
     denoiser = BranchDenoiser(model, controller,
-                              source_output=not source_known or (options.correct_target and not recorded),
-                              shared_uncond=source_known and shares_uncond(options, bool(map_tokens)))
+                              source_output=[not source_known or (options.correct_target and not at_recorded)
+                                             for at_recorded in recorded],
+                              shared_uncond=source_known and shares_uncond(options, bool(map_tokens)),
+                              guidance=per_step)
     before = model.unet_evaluations
     with torch.no_grad(), installed_processors(model.unet, make_processors(model.unet, controller)):
         latents = sample(denoiser, plan.schedule, plan.x_T.clone(), plan.conditioning, plan.guidance_scale,
@@ -439,7 +480,25 @@ def swap(
     evaluations = model.unet_evaluations - before
     tokens = {"source": model.prompt_tokens(source), "target": model.prompt_tokens(target)}
     maps = _average_maps(controller, tokens, latent_hw) if options.keep_maps else None
-    return SwapResult(latents[:1], latents[1:], evaluations, hook.mask, maps, tokens, blend_words)
+    late = per_step[-1] if per_step and per_step[-1] != plan.guidance_scale else None
+    return SwapResult(latents[:1], latents[1:], evaluations, hook.mask, maps, tokens, blend_words, late)
+
+
+def guidance_per_step(guidance: float, options: SwapOptions, num_steps: int) -> list[float]:
+    """The edit's guidance at each step: ``guidance`` for the first ``int(guidance_steps·N)``, then
+    ``min(late_guidance, guidance)`` (``guidance`` throughout when ``late_guidance`` is None)."""
+    late = guidance if options.late_guidance is None else min(float(options.late_guidance), guidance)
+    full = injected_steps(options.guidance_steps, num_steps)
+    return [guidance if index < full else late for index in range(num_steps)]
+
+
+def check_late_guidance(options: SwapOptions) -> None:
+    """Raise :class:`PromptError` for a late guidance below 1 or not finite, or a fraction outside [0, 1]."""
+    late = options.late_guidance
+    if late is not None and not (isinstance(late, (int, float)) and math.isfinite(late) and late >= 1.0):
+        raise PromptError(f"{{field}} must be a guidance ≥ 1 (1: none), got {late}; e.g. {{field}} 2",
+                          field="late_guidance", value=late)
+    _check_fraction("guidance_steps", options.guidance_steps)
 
 
 def shares_uncond(options: SwapOptions, blended: bool) -> bool:

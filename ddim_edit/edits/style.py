@@ -109,7 +109,7 @@ class StyleOptions:
 def check_style_options(options: StyleOptions) -> None:
     """Raise :class:`StyleOptionError` for out-of-range settings, with the accepted range."""
     if not isinstance(options.gamma, (int, float)) or not 0.0 <= options.gamma <= 1.0 or math.isnan(options.gamma):
-        raise StyleOptionError(f"{{field}} must be in [0, 1] (0.5 by default, 0.75 in StyleID), got {options.gamma}; "
+        raise StyleOptionError(f"{{field}} must be in [0, 1] (0 by default, 0.75 in StyleID), got {options.gamma}; "
                                "e.g. {field} 0.5",
                                field="gamma", value=options.gamma)
     temperature = options.temperature

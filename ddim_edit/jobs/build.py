@@ -45,7 +45,9 @@ def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool =
                               self_steps=f.get("self_steps", SwapOptions.self_steps), reweight=f.get("reweight", {}),
                               blend_words=blend, blend_latents=f.get("blend_latents", False),
                               blend_threshold=f.get("blend_threshold", SwapOptions.blend_threshold),
-                              blend_change=f.get("blend_change", SwapOptions.blend_change))
+                              blend_change=f.get("blend_change", SwapOptions.blend_change),
+                              late_guidance=f.get("late_guidance", SwapOptions.late_guidance),
+                              guidance_steps=f.get("guidance_steps", SwapOptions.guidance_steps))
         return SwapRequest(f.get("trajectory") or f["image"], f["target_prompt"], f.get("source_prompt"), options,
                            save_trajectory=f.get("save_trajectory"), force=force, settings=settings)
     if job.edit == "inpaint":

@@ -210,6 +210,8 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
                       source=traj.metadata["prompt"], target=request.target_prompt, mode=options.mode,
                       blend=list(result.blend_words), reweight=[f"{k}={v:g}" for k, v in options.reweight.items()],
                       cross_steps=options.cross_steps, self_steps=options.self_steps,
+                      late_guidance=result.late_guidance,
+                      guidance_steps=options.guidance_steps if result.late_guidance is not None else None,
                       guidance=guidance if guidance is not None else traj.metadata["guidance_scale"])
     panels = {"source": to_size(original, size)} if original is not None else {}
     panels.update(reconstruction=reconstruction, edit=image)

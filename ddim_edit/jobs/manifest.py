@@ -134,6 +134,16 @@ def as_pair(value: Any, key: str) -> tuple[float, float]:
     return _number(items[0], key), _number(items[1], key)
 
 
+def as_late_guidance(value: Any, key: str) -> float | None:
+    """A swap's ``late_guidance``: "off" (or false) or a guidance ≥ 1."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    number = _number(value, key)
+    if number < 1.0:
+        raise ManifestError(f"{key} must be a guidance ≥ 1 (1: none) or \"off\", got {value!r}")
+    return number
+
+
 def as_change_ramp(value: Any, key: str) -> tuple[float, float] | None:
     """A swap's ``blend_change``: "off" (or false) or two numbers LOW, HIGH."""
     if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
@@ -186,7 +196,8 @@ KEYS: dict[str, dict[str, Callable]] = {
              "target_prompt": as_text, "mode": as_text, "blend": as_words, "no_blend": as_bool,
              "blend_latents": as_bool, "blend_threshold": as_float(), "blend_change": as_change_ramp,
              "reweight": as_word_values,
-             "cross_steps": as_cross_steps, "self_steps": as_float(), "save_trajectory": as_text,
+             "cross_steps": as_cross_steps, "self_steps": as_float(), "late_guidance": as_late_guidance,
+             "guidance_steps": as_float(0.0), "save_trajectory": as_text,
              "trajectory_storage": as_storage},
     "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,
                 "unconditional": as_bool, "trajectory": as_text, "dilate": as_int(0), "feather": as_int(0),
