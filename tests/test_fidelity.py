@@ -356,30 +356,20 @@ def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_p
     assert refused.exit_code == 1 and "exactly at guidance 7.5" in refused.output
 
 
-@pytest.mark.parametrize("value, fragment", [("60,20", "0 ≤ LOW < HIGH"), ("20", "LOW,HIGH or off"), ("a,b", "expects a number")])
-def test_cli_swap_refuses_a_bad_blend_change(tmp_path, tiny_model_dir, value, fragment):
+@pytest.mark.parametrize("flag, value, fragment", [
+    ("--blend-change", "60,20", "0 ≤ LOW < HIGH"), ("--blend-change", "20", "LOW,HIGH or off"),
+    ("--blend-change", "a,b", "expects a number"),
+    ("--late-guidance", "0.5", "--late-guidance must be a guidance ≥ 1"), ("--late-guidance", "x", "expects a number"),
+    ("--guidance-steps", "2", "--guidance-steps must be a fraction")])
+def test_cli_swap_refuses_a_bad_blend_change_or_late_guidance(tmp_path, tiny_model_dir, flag, value, fragment):
     from tests.cli_helpers import run
 
     from PIL import Image
 
     Image.fromarray(np.full((32, 32, 3), 240, np.uint8)).save(tmp_path / "grey.png")
-    result = run("swap", tmp_path / "grey.png", "-s", SOURCE, "-t", TARGET, "--blend-change", value,
+    result = run("swap", tmp_path / "grey.png", "-s", SOURCE, "-t", TARGET, flag, value,
                  "--model", tiny_model_dir, "-q", "-o", tmp_path / "out.png")
     assert result.exit_code != 0 and fragment in result.output and len(result.output.strip().splitlines()) == 1
-    assert not (tmp_path / "out.png").exists()
-
-
-@pytest.mark.parametrize("value, fragment", [("0.5", "guidance ≥ 1"), ("x", "expects a number")])
-def test_cli_swap_refuses_a_bad_late_guidance(tmp_path, tiny_model_dir, value, fragment):
-    from tests.cli_helpers import run
-
-    from PIL import Image
-
-    Image.fromarray(np.full((32, 32, 3), 240, np.uint8)).save(tmp_path / "grey.png")
-    result = run("swap", tmp_path / "grey.png", "-s", SOURCE, "-t", TARGET, "--late-guidance", value,
-                 "--model", tiny_model_dir, "-q", "-o", tmp_path / "out.png")
-    assert result.exit_code != 0 and fragment in result.output and len(result.output.strip().splitlines()) == 1
-    assert "--late-guidance" in result.output
     assert not (tmp_path / "out.png").exists()
 
 
