@@ -364,8 +364,8 @@ class SwapHook(SamplerHook):
 
     def __init__(self, controller: AttentionController, options: SwapOptions, known_latents: torch.Tensor | None,
                  recorded_corrections: torch.Tensor | None, blend: bool, latent_hw: tuple[int, int],
-                 recorded_steps: list[bool] | None = None):
-        """``recorded_steps``: per step, whether ``recorded_corrections`` holds (None: at every step)."""
+                 recorded_steps: list[bool]):
+        """``recorded_steps``: per step, whether ``recorded_corrections`` holds (it is None when none does)."""
         self.controller = controller
         self.options = options
         self.known_latents = known_latents
@@ -387,8 +387,7 @@ class SwapHook(SamplerHook):
         if self.known_latents is not None:
             known = self.known_latents[step.index + 1].to(latents)
             if self.options.correct_target:
-                if self.recorded_corrections is not None and (self.recorded_steps is None
-                                                               or self.recorded_steps[step.index]):
+                if self.recorded_steps[step.index]:
                     correction = self.recorded_corrections[step.index].to(latents)
                 else:
                     correction = known - source

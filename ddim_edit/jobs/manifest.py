@@ -138,9 +138,13 @@ def as_late_guidance(value: Any, key: str) -> float | None:
     """A swap's ``late_guidance``: "off" (or false) or a guidance ≥ 1."""
     if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
         return None
+    from ..edits.prompt_swap import SwapOptions, check_late_guidance
+
     number = _number(value, key)
-    if number < 1.0:
-        raise ManifestError(f"{key} must be a guidance ≥ 1 (1: none) or \"off\", got {value!r}")
+    try:
+        check_late_guidance(SwapOptions(late_guidance=number))
+    except DdimEditError as exc:
+        raise ManifestError(f"{exc.render(key)} (or \"off\")") from None
     return number
 
 
