@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ddim_edit.edits.local_blend import check_change_ramp
-from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, check_late_guidance, parse_word_values
+from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, check_guidance_options, parse_word_values
 from ddim_edit.errors import PromptError
 from ddim_edit.images import grid, save_png
 from ddim_edit.jobs import JobSettings, SwapRequest, run_request, write_result
@@ -34,11 +34,11 @@ def parse_blend_change(text: str) -> tuple[float, float] | None:
     return ramp
 
 
-def parse_late_guidance(text: str) -> float | None:
-    """``--late-guidance``: a guidance (≥ 1) or "off"."""
+def parse_guidance_or_off(text: str, flag: str, example: str) -> float | None:
+    """``--late-guidance`` / ``--mask-guidance``: a guidance (≥ 1, checked by the library) or "off"."""
     if text.strip().lower() == "off":
         return None
-    return parse_finite(text, "--late-guidance", "2")
+    return parse_finite(text, flag, example)
 
 
 def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
@@ -85,6 +85,10 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
               help="Guidance after the first --guidance-steps of an exact trajectory's edit, e.g. 2: the edited "
                    "object keeps the source's outline and background better, but edits are weaker; off: "
                    "--guidance at every step.")
+@click.option("--mask-guidance", default=f"{SwapOptions.mask_guidance:g}", show_default=True, metavar="W|off",
+              help="Guidance of the edit inside the blend mask of an exact trajectory, where the target keeps the "
+                   "inversion's own correction (lower: outlines and colours nearer the source's, weaker edits); "
+                   "off: --guidance there, without correction.")
 @click.option("--guidance-steps", default=SwapOptions.guidance_steps, show_default=True,
               type=FiniteFloat(example="0.3"), help="Fraction of the steps at full --guidance before --late-guidance.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
@@ -103,7 +107,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.pass_context
 def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_words, no_blend, blend_latents,
             blend_threshold, blend_change, reweight,
-            cross_steps, self_steps, late_guidance, guidance_steps, output, save_trajectory, trajectory_storage, save_attention, with_grid, size, keep_working_size,
+            cross_steps, self_steps, late_guidance, mask_guidance, guidance_steps, output, save_trajectory, trajectory_storage, save_attention, with_grid, size, keep_working_size,
             model_name, model_config,
             device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
             negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed):
@@ -133,9 +137,11 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
                           reweight=parse_word_values(reweight, "reweight", "blue=2"),
                           blend_words=() if no_blend else (tuple(blend_words) or None), blend_latents=blend_latents,
                           blend_threshold=blend_threshold, blend_change=parse_blend_change(blend_change),
-                          late_guidance=parse_late_guidance(late_guidance), guidance_steps=guidance_steps,
+                          late_guidance=parse_guidance_or_off(late_guidance, "--late-guidance", "2"),
+                          mask_guidance=parse_guidance_or_off(mask_guidance, "--mask-guidance", "3"),
+                          guidance_steps=guidance_steps,
                           keep_maps=bool(save_attention))
-    check_late_guidance(options)
+    check_guidance_options(options)
     if no_blend and blend_words:
         raise PromptError("--no-blend and --blend contradict each other; pass one of them")
     guidance_given = ctx.get_parameter_source("guidance") != click.core.ParameterSource.DEFAULT

@@ -271,6 +271,17 @@ def ddim_step(
     return prev
 
 
+def ddim_coefficients(alpha_prod_t: float, alpha_prod_prev: float) -> tuple[float, float]:
+    """(A, B) of the η = 0 DDIM step written as x_s = A·x_t + B·ε, for ε from any prediction type.
+
+    From eq. 12: x_s = √ᾱ_s (x_t − √(1-ᾱ_t) ε)/√ᾱ_t + √(1-ᾱ_s) ε, so A = √(ᾱ_s/ᾱ_t) and
+    B = √(1-ᾱ_s) − √(ᾱ_s (1-ᾱ_t)/ᾱ_t) (negative: the step removes noise).
+    """
+    a = math.sqrt(alpha_prod_prev / alpha_prod_t)
+    b = math.sqrt(1.0 - alpha_prod_prev) - math.sqrt(alpha_prod_prev * (1.0 - alpha_prod_t) / alpha_prod_t)
+    return a, b
+
+
 def ddim_inverse_step(
     pred_epsilon: torch.Tensor,
     sample: torch.Tensor,

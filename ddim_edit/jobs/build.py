@@ -47,6 +47,7 @@ def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool =
                               blend_threshold=f.get("blend_threshold", SwapOptions.blend_threshold),
                               blend_change=f.get("blend_change", SwapOptions.blend_change),
                               late_guidance=f.get("late_guidance", SwapOptions.late_guidance),
+                              mask_guidance=f.get("mask_guidance", SwapOptions.mask_guidance),
                               guidance_steps=f.get("guidance_steps", SwapOptions.guidance_steps))
         return SwapRequest(f.get("trajectory") or f["image"], f["target_prompt"], f.get("source_prompt"), options,
                            save_trajectory=f.get("save_trajectory"), force=force, settings=settings)

@@ -212,6 +212,7 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
                       cross_steps=options.cross_steps, self_steps=options.self_steps,
                       late_guidance=result.late_guidance,
                       guidance_steps=options.guidance_steps if result.late_guidance is not None else None,
+                      mask_guidance=result.mask_guidance,
                       guidance=guidance if guidance is not None else traj.metadata["guidance_scale"])
     panels = {"source": to_size(original, size)} if original is not None else {}
     panels.update(reconstruction=reconstruction, edit=image)

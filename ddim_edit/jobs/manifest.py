@@ -134,15 +134,16 @@ def as_pair(value: Any, key: str) -> tuple[float, float]:
     return _number(items[0], key), _number(items[1], key)
 
 
-def as_late_guidance(value: Any, key: str) -> float | None:
-    """A swap's ``late_guidance``: "off" (or false) or a guidance ≥ 1."""
+def as_guidance_or_off(value: Any, key: str) -> float | None:
+    """A swap's ``late_guidance`` or ``mask_guidance`` (``key``, the option's name): "off" (or false)
+    or a guidance ≥ 1."""
     if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
         return None
-    from ..edits.prompt_swap import SwapOptions, check_late_guidance
+    from ..edits.prompt_swap import SwapOptions, check_guidance_options
 
     number = _number(value, key)
     try:
-        check_late_guidance(SwapOptions(late_guidance=number))
+        check_guidance_options(SwapOptions(**{key: number}))
     except DdimEditError as exc:
         raise ManifestError(f"{exc.render(key)} (or \"off\")") from None
     return number
@@ -200,7 +201,8 @@ KEYS: dict[str, dict[str, Callable]] = {
              "target_prompt": as_text, "mode": as_text, "blend": as_words, "no_blend": as_bool,
              "blend_latents": as_bool, "blend_threshold": as_float(), "blend_change": as_change_ramp,
              "reweight": as_word_values,
-             "cross_steps": as_cross_steps, "self_steps": as_float(), "late_guidance": as_late_guidance,
+             "cross_steps": as_cross_steps, "self_steps": as_float(), "late_guidance": as_guidance_or_off,
+             "mask_guidance": as_guidance_or_off,
              "guidance_steps": as_float(0.0), "save_trajectory": as_text,
              "trajectory_storage": as_storage},
     "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,
