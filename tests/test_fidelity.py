@@ -170,6 +170,102 @@ def test_late_guidance_applies_to_exact_trajectories_only(tiny):
         assert torch.equal(result.target_latents, same.target_latents)
 
 
+# ----------------------------------------------------------------------------- mask guidance
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_ddim_coefficients_and_the_mask_correction_in_closed_form(prediction_type):
+    """x_s = A x_t + B ε is the DDIM step; the lag is ε_inv − ε_c,src; the target's guided step plus the
+    mask correction is the step with ε_c,tgt + λ + (g − 1)(ε_c,tgt − ε_u,tgt) (float64)."""
+    from ddim_edit.edits.mask_guidance import inversion_lag, mask_correction
+    from ddim_edit.schedule import ddim_coefficients, ddim_step, split_prediction
+
+    gen = torch.Generator().manual_seed(3)
+    z_t, x_t, eps_inv, src, cond, uncond = (torch.randn(1, 4, 8, 8, generator=gen, dtype=torch.float64) for _ in range(6))
+    alpha_t, alpha_prev = 0.3, 0.55
+    a, b = ddim_coefficients(alpha_t, alpha_prev)
+    z_s = ddim_step(eps_inv, z_t, alpha_t, alpha_prev, "epsilon")
+    assert torch.allclose(z_s, a * z_t + b * eps_inv, atol=1e-12) and b < 0
+    eps_src, _ = split_prediction(src, z_t, alpha_t, prediction_type)
+    lag = inversion_lag(z_t, z_s, src, alpha_t, alpha_prev, prediction_type)
+    assert torch.allclose(lag, eps_inv - eps_src, atol=1e-10)
+    w, g = 7.5, 3.0
+    guided = ddim_step(uncond + w * (cond - uncond), x_t, alpha_t, alpha_prev, prediction_type)
+    corrected = guided + mask_correction(lag, cond, uncond, x_t, w, g, alpha_t, alpha_prev, prediction_type)
+    eps_c, _ = split_prediction(cond, x_t, alpha_t, prediction_type)
+    eps_u, _ = split_prediction(uncond, x_t, alpha_t, prediction_type)
+    expected = a * x_t + b * (eps_c + lag + (g - 1) * (eps_c - eps_u))
+    assert torch.allclose(corrected, expected, atol=1e-10)
+    # g above the step's guidance is capped at it: the lag alone; no guidance: the lag alone
+    assert torch.allclose(mask_correction(lag, cond, uncond, x_t, 2.0, g, alpha_t, alpha_prev, prediction_type), b * lag)
+    assert torch.allclose(mask_correction(lag, cond, None, x_t, 1.0, g, alpha_t, alpha_prev, prediction_type), b * lag)
+
+
+def test_mask_guidance_one_keeps_an_identical_prompt_exact_inside_the_mask(tiny):
+    """With explicit blend words an identical prompt has a mask; at mask guidance 1 the lag is exactly the
+    source's guidance-1 correction, so the target stays the reconstruction. Without it the target
+    samples at 7.5 inside the mask and leaves it."""
+    model, trajs = tiny
+    traj = trajs["exact"]
+    words = SwapOptions(blend_words=("circle",), blend_threshold=0.0)  # the mask covers every position
+    exact = swap(model, traj, SOURCE, replace(words, mask_guidance=1.0), progress=False)
+    assert exact.blend_mask is not None and bool(exact.blend_mask.all()) and exact.mask_guidance == 1.0
+    assert (exact.target_latents - exact.source_latents).abs().max() <= 1e-4
+    free = swap(model, traj, SOURCE, replace(words, mask_guidance=None), progress=False)
+    assert free.mask_guidance is None
+    assert (free.target_latents - free.source_latents).abs().max() > 1e-2
+    three = swap(model, traj, SOURCE, replace(words, mask_guidance=3.0), progress=False)
+    assert three.mask_guidance == 3.0
+    gap = (three.target_latents - three.source_latents).abs().max()
+    assert 1e-4 < gap < (free.target_latents - free.source_latents).abs().max()
+
+
+def test_mask_guidance_needs_a_blend_and_known_source_latents(tiny):
+    model, trajs = tiny
+    assert swap(model, trajs["exact"], TARGET, progress=False).mask_guidance == SwapOptions.mask_guidance
+    assert swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=()), progress=False).mask_guidance is None
+    assert swap(model, trajs["exact"], TARGET, SwapOptions(correct_inside_mask=True), progress=False).mask_guidance is None
+    for method in ("ddim", "null-text"):
+        result = swap(model, trajs[method], TARGET, progress=False)
+        assert result.mask_guidance is None
+        off = swap(model, trajs[method], TARGET, SwapOptions(mask_guidance=None), progress=False)
+        assert torch.equal(result.target_latents, off.target_latents)
+
+
+def test_mask_guidance_with_recorded_corrections_computes_the_source_cond(tiny):
+    """The lag needs the source's conditional half at every masked step (computed there even where a
+    recorded correction would spare it); recorded and online corrections give the same edit."""
+    model, trajs = tiny
+    traj = trajs["exact"]
+    schedule = make_schedule(model, traj.num_steps)
+    unrecorded = invert(model, schedule, traj.z_0[None], SOURCE, InversionOptions(method="exact", record_corrections=False),
+                        progress=False)
+    n = traj.num_steps
+    recorded = swap(model, traj, TARGET, progress=False)
+    online = swap(model, unrecorded, TARGET, progress=False)
+    assert (recorded.target_latents - online.target_latents).abs().max() <= 1e-4
+    assert online.unet_evaluations == 3 * n  # shared uncond: target uncond + cond, source cond
+    # the source word's blend map already needs the source's conditional half at every step
+    assert recorded.unet_evaluations == 3 * n
+    # a blend word of the target only: the source's conditional half runs while the target borrows
+    # attention, and with mask guidance also at every masked step
+    target_word = SwapOptions(blend_words=("blue",))
+    borrowing, masked_from = injected_steps(SwapOptions.self_steps, n), injected_steps(SwapOptions.blend_start, n)
+    assert borrowing < n and masked_from < borrowing
+    guided = swap(model, traj, TARGET, target_word, progress=False)
+    assert guided.mask_guidance is not None and guided.unet_evaluations == 3 * n
+    free = swap(model, traj, TARGET, replace(target_word, mask_guidance=None), progress=False)
+    assert free.unet_evaluations == 2 * n + borrowing
+
+
+@pytest.mark.parametrize("value", [0.5, float("inf")])
+def test_bad_mask_guidance_is_refused(tiny, value):
+    model, trajs = tiny
+    with pytest.raises(PromptError) as caught:
+        swap(model, trajs["exact"], TARGET, SwapOptions(mask_guidance=value), progress=False)
+    assert caught.value.field == "mask_guidance"
+
+
 # ----------------------------------------------------------------------------- blend words and steps
 
 
@@ -360,8 +456,9 @@ def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_p
     ("--blend-change", "60,20", "0 ≤ LOW < HIGH"), ("--blend-change", "20", "LOW,HIGH or off"),
     ("--blend-change", "a,b", "expects a number"),
     ("--late-guidance", "0.5", "--late-guidance must be a guidance ≥ 1"), ("--late-guidance", "x", "expects a number"),
-    ("--guidance-steps", "2", "--guidance-steps must be a fraction")])
-def test_cli_swap_refuses_a_bad_blend_change_or_late_guidance(tmp_path, tiny_model_dir, flag, value, fragment):
+    ("--guidance-steps", "2", "--guidance-steps must be a fraction"),
+    ("--mask-guidance", "0.5", "--mask-guidance must be a guidance ≥ 1"), ("--mask-guidance", "x", "expects a number")])
+def test_cli_swap_refuses_a_bad_blend_change_or_guidance(tmp_path, tiny_model_dir, flag, value, fragment):
     from tests.cli_helpers import run
 
     from PIL import Image
@@ -393,6 +490,30 @@ def test_cli_swap_late_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_
     first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
     assert first["late_guidance"] == 2.0 and first["guidance_steps"] == 0.3
     assert second["late_guidance"] is None and second["guidance_steps"] is None
+    assert json.loads(default.stdout)["unet_evaluations"] == json.loads(off.stdout)["unet_evaluations"]
+    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
+    assert not np.array_equal(a, b)
+
+
+def test_cli_swap_mask_guidance_is_on_by_default_and_recorded(tmp_path, tiny_model_dir):
+    """``--mask-guidance off`` changes the edit at the same cost; the parameters say what ran."""
+    import json
+
+    from PIL import Image
+
+    from ddim_edit.images import read_parameters
+
+    from tests.cli_helpers import run
+
+    pixels = np.full((32, 32, 3), 240, np.uint8)
+    pixels[8:24, 8:24] = (200, 40, 40)
+    Image.fromarray(pixels).save(tmp_path / "red.png")
+    common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
+    default = run("swap", tmp_path / "red.png", "-o", tmp_path / "a.png", *common)
+    off = run("swap", tmp_path / "red.png", "--mask-guidance", "off", "-o", tmp_path / "b.png", *common)
+    assert default.exit_code == 0 and off.exit_code == 0, default.output + off.output
+    first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
+    assert first["mask_guidance"] == SwapOptions.mask_guidance and second["mask_guidance"] is None
     assert json.loads(default.stdout)["unet_evaluations"] == json.loads(off.stdout)["unet_evaluations"]
     a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
     assert not np.array_equal(a, b)

@@ -10,12 +10,15 @@ Two branches run through the one DDIM sampler from the trajectory's x_T:
   correction, so whatever it shares with the source follows the source's path (an identical prompt
   gives the reconstruction). A local blend (:mod:`ddim_edit.edits.local_blend`) on the words that
   differ marks what may change; :func:`edited_image` pastes the source's pixels back outside it.
+  Inside the mask the target keeps only the inversion's own error from that correction and runs at
+  a lower guidance of its own (:mod:`ddim_edit.edits.mask_guidance`).
 
 UNet evaluations per step: with known source latents, 2 for the target (conditional and
 unconditional halves) + the source's conditional half while the target borrows from it, blend maps
-are needed or the correction is computed: 150 for a 50-step blended swap from an ``exact`` file
-(the correction shares the target's unconditional half, see ``shared_uncond``), 200 for one without a
-blend (the correction takes the source's own). A replayed (not recorded) source costs 4 per step.
+are needed, the correction is computed or mask guidance needs the source's prediction: 150 for a
+50-step blended swap from an ``exact`` file (the correction shares the target's unconditional half,
+see ``shared_uncond``), 200 for one without a blend (the correction takes the source's own). A
+replayed (not recorded) source costs 4 per step.
 
 An edit of an ``exact`` trajectory can lower its guidance after the first steps (``late_guidance``):
 the layout and colours are settled early, and late steps at full guidance move the edited object's
