@@ -85,10 +85,10 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
               help="Guidance after the first --guidance-steps of an exact trajectory's edit, e.g. 2: the edited "
                    "object keeps the source's outline and background better, but edits are weaker; off: "
                    "--guidance at every step.")
-@click.option("--mask-guidance", default=f"{SwapOptions.mask_guidance:g}", show_default=True, metavar="W|off",
-              help="Guidance of the edit inside the blend mask of an exact trajectory, where the target keeps the "
-                   "inversion's own correction (lower: outlines and colours nearer the source's, weaker edits); "
-                   "off: --guidance there, without correction.")
+@click.option("--mask-guidance", default="off", show_default=True, metavar="W|off",
+              help="Guidance of the edit inside the blend mask of an exact trajectory, where the target then keeps "
+                   "the inversion's own correction, e.g. 3: outlines and colours nearer the source's, but some "
+                   "edits weaker; off: --guidance there, without correction.")
 @click.option("--guidance-steps", default=SwapOptions.guidance_steps, show_default=True,
               type=FiniteFloat(example="0.3"), help="Fraction of the steps at full --guidance before --late-guidance.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")

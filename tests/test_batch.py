@@ -301,11 +301,11 @@ def test_swap_late_and_mask_guidance_from_a_manifest(photos, tmp_path):
     swap = '{"edit": "swap", "image": "photo.png", "source_prompt": "a", "target_prompt": "b", '
     lines = [swap + '"output": "a.png"}',
              swap + '"late_guidance": 2, "guidance_steps": 0.5, "mask_guidance": 2, "output": "b.png"}',
-             swap + '"late_guidance": "off", "mask_guidance": "off", "output": "c.png"}']
+             swap + '"late_guidance": "off", "mask_guidance": "off", "output": "c.png"}']  # off: the default
     (photos / "swaps.jsonl").write_text("\n".join(lines) + "\n")
     options = [build_request(job).options for job in read_manifest(photos / "swaps.jsonl", tmp_path)]
     assert [(o.late_guidance, o.guidance_steps, o.mask_guidance) for o in options] == [
-        (None, 0.3, 3.0), (2.0, 0.5, 2.0), (None, 0.3, None)]
+        (None, 0.3, None), (2.0, 0.5, 2.0), (None, 0.3, None)]
     for key in ("late_guidance", "mask_guidance"):
         (photos / "bad.jsonl").write_text(swap + f'"{key}": 0.5, "output": "d.png"}}\n')
         with pytest.raises(ManifestError, match=f"{key} must be a guidance ≥ 1"):

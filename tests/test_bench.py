@@ -60,3 +60,10 @@ def test_swap_score_reports_the_shift_of_a_displaced_edit():
     displaced = score(render(replace(truth, cx=38.0), image_size=64), "color", scene, truth)
     assert exact["shift"] == pytest.approx(0.0, abs=0.5) and exact["iou"] > 0.9
     assert displaced["shift"] == pytest.approx(6.0, abs=1.0) and displaced["iou"] < exact["iou"]
+    # a square moved by 3 px costs background PSNR next to the silhouettes only
+    nudged = score(render(replace(truth, cx=35.0), image_size=64), "color", scene, truth)
+    assert exact["far_bg_psnr"] == 60.0 and nudged["far_bg_psnr"] == 60.0 and nudged["bg_psnr"] < 25
+    assert displaced["bg_psnr"] < displaced["far_bg_psnr"] < 60.0  # 6 px: partly beyond the 4 px ring
+    tinted = render(truth, image_size=64).astype(int)
+    tinted[:4] += 10  # a far band of the background changed
+    assert score(tinted.astype(np.uint8), "color", scene, truth)["far_bg_psnr"] < 40

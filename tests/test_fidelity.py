@@ -222,13 +222,16 @@ def test_mask_guidance_one_keeps_an_identical_prompt_exact_inside_the_mask(tiny)
 
 def test_mask_guidance_needs_a_blend_and_known_source_latents(tiny):
     model, trajs = tiny
-    assert swap(model, trajs["exact"], TARGET, progress=False).mask_guidance == SwapOptions.mask_guidance
-    assert swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=()), progress=False).mask_guidance is None
-    assert swap(model, trajs["exact"], TARGET, SwapOptions(correct_inside_mask=True), progress=False).mask_guidance is None
+    on = SwapOptions(mask_guidance=3.0)
+    assert SwapOptions.mask_guidance is None  # opt-in
+    assert swap(model, trajs["exact"], TARGET, on, progress=False).mask_guidance == 3.0
+    assert swap(model, trajs["exact"], TARGET, replace(on, blend_words=()), progress=False).mask_guidance is None
+    inside = swap(model, trajs["exact"], TARGET, replace(on, correct_inside_mask=True), progress=False)
+    assert inside.mask_guidance is None
     for method in ("ddim", "null-text"):
-        result = swap(model, trajs[method], TARGET, progress=False)
+        result = swap(model, trajs[method], TARGET, on, progress=False)
         assert result.mask_guidance is None
-        off = swap(model, trajs[method], TARGET, SwapOptions(mask_guidance=None), progress=False)
+        off = swap(model, trajs[method], TARGET, progress=False)
         assert torch.equal(result.target_latents, off.target_latents)
 
 
@@ -241,15 +244,17 @@ def test_mask_guidance_with_recorded_corrections_computes_the_source_cond(tiny):
     unrecorded = invert(model, schedule, traj.z_0[None], SOURCE, InversionOptions(method="exact", record_corrections=False),
                         progress=False)
     n = traj.num_steps
-    recorded = swap(model, traj, TARGET, progress=False)
-    online = swap(model, unrecorded, TARGET, progress=False)
+    on = SwapOptions(mask_guidance=3.0)
+    recorded = swap(model, traj, TARGET, on, progress=False)
+    online = swap(model, unrecorded, TARGET, on, progress=False)
+    assert recorded.mask_guidance == online.mask_guidance == 3.0
     assert (recorded.target_latents - online.target_latents).abs().max() <= 1e-4
     assert online.unet_evaluations == 3 * n  # shared uncond: target uncond + cond, source cond
     # the source word's blend map already needs the source's conditional half at every step
     assert recorded.unet_evaluations == 3 * n
     # a blend word of the target only: the source's conditional half runs while the target borrows
     # attention, and with mask guidance also at every masked step
-    target_word = SwapOptions(blend_words=("blue",))
+    target_word = SwapOptions(blend_words=("blue",), mask_guidance=3.0)
     borrowing, masked_from = injected_steps(SwapOptions.self_steps, n), injected_steps(SwapOptions.blend_start, n)
     assert borrowing < n and masked_from < borrowing
     guided = swap(model, traj, TARGET, target_word, progress=False)
@@ -495,8 +500,8 @@ def test_cli_swap_late_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_
     assert not np.array_equal(a, b)
 
 
-def test_cli_swap_mask_guidance_is_on_by_default_and_recorded(tmp_path, tiny_model_dir):
-    """``--mask-guidance off`` changes the edit at the same cost; the parameters say what ran."""
+def test_cli_swap_mask_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_model_dir):
+    """``--mask-guidance 3`` changes the edit at the same cost; the parameters say what ran."""
     import json
 
     from PIL import Image
@@ -509,11 +514,11 @@ def test_cli_swap_mask_guidance_is_on_by_default_and_recorded(tmp_path, tiny_mod
     pixels[8:24, 8:24] = (200, 40, 40)
     Image.fromarray(pixels).save(tmp_path / "red.png")
     common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
-    default = run("swap", tmp_path / "red.png", "-o", tmp_path / "a.png", *common)
-    off = run("swap", tmp_path / "red.png", "--mask-guidance", "off", "-o", tmp_path / "b.png", *common)
+    default = run("swap", tmp_path / "red.png", "--mask-guidance", "3", "-o", tmp_path / "a.png", *common)
+    off = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)  # off by default
     assert default.exit_code == 0 and off.exit_code == 0, default.output + off.output
     first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
-    assert first["mask_guidance"] == SwapOptions.mask_guidance and second["mask_guidance"] is None
+    assert first["mask_guidance"] == 3.0 and second["mask_guidance"] is None
     assert json.loads(default.stdout)["unet_evaluations"] == json.loads(off.stdout)["unet_evaluations"]
     a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
     assert not np.array_equal(a, b)
