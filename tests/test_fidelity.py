@@ -475,8 +475,12 @@ def test_cli_swap_refuses_a_bad_blend_change_or_guidance(tmp_path, tiny_model_di
     assert not (tmp_path / "out.png").exists()
 
 
-def test_cli_swap_late_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_model_dir):
-    """``--late-guidance 2`` changes the edit; the output's parameters say which guidance ran."""
+@pytest.mark.parametrize("flag, value, recorded", [
+    ("--late-guidance", "2", {"late_guidance": 2.0, "guidance_steps": 0.3, "mask_guidance": None}),
+    ("--mask-guidance", "3", {"late_guidance": None, "guidance_steps": None, "mask_guidance": 3.0})])
+def test_cli_swap_late_or_mask_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_model_dir, flag, value,
+                                                                          recorded):
+    """Each changes the edit at the same cost (both are off by default); the parameters say what ran."""
     import json
 
     from PIL import Image
@@ -489,36 +493,12 @@ def test_cli_swap_late_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_
     pixels[8:24, 8:24] = (200, 40, 40)
     Image.fromarray(pixels).save(tmp_path / "red.png")
     common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
-    default = run("swap", tmp_path / "red.png", "--late-guidance", "2", "-o", tmp_path / "a.png", *common)
-    off = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)  # off by default
-    assert default.exit_code == 0 and off.exit_code == 0, default.output + off.output
+    given = run("swap", tmp_path / "red.png", flag, value, "-o", tmp_path / "a.png", *common)
+    default = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)
+    assert given.exit_code == 0 and default.exit_code == 0, given.output + default.output
     first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
-    assert first["late_guidance"] == 2.0 and first["guidance_steps"] == 0.3
-    assert second["late_guidance"] is None and second["guidance_steps"] is None
-    assert json.loads(default.stdout)["unet_evaluations"] == json.loads(off.stdout)["unet_evaluations"]
-    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
-    assert not np.array_equal(a, b)
-
-
-def test_cli_swap_mask_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_model_dir):
-    """``--mask-guidance 3`` changes the edit at the same cost; the parameters say what ran."""
-    import json
-
-    from PIL import Image
-
-    from ddim_edit.images import read_parameters
-
-    from tests.cli_helpers import run
-
-    pixels = np.full((32, 32, 3), 240, np.uint8)
-    pixels[8:24, 8:24] = (200, 40, 40)
-    Image.fromarray(pixels).save(tmp_path / "red.png")
-    common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
-    default = run("swap", tmp_path / "red.png", "--mask-guidance", "3", "-o", tmp_path / "a.png", *common)
-    off = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)  # off by default
-    assert default.exit_code == 0 and off.exit_code == 0, default.output + off.output
-    first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
-    assert first["mask_guidance"] == 3.0 and second["mask_guidance"] is None
-    assert json.loads(default.stdout)["unet_evaluations"] == json.loads(off.stdout)["unet_evaluations"]
+    assert {key: first[key] for key in recorded} == recorded
+    assert all(second[key] is None for key in recorded)
+    assert json.loads(given.stdout)["unet_evaluations"] == json.loads(default.stdout)["unet_evaluations"]
     a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
     assert not np.array_equal(a, b)
