@@ -1,7 +1,7 @@
 """Mask guidance: how the target branch steps inside the local-blend mask of an ``exact`` edit.
 
-An ``exact`` trajectory is inverted conditionally (guidance 1) and its source branch replays it
-exactly: with known latents z_t → z_s, the inversion's noise is ε_inv = (z_s − A·z_t)/B
+An ``exact`` trajectory is inverted conditionally (guidance 1 unless ``inversion_guidance`` says
+otherwise) and its source branch replays it exactly: with known latents z_t → z_s, the inversion's noise is ε_inv = (z_s − A·z_t)/B
 (:func:`~ddim_edit.schedule.ddim_coefficients`). Outside the mask the target takes the source's whole
 correction and follows the source. Inside it, that correction would undo the *source prompt's*
 guidance, (w − 1)(ε_u − ε_c,src), and so pull the edited content back to the source. Without any
@@ -10,8 +10,8 @@ does not reconstruct: on the bundled model even an identical prompt then moves t
 (shape IoU 0.97 → 0.89 on 12 scenes of seed 77, blend words = the shape).
 
 Mask guidance splits the source's correction. The target keeps its part that is the inversion's
-own error, the **lag** λ = ε_inv − ε_c,src(z_t) (the exact correction of a guidance-1 replay), and
-takes its *own* guidance g instead of w:
+own error, the **lag** λ = ε_inv − ε_c,src(z_t) (after an inversion at guidance 1, the exact
+correction of a guidance-1 replay), and takes its *own* guidance g instead of w:
 
     ε_target = ε_c,tgt + λ + (g − 1)(ε_c,tgt − ε_u,tgt),
 
