@@ -1,8 +1,8 @@
 """Mask guidance: how the target branch steps inside the local-blend mask of an ``exact`` edit.
 
 An ``exact`` trajectory is inverted conditionally (guidance 1 unless ``inversion_guidance`` says
-otherwise) and its source branch replays it exactly: with known latents z_t → z_s, the inversion's noise is ε_inv = (z_s − A·z_t)/B
-(:func:`~ddim_edit.schedule.ddim_coefficients`). Outside the mask the target takes the source's whole
+otherwise) and its source branch replays it exactly: with known latents z_t → z_s, the inversion's
+noise is ε_inv = (z_s − A·z_t)/B (:func:`~ddim_edit.schedule.ddim_coefficients`). Outside the mask the target takes the source's whole
 correction and follows the source. Inside it, that correction would undo the *source prompt's*
 guidance, (w − 1)(ε_u − ε_c,src), and so pull the edited content back to the source. Without any
 correction the target samples at the edit's guidance w from the inverted noise, which plain DDIM
