@@ -2,12 +2,13 @@
 
 An ``exact`` trajectory is inverted conditionally (guidance 1 unless ``inversion_guidance`` says
 otherwise) and its source branch replays it exactly: with known latents z_t → z_s, the inversion's
-noise is ε_inv = (z_s − A·z_t)/B (:func:`~ddim_edit.schedule.ddim_coefficients`). Outside the mask the target takes the source's whole
-correction and follows the source. Inside it, that correction would undo the *source prompt's*
-guidance, (w − 1)(ε_u − ε_c,src), and so pull the edited content back to the source. Without any
-correction the target samples at the edit's guidance w from the inverted noise, which plain DDIM
-does not reconstruct: on the bundled model even an identical prompt then moves the object's outline
-(shape IoU 0.97 → 0.89 on 12 scenes of seed 77, blend words = the shape).
+noise is ε_inv = (z_s − A·z_t)/B (:func:`~ddim_edit.schedule.ddim_coefficients`). Outside the mask
+the target takes the source's whole correction and follows the source. Inside it, that correction
+would undo the *source prompt's* guidance, (w − 1)(ε_u − ε_c,src), and so pull the edited content
+back to the source. Without any correction the target samples at the edit's guidance w from the
+inverted noise, which plain DDIM does not reconstruct: on the bundled model even an identical prompt
+then moves the object's outline (shape IoU 0.97 → 0.89 on 12 scenes of seed 77, blend words = the
+shape).
 
 Mask guidance splits the source's correction. The target keeps its part that is the inversion's
 own error, the **lag** λ = ε_inv − ε_c,src(z_t) (after an inversion at guidance 1, the exact

@@ -313,8 +313,8 @@ class BranchDenoiser:
     are known (read from an ``exact`` trajectory) the source's guided output is computed only if
     ``source_output`` says it is needed (for the target's correction); otherwise only its
     conditional half runs, and only at steps where the target borrows from it or ``source_cond``
-    asks for it. After each call ``outputs`` holds the step's UNet outputs by role and ``step_guidance``
-    its guidance (for :class:`SwapHook`'s mask guidance).
+    asks for it. After each call ``outputs`` holds the step's UNet outputs by role (for
+    :class:`SwapHook`'s mask guidance).
     """
 
     def __init__(self, model, controller: AttentionController, source_output: list[bool], shared_uncond: bool = False,
@@ -333,7 +333,6 @@ class BranchDenoiser:
         self.guidance = guidance
         self.source_cond = source_cond
         self.outputs: dict[tuple[str, int], torch.Tensor] = {}
-        self.step_guidance = 1.0
 
     def denoise(self, latents, timestep, cond, uncond, guidance_scale):
         step = self.controller.step
@@ -365,7 +364,6 @@ class BranchDenoiser:
         finally:
             self.controller.layout = None
         self.outputs = {row: output[k] for row, k in index.items()}
-        self.step_guidance = guidance_scale
 
         def branch_output(branch: int) -> torch.Tensor:
             out_cond = output[index[("cond", branch)]]
@@ -399,11 +397,14 @@ class SwapHook(SamplerHook):
                  mask_guidance: float | None = None):
         """``recorded_steps``: per step, whether ``recorded_corrections`` holds (it is None when none does).
 
-        ``schedule``, ``denoiser``: the sampling schedule and the branch denoiser, needed with
-        ``mask_guidance`` (the target's guidance inside the mask; None: no correction there).
+        ``schedule``, ``denoiser``: the sampling schedule and the branch denoiser (with its per-step
+        guidance), needed with ``mask_guidance`` (the target's guidance inside the mask; None: no
+        correction there).
         """
-        if mask_guidance is not None and (schedule is None or denoiser is None or known_latents is None):
-            raise ValueError("mask guidance needs the schedule, the branch denoiser and the known source latents")
+        if mask_guidance is not None and (schedule is None or denoiser is None or denoiser.guidance is None
+                                          or known_latents is None):
+            raise ValueError("mask guidance needs the schedule, the branch denoiser with its per-step guidance "
+                             "and the known source latents")
         self.controller = controller
         self.options = options
         self.known_latents = known_latents
@@ -430,7 +431,7 @@ class SwapHook(SamplerHook):
                             outputs[("cond", 0)].to(latents), alpha_t, alpha_prev, kind)
         uncond = outputs.get(("uncond", 1))
         return mask_correction(lag, outputs[("cond", 1)].to(latents), None if uncond is None else uncond.to(latents),
-                               self._target_before.to(latents), self.denoiser.step_guidance, self.mask_guidance,
+                               self._target_before.to(latents), self.denoiser.guidance[step.index], self.mask_guidance,
                                alpha_t, alpha_prev, kind)
 
     def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
