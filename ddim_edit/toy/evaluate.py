@@ -153,6 +153,25 @@ def _cpu_words(log: dict) -> str:
     return words
 
 
+def _grounding_words(grounding: dict | None) -> str:
+    """The card's section on the token-grounding fine-tune (``toy.grounding``), from its log; empty without one."""
+    if not grounding:
+        return ""
+    return f"""
+## Token grounding
+
+`{grounding['command']}` (`ddim_edit/toy/grounding.py`): {grounding['steps']} steps ({grounding['minutes']} min),
+batch {grounding['batch']}, learning rate {grounding['lr']:g}, from the model trained above. The epsilon
+objective plus {grounding['weight']:g} x TokenCompose's token loss (Wang et al. 2024): each caption word's
+cross-attention mass on what it names (fill, colour and shape words: the shape's silhouette; the
+background colour and "background": the rest), at the cross-attention layers of at least
+{grounding['min_side']} positions a side. Token loss {grounding['token_loss_first']} -> {grounding['token_loss_last100']}, diffusion loss
+{grounding['diffusion_loss_first']} -> {grounding['diffusion_loss_last100']} (first step -> mean of the last 100); EMA {grounding['ema_decay']} of the
+weights saved. Prompt-to-prompt's masks and injections act through these maps. Nothing changes at
+inference: the folder is a plain `StableDiffusionPipeline`.
+"""
+
+
 def write_model_card(model: str, results: dict) -> str:
     """Write ``README.md`` in the model folder from ``training_log.json`` and ``results``."""
     log_path = os.path.join(model, "training_log.json")
@@ -212,7 +231,7 @@ with {log.get('threads', '?')} torch thread(s){_cpu_words(log)}, torch {log.get(
   {log.get('unet_final_loss', float('nan')):.4f};
 - total training time: {minutes:.1f} min ({log.get('wall_minutes_this_run', float('nan')):.1f} min wall clock with rendering, encoding
   and saving). The full log is `training_log.json`; the evaluation's numbers are in `evaluation.json`.
-
+{_grounding_words(log.get('grounding'))}
 ## Measured quality
 
 `python -m ddim_edit.toy.evaluate --model {model} --seed {results['seed']} --n {results['n']} --steps {results['steps']} --guidance {' '.join(f"{a['guidance']:g}" for a in results['text_to_image'])} --card`;
