@@ -95,7 +95,7 @@ def base_model(tmp_path_factory):
 
 
 def _config(base, out, **kw) -> GroundingConfig:
-    settings = dict(steps=2, n_train=8, batch=4, threads=torch.get_num_threads())
+    settings = dict(steps=2, batch=4, threads=torch.get_num_threads())
     return GroundingConfig(model=str(base), out=str(out), **{**settings, **kw})
 
 
@@ -104,6 +104,7 @@ def test_finetune_is_seeded_keeps_the_format_and_logs_itself(base_model, tmp_pat
     assert log["steps"] == 2 and log["token_loss_first"] is not None
     saved = json.load(open(tmp_path / "a" / "training_log.json"))
     assert saved["grounding"]["weight"] == 0.02 and saved["unet_steps"] == 2  # the base's log is kept
+    assert saved["grounding"]["n_train_scenes"] == 8  # on the base model's own training scenes
     pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "a")
     assert (tmp_path / "a" / "tokenizer" / "merges.txt").exists()
     assert pipeline.tokenizer("a solid red circle").input_ids == StableDiffusionPipeline.from_pretrained(

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from ..errors import DdimEditError, OutputError
 from .components import SCHEDULER_CONFIG, build_scheduler, write_slow_tokenizer_files
-from .train import TRAIN_SEED, _publish, _tokenize, check_out_folder
+from .train import TRAIN_SEED, TrainConfig, _publish, _tokenize, check_out_folder
 from .world import Scene, caption, render, sample_scenes, shape_mask
 
 OBJECT, BACKGROUND = 1, -1
@@ -55,6 +55,12 @@ OBJECT, BACKGROUND = 1, -1
 
 @dataclass
 class GroundingConfig:
+    """Settings of :func:`finetune`: the base pipeline folder ``model``, the output folder ``out``,
+    ``steps`` of AdamW at ``lr`` on batches of ``batch``, the token loss's ``weight`` and the
+    smallest layer side it reads (``min_side``), the EMA decay of the saved weights, the batch
+    draws' ``seed``, torch ``threads``, and ``force`` to replace a non-empty ``out``. The scenes
+    and the objective's settings are the base model's (:func:`base_training`)."""
+
     model: str
     out: str
     steps: int = 1500
@@ -63,12 +69,19 @@ class GroundingConfig:
     batch: int = 32
     ema_decay: float = 0.995
     min_side: int = 8
-    n_train: int = 6000
     seed: int = TRAIN_SEED
-    caption_dropout: float = 0.1
-    snr_gamma: float = 5.0
     threads: int = 2
     force: bool = False
+
+
+def base_training(model: str) -> dict:
+    """The base model's training scenes and objective, from its ``training_log.json`` (``toy.train``'s
+    defaults where it has none): the fine-tune uses the same."""
+    path = os.path.join(model, "training_log.json")
+    log = json.load(open(path)) if os.path.exists(path) else {}
+    return {"n_train": log.get("n_train_scenes", TrainConfig.n_train), "scene_seed": log.get("train_seed", TRAIN_SEED),
+            "caption_dropout": log.get("caption_dropout", TrainConfig.caption_dropout),
+            "snr_gamma": log.get("snr_gamma", TrainConfig.snr_gamma), "log": log}
 
 
 def token_roles(scene: Scene, tokens: list[str], length: int) -> torch.Tensor:
@@ -150,7 +163,8 @@ def finetune(config: GroundingConfig) -> dict:
     pipeline = StableDiffusionPipeline.from_pretrained(config.model, safety_checker=None,
                                                        requires_safety_checker=False)
     unet, text_encoder, vae, tokenizer = pipeline.unet, pipeline.text_encoder, pipeline.vae, pipeline.tokenizer
-    scenes = sample_scenes(config.seed, config.n_train)
+    base = base_training(config.model)
+    scenes = sample_scenes(base["scene_seed"], base["n_train"])
     captions = [caption(scene) for scene in scenes]
     pixels = torch.from_numpy(np.stack([render(s) for s in tqdm(scenes, desc="render", file=sys.stderr)]))
     pixels = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -166,7 +180,7 @@ def finetune(config: GroundingConfig) -> dict:
 
     alphas_cumprod = build_scheduler().alphas_cumprod.float()
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
-    loss_weight = torch.clamp(snr, max=config.snr_gamma) / snr
+    loss_weight = torch.clamp(snr, max=base["snr_gamma"]) / snr
     recorder = AttentionRecorder()
     unet.set_attn_processor(recorder)
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
@@ -179,7 +193,7 @@ def finetune(config: GroundingConfig) -> dict:
     bar = tqdm(range(config.steps), desc="grounding", file=sys.stderr)
     for step in bar:
         index = torch.randint(0, len(scenes), (config.batch,), generator=generator)
-        drop = torch.rand(config.batch, generator=generator) < config.caption_dropout
+        drop = torch.rand(config.batch, generator=generator) < base["caption_dropout"]
         batch_ids = torch.where(drop[:, None], empty[None], ids[index])
         timesteps = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (config.batch,), generator=generator)
         noise = torch.randn(latents[index].shape, generator=generator)
@@ -214,8 +228,6 @@ def finetune(config: GroundingConfig) -> dict:
     folder = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(config.out))}.", dir=parent)
     pipeline.save_pretrained(folder, safe_serialization=True)
     write_slow_tokenizer_files(os.path.join(folder, "tokenizer"))
-    training_log_path = os.path.join(config.model, "training_log.json")
-    training_log = json.load(open(training_log_path)) if os.path.exists(training_log_path) else {}
     tail = history[-100:]
     log = {
         "command": "python -m ddim_edit.toy.grounding " + " ".join(sys.argv[1:]),
@@ -226,8 +238,9 @@ def finetune(config: GroundingConfig) -> dict:
         "batch": config.batch,
         "ema_decay": config.ema_decay,
         "min_side": config.min_side,
-        "n_train_scenes": config.n_train,
-        "train_seed": config.seed,
+        "n_train_scenes": base["n_train"],
+        "train_seed": base["scene_seed"],
+        "batch_seed": config.seed,
         "token_loss_first": round(first[1], 4) if first else None,
         "token_loss_last100": round(float(np.mean([t for _, t in tail])), 4) if tail else None,
         "diffusion_loss_first": round(first[0], 5) if first else None,
@@ -237,7 +250,7 @@ def finetune(config: GroundingConfig) -> dict:
         "torch": torch.__version__,
         "history": history[::10],
     }
-    training_log = copy.deepcopy(training_log)
+    training_log = copy.deepcopy(base["log"])
     training_log["grounding"] = log
     with open(os.path.join(folder, "training_log.json"), "w") as handle:
         json.dump(training_log, handle, indent=1)
@@ -254,8 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     parser.add_argument("--weight", type=float, default=0.02, help="weight of the token loss")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--n-train", type=int, default=6000, help="training scenes")
-    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="scene and batch seed")
+    parser.add_argument("--seed", type=int, default=TRAIN_SEED,
+                        help="seed of the batch draws (the scenes are the base model's training scenes)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
