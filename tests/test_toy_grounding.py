@@ -146,3 +146,13 @@ def test_model_card_describes_the_grounding_only_when_the_log_has_it(tmp_path):
     card = open(write_model_card(str(tmp_path), results)).read()
     assert "## Token grounding" in card and "`python -m ddim_edit.toy.grounding --model m --out o`" in card
     assert "Token loss 0.53 -> 0.03" in card
+
+
+def test_finetune_names_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
+    from ddim_edit.toy.grounding import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "is not a pipeline folder" in error[0] and not (tmp_path / "out").exists()

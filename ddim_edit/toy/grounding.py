@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..errors import DdimEditError, OutputError
+from ..errors import DdimEditError, ModelLoadError
 from .components import SCHEDULER_CONFIG, build_scheduler, write_slow_tokenizer_files
 from .train import TRAIN_SEED, TrainConfig, _publish, _tokenize, check_out_folder
 from .world import Scene, caption, render, sample_scenes, shape_mask
@@ -156,6 +156,9 @@ def finetune(config: GroundingConfig) -> dict:
     from diffusers import StableDiffusionPipeline
     from diffusers.models.attention_processor import AttnProcessor2_0
 
+    if not os.path.isfile(os.path.join(config.model, "model_index.json")):
+        raise ModelLoadError(f"--model {config.model} is not a pipeline folder (no model_index.json); "
+                             "give a toy model folder such as assets/toy-model")
     check_out_folder(config.out, config.force)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
