@@ -156,3 +156,12 @@ def test_finetune_names_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
     assert exit_info.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "is not a pipeline folder" in error[0] and not (tmp_path / "out").exists()
+
+
+def test_help_shows_an_example(capsys):
+    from ddim_edit.toy.grounding import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "python -m ddim_edit.toy.grounding --model assets/toy-model --out" in capsys.readouterr().out

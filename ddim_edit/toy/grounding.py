@@ -33,11 +33,9 @@ stays as a tool for measuring attention-dependent parts.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -47,9 +45,20 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import DdimEditError, ModelLoadError
-from .components import SCHEDULER_CONFIG, build_scheduler, write_slow_tokenizer_files
-from .train import TRAIN_SEED, TrainConfig, _publish, _tokenize, check_out_folder
-from .world import Scene, caption, render, sample_scenes, shape_mask
+from .components import SCHEDULER_CONFIG
+from .train import (
+    TRAIN_SEED,
+    TrainConfig,
+    _tokenize,
+    check_out_folder,
+    encode_dataset,
+    epsilon_loss_weights,
+    publish_with_log,
+    render_dataset,
+    save_beside,
+    update_ema,
+)
+from .world import Scene, caption, sample_scenes, shape_mask
 
 OBJECT, BACKGROUND = 1, -1
 
@@ -169,22 +178,16 @@ def finetune(config: GroundingConfig) -> dict:
     unet, text_encoder, vae, tokenizer = pipeline.unet, pipeline.text_encoder, pipeline.vae, pipeline.tokenizer
     base = base_training(config.model)
     scenes = sample_scenes(base["scene_seed"], base["n_train"])
-    captions = [caption(scene) for scene in scenes]
-    pixels = torch.from_numpy(np.stack([render(s) for s in tqdm(scenes, desc="render", file=sys.stderr)]))
-    pixels = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    pixels, captions = render_dataset(scenes)
     regions = torch.from_numpy(np.stack([shape_mask(s, pixels.shape[-1]) for s in scenes]).astype(np.float32))[:, None]
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(pixels[i:i + 200]).latent_dist.mean for i in range(0, len(scenes), 200)])
-    latents = latents * vae.config.scaling_factor
+    latents = encode_dataset(vae, pixels) * vae.config.scaling_factor
     ids = _tokenize(tokenizer, captions)
     empty = _tokenize(tokenizer, [""])[0]
     length = ids.shape[1]
     roles = torch.stack([token_roles(scene, tokenizer.convert_ids_to_tokens(ids[k][1:1 + len(text.split())].tolist()),
                                      length) for k, (scene, text) in enumerate(zip(scenes, captions))])
 
-    alphas_cumprod = build_scheduler().alphas_cumprod.float()
-    snr = alphas_cumprod / (1.0 - alphas_cumprod)
-    loss_weight = torch.clamp(snr, max=base["snr_gamma"]) / snr
+    alphas_cumprod, loss_weight = epsilon_loss_weights(base["snr_gamma"])
     recorder = AttentionRecorder()
     unet.set_attn_processor(recorder)
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
@@ -212,10 +215,7 @@ def finetune(config: GroundingConfig) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-        decay = min(config.ema_decay, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for average, p in zip(ema, parameters):
-                average.lerp_(p.detach(), 1.0 - decay)
+        update_ema(ema, parameters, step, config.ema_decay)
         first = first or (diffusion.item(), token.item())
         history.append((round(diffusion.item(), 5), round(token.item(), 4)))
         bar.set_postfix(diffusion=f"{diffusion.item():.4f}", token=f"{token.item():.3f}")
@@ -227,11 +227,7 @@ def finetune(config: GroundingConfig) -> dict:
     unet.eval()
     text_encoder.eval()
 
-    parent = os.path.dirname(os.path.abspath(config.out))
-    os.makedirs(parent, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(config.out))}.", dir=parent)
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    write_slow_tokenizer_files(os.path.join(folder, "tokenizer"))
+    folder = save_beside(pipeline, config.out)
     tail = history[-100:]
     log = {
         "command": "python -m ddim_edit.toy.grounding " + " ".join(sys.argv[1:]),
@@ -254,23 +250,19 @@ def finetune(config: GroundingConfig) -> dict:
         "torch": torch.__version__,
         "history": history[::10],
     }
-    training_log = copy.deepcopy(base["log"])
-    training_log["grounding"] = log
-    with open(os.path.join(folder, "training_log.json"), "w") as handle:
-        json.dump(training_log, handle, indent=1)
-    _publish(folder, os.path.abspath(config.out))
-    print(f"saved pipeline to {config.out}", file=sys.stderr)
+    publish_with_log(folder, config.out, {**base["log"], "grounding": log})
     return log
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:3]),
+                                     epilog="example:\n  " + __doc__.strip().split("\n\n")[-1].strip("`"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the trained toy pipeline folder to start from")
     parser.add_argument("--out", required=True, help="output pipeline folder")
     parser.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     parser.add_argument("--weight", type=float, default=0.02, help="weight of the token loss")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED,
                         help="seed of the batch draws (the scenes are the base model's training scenes)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")

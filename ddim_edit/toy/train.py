@@ -86,9 +86,8 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def render_dataset(config: TrainConfig) -> tuple[torch.Tensor, list[str]]:
-    """Training images in [-1, 1], ``(N, 3, 64, 64)``, and their captions."""
-    scenes = sample_scenes(config.seed, config.n_train)
+def render_dataset(scenes: list) -> tuple[torch.Tensor, list[str]]:
+    """The scenes' images in [-1, 1], ``(N, 3, 64, 64)``, and their captions."""
     images = np.stack([render(s) for s in tqdm(scenes, desc="render", file=sys.stderr)])
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return pixels, [caption(s) for s in scenes]
@@ -217,12 +216,24 @@ def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
     ).input_ids
 
 
+def epsilon_loss_weights(snr_gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """ᾱ_t of the training schedule and the Min-SNR-γ weight of the epsilon loss per timestep."""
+    alphas_cumprod = build_scheduler().alphas_cumprod.float()
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
+    return alphas_cumprod, torch.clamp(snr, max=snr_gamma) / snr
+
+
+@torch.no_grad()
+def update_ema(averages: list[torch.Tensor], parameters: list[torch.Tensor], step: int, max_decay: float) -> None:
+    """One step of the weights' moving average, with the decay warmed up as min(max, (1 + step) / (10 + step))."""
+    decay = min(max_decay, (1.0 + step) / (10.0 + step))
+    for average, p in zip(averages, parameters):
+        average.lerp_(p.detach(), 1.0 - decay)
+
+
 def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, state, generator):
     """Epsilon-prediction training of UNet + text encoder on precomputed (scaled) latents."""
-    scheduler = build_scheduler()
-    alphas_cumprod = scheduler.alphas_cumprod.float()
-    snr = alphas_cumprod / (1.0 - alphas_cumprod)
-    loss_weight = torch.clamp(snr, max=config.snr_gamma) / snr  # Min-SNR-gamma for epsilon
+    alphas_cumprod, loss_weight = epsilon_loss_weights(config.snr_gamma)
 
     unique = sorted(set(captions))
     caption_index = torch.tensor([unique.index(c) for c in captions])
@@ -265,10 +276,7 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, st
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         phase.tick()
-        decay = min(config.ema_decay, (1.0 + phase.step) / (10.0 + phase.step))
-        with torch.no_grad():
-            for average, p in zip(ema, parameters):
-                average.lerp_(p.detach(), 1.0 - decay)
+        update_ema(ema, parameters, phase.step, config.ema_decay)
         phase.record(per_sample.mean().item(), optimizer.param_groups[0]["lr"])
         if phase.checkpoint_due():
             state.update(unet_step=phase.step, unet_elapsed=phase.elapsed,
@@ -322,6 +330,24 @@ def _publish(folder: str, out: str) -> None:
         shutil.rmtree(old)
 
 
+def save_beside(pipeline, out: str) -> str:
+    """Save ``pipeline`` (safetensors, plus the slow tokenizer's files) to a new temporary folder beside ``out``."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.", dir=parent)
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    write_slow_tokenizer_files(os.path.join(folder, "tokenizer"))
+    return folder
+
+
+def publish_with_log(folder: str, out: str, log: dict) -> None:
+    """Write ``log`` as the saved pipeline's ``training_log.json`` and move ``folder`` to ``out``."""
+    with open(os.path.join(folder, "training_log.json"), "w") as handle:
+        json.dump(log, handle, indent=1)
+    _publish(folder, os.path.abspath(out))
+    _log(f"saved pipeline to {out}")
+
+
 def train(config: TrainConfig) -> dict:
     """Run (or resume) training and save the pipeline to ``config.out``; returns the training log.
 
@@ -352,7 +378,7 @@ def train(config: TrainConfig) -> dict:
         if name in state:
             module.load_state_dict(state[name])
 
-    pixels, captions = render_dataset(config)
+    pixels, captions = render_dataset(sample_scenes(config.seed, config.n_train))
     if state["phase"] == "vae":
         state = train_vae(vae, pixels, config, state, generator)
         state["phase"] = "unet"
@@ -378,11 +404,7 @@ def train(config: TrainConfig) -> dict:
 
     pipeline = build_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=build_scheduler())
-    parent = os.path.dirname(os.path.abspath(config.out))
-    os.makedirs(parent, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(config.out))}.", dir=parent)
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    write_slow_tokenizer_files(os.path.join(folder, "tokenizer"))
+    folder = save_beside(pipeline, config.out)
     log = {
         "command": "python -m ddim_edit.toy.train " + " ".join(sys.argv[1:]),
         "budget_minutes": config.minutes,
@@ -417,10 +439,7 @@ def train(config: TrainConfig) -> dict:
         "vae_history": state.get("vae_history", []),
         "unet_history": state.get("unet_history", []),
     }
-    with open(os.path.join(folder, "training_log.json"), "w") as handle:
-        json.dump(log, handle, indent=1)
-    _publish(folder, os.path.abspath(config.out))
-    _log(f"saved pipeline to {config.out}")
+    publish_with_log(folder, config.out, log)
     return log
 
 
