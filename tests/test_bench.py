@@ -67,3 +67,25 @@ def test_swap_score_reports_the_shift_of_a_displaced_edit():
     tinted = render(truth, image_size=64).astype(int)
     tinted[:4] += 10  # a far band of the background changed
     assert score(tinted.astype(np.uint8), "color", scene, truth)["far_bg_psnr"] < 40
+
+
+def test_bench_swap_reports_each_kind_with_by_kind():
+    """``by_kind`` adds IoU and background PSNR per kind of swap: each kind's value is its scene's."""
+    from ddim_edit.bench.harness import BenchContext, run_suite
+    from ddim_edit.model import load_model
+
+    model = load_model("toy")  # its tokenizer keeps the toy captions' word counts (replace mode)
+
+    def run(options):
+        ctx = BenchContext(model=model, steps=2, methods=("exact",), n=4, quiet=True, options=options)
+        return run_suite("swap", ctx)["variants"]["exact"]
+
+    plain, by_kind = run({}), run({"by_kind": True})
+    assert not any(name.endswith("_iou") for name in plain)
+    kinds = ("color", "shape", "fill", "background")  # scene i gets kind i % 4: one scene each
+    for name in ("iou", "bg_psnr", "far_bg_psnr"):
+        values = [by_kind[f"{kind}_{name}"] for kind in kinds]
+        assert np.mean(values) == pytest.approx(by_kind[name])
+        assert by_kind[name] == pytest.approx(plain[name])  # the option only adds keys
+    with pytest.raises(DdimEditError, match="no option 'by_knd'"):
+        run({"by_knd": True})

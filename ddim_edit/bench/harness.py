@@ -31,7 +31,7 @@ SUITES = ("recon", "swap", "inpaint", "style")
 # must be listed here too (tests/test_reliability_numbers.py compares this with the suites' code).
 SUITE_OPTIONS: dict[str, tuple[str, ...]] = {
     "recon": ("inversion",),
-    "swap": ("inversion", "swap"),
+    "swap": ("by_kind", "inversion", "swap"),
     "inpaint": ("dilate", "feather", "jump_length", "kinds", "method", "resample", "start_step", "variants"),
     "style": ("guidance", "method", "prompt", "variants"),
 }

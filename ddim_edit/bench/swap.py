@@ -16,6 +16,10 @@ Metrics per variant (inversion method):
   64 px; scaled with the size), i.e. without the ring where a moved or resized outline counts as
   background error; capped at ``PSNR_CAP`` dB so that an exact match does not make the mean infinite;
 - ``edit_evals`` / ``inversion_evals``: UNet batch items; ``seconds``: inversion + edit.
+
+``<kind>_acc`` is the target attribute per kind. With the suite option ``by_kind`` (``--set
+by_kind=true``) ``<kind>_iou``, ``<kind>_bg_psnr`` and ``<kind>_far_bg_psnr`` are added, to tell which
+kind of swap limits the means.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .harness import BenchContext, SceneResult, prepared
 KINDS = ("color", "shape", "fill", "background")
 FAR = 4  # pixels at 64 px
 PSNR_CAP = 60.0
+BY_KIND = ("iou", "bg_psnr", "far_bg_psnr")  # also reported per kind with the option ``by_kind``
 _VALUES = {"color": tuple(COLORS), "shape": SHAPES, "fill": FILLS, "background": tuple(BACKGROUNDS)}
 
 
@@ -114,6 +119,8 @@ def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
             metrics = score(edit, kind, scene, truth)
             metrics.update({f"{kind}_acc": metrics["target_acc"], "edit_evals": result.unet_evaluations,
                             "inversion_evals": inversion_evals, "seconds": seconds})
+            if ctx.options.get("by_kind"):
+                metrics.update({f"{kind}_{name}": metrics[name] for name in BY_KIND})
             panels = [("source", source_image), ("reconstruction", decode(model, result.source_latents)),
                       (f"{method}: {old}->{new}", edit), ("truth", render(truth, image_size=size))]
             yield SceneResult(index, method, metrics, panels)
