@@ -260,12 +260,12 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the trained toy pipeline folder to start from")
     parser.add_argument("--out", required=True, help="output pipeline folder")
-    parser.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
-    parser.add_argument("--weight", type=float, default=0.02, help="weight of the token loss")
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    parser.add_argument("--seed", type=int, default=TRAIN_SEED,
+    parser.add_argument("--steps", type=int, default=GroundingConfig.steps, help="fine-tuning steps")
+    parser.add_argument("--weight", type=float, default=GroundingConfig.weight, help="weight of the token loss")
+    parser.add_argument("--lr", type=float, default=GroundingConfig.lr, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=GroundingConfig.seed,
                         help="seed of the batch draws (the scenes are the base model's training scenes)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=GroundingConfig.threads, help="torch threads")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.weight < 0:
