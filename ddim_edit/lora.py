@@ -69,6 +69,15 @@ def lora_records(specs: Sequence[LoraSpec]) -> list[dict]:
              "scale": float(spec.scale)} for spec in specs]
 
 
+def check_peft() -> None:
+    """LoRAs load through PEFT, a dependency of ddim-edit: a one-line error when it is missing anyway."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ModelLoadError("{field} needs the peft package, which is not installed; run: pip install 'peft>=0.10' "
+                             "(or reinstall ddim-edit, which depends on it)", field="lora") from None
+
+
 def apply_loras(pipe, specs: Sequence[LoraSpec]) -> None:
     """Load, weight and fuse the LoRAs into ``pipe``'s UNet and text encoder(s).
 

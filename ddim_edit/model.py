@@ -20,7 +20,7 @@ from .conditioning import PromptEmbeds
 from .errors import ModelLoadError, NonFiniteError, PromptError
 from .families import checkpoint_family, family_of_class, folder_family
 from .fingerprint import architecture_fingerprint, weight_signature
-from .lora import LoraSpec, apply_loras, lora_records, parse_lora
+from .lora import check_peft, LoraSpec, apply_loras, lora_records, parse_lora
 from .text_encoding import encode_sd, encode_sdxl, sdxl_time_ids
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -281,6 +281,8 @@ def load_model(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     specs = [spec if isinstance(spec, LoraSpec) else parse_lora(spec) for spec in loras]
+    if specs:
+        check_peft()
     try:
         pipe, family = _load_pipeline(model, allow_pickle, config)
     except ModelLoadError:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install ddim-edit (editable, with the test, web and browser extras) into the current Python.
+# Install ddim-edit (editable, with the test, web, browser and docs extras) into the current Python.
 # torch: an installed one is kept; where an NVIDIA GPU is visible the normal (CUDA) build is
 # installed; otherwise the CPU build, so a CPU machine never downloads GBs of CUDA libraries.
 set -euo pipefail
@@ -14,5 +14,6 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 # web: `ddim-edit serve` and its tests (gradio, gradio_client); browser: playwright for the
-# real-browser test (it drives the system's Chromium; `playwright install` is never run).
-"$PY" -m pip install --quiet -e ".[test,web,browser]"
+# real-browser test (it drives the system's Chromium; `playwright install` is never run);
+# docs: MkDocs with Material, mkdocstrings and mkdocs-click (the docs site and its build test).
+"$PY" -m pip install --quiet -e ".[test,web,browser,docs]"

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import sys
 
 import pytest
 import torch
@@ -175,3 +176,10 @@ def test_a_lora_for_another_model_is_refused_in_one_line(tiny_model_dir, tmp_pat
     with pytest.raises(ModelLoadError, match="could not be loaded") as caught:
         load_model(str(tiny_model_dir), device="cpu", loras=[str(wrong)])
     assert "\n" not in str(caught.value)
+
+
+def test_a_missing_peft_is_named_in_one_line(tiny_model_dir, lora_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # what `import peft` meets where it is not installed
+    with pytest.raises(ModelLoadError, match="needs the peft package") as caught:
+        load_model(str(tiny_model_dir), device="cpu", loras=[str(lora_file)])
+    assert "\n" not in str(caught.value) and "pip install" in str(caught.value)
