@@ -6,24 +6,21 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.edits.prompt_swap import SwapOptions, edited_image, swap
-from ddim_edit.images import grid, save_png
-from ddim_edit.inversion import InversionOptions
-from ddim_edit.metrics import psnr
-from ddim_edit.model import assets_dir, load_model
-from ddim_edit.workflow import decode, invert_image, make_schedule, prepare_image
+from ddim_edit.io import grid_output
+from ddim_edit.jobs import JobSettings, SwapRequest, run_request, write_result
+from ddim_edit.model import assets_dir
 
-from .common import Timer, check_outputs, emit, handle_errors
-from .common import STEPS
+from .common import STEPS, TOY_EPILOG, check_outputs, emit, grid_outputs, handle_errors, model_cache
 
 SOURCE = "a solid red circle on a white background"
 
 
-@click.command("demo")
-@click.option("--output", "-o", default="demo.png", show_default=True, help="Grid PNG: source | reconstruction | edit.")
+@click.command("demo", epilog=TOY_EPILOG)
+@click.option("--output", "-o", default="demo.png", show_default=True,
+              help="The edit (PNG); source | reconstruction | edit go beside it as OUTPUT.grid.png.")
 @click.option("--target", default="a solid blue circle on a white background", show_default=True, help="Target prompt.")
 @click.option("--steps", default=50, show_default=True, type=STEPS, help="DDIM steps.")
-@click.option("--force", is_flag=True, help="Overwrite the output.")
+@click.option("--force", is_flag=True, help="Overwrite the outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]))
 @handle_errors
@@ -31,26 +28,22 @@ def command(output, target, steps, force, quiet, output_format):
     """Invert the bundled example (a red circle) with the bundled model and swap its colour.
 
     Runs the real path end to end — load model, invert (exact), prompt-to-prompt swap, decode —
-    offline, in seconds on a CPU.
+    offline, in seconds on a CPU: the same job as `ddim-edit swap` on that image.
 
     \b
     Example:
       ddim-edit demo -o demo.png
       ddim-edit demo --target "a solid red square on a white background" -o square.png
     """
-    check_outputs([("-o", output, "image")], force)
-    model = load_model("toy")
-    schedule = make_schedule(model, steps)
-    image = prepare_image(model, assets_dir() / "examples" / "red-circle.png")
-    with Timer() as timer:
-        traj = invert_image(model, image, SOURCE, schedule, InversionOptions(method="exact", record_corrections=False),
-                            progress=not quiet)
-        result = swap(model, traj, target, SwapOptions(), progress=not quiet)
-    reconstruction = decode(model, result.source_latents)
-    edit = edited_image(model, result, image.pixels)
-    picture = grid([image.pixels, reconstruction, edit], ["source", "reconstruction", "edit"])
-    save_png(Path(output), picture, {"command": "demo", "source": SOURCE, "target": target, "steps": steps}, force=force)
-    info = {"output": str(output), "source": SOURCE, "target": target, "reconstruction_psnr": psnr(reconstruction, image.pixels),
-            "unet_evaluations": traj.metadata["unet_evaluations"] + result.unet_evaluations, "seconds": round(timer.seconds, 2)}
-    emit(info, output_format, f"wrote {output}: '{SOURCE}' → '{target}' "
-                              f"({info['unet_evaluations']} UNet evaluations, {timer.seconds:.1f}s)")
+    output = Path(output)
+    check_outputs([("-o", output, "image"), *grid_outputs(output, True)], force)
+    settings = JobSettings(model="toy", steps=steps, progress=not quiet)
+    request = SwapRequest(assets_dir() / "examples" / "red-circle.png", target, SOURCE, settings=settings)
+    job = run_request(request, model_cache("auto", "auto", False))
+    write_result(job, output, force=force, with_grid=True)
+    record = job.record
+    evaluations = record["unet_evaluations"] + record["inversion_unet_evaluations"]
+    info = {"output": str(output), "grid": str(grid_output(output)),
+            "source": SOURCE, "target": target, "unet_evaluations": evaluations, "seconds": record["seconds"]}
+    emit(info, output_format, f"wrote {output} and {info['grid']}: '{SOURCE}' → '{target}' "
+                              f"({evaluations} UNet evaluations, {record['seconds']:.1f}s)")

@@ -7,13 +7,12 @@ from pathlib import Path
 import click
 
 from ddim_edit.errors import DdimEditError
-from ddim_edit.images import grid
 from ddim_edit.jobs import JobSettings, ReconstructRequest, run_request, write_result
 from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, model_options, run_options
-from .common import FiniteFloat
+from .common import FiniteFloat, grid_option, grid_outputs
 
 
 @click.command("reconstruct")
@@ -22,7 +21,7 @@ from .common import FiniteFloat
 @click.option("--guidance", default=None, type=FiniteFloat(example="7.5"), help="Guidance (default: the trajectory's).")
 @click.option("--eta", default=0.0, show_default=True, type=FiniteFloat(min=0.0, example="0"), help="DDIM η (0: deterministic; > 0 uses --seed).")
 @click.option("--source", default=None, help="Source image to report PSNR against (default: the one recorded, if unchanged).")
-@click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction side by side.")
+@grid_option("source | reconstruction")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @model_options(default_model=None)
 @run_options
@@ -42,16 +41,13 @@ def command(trajectory, output, guidance, eta, source, with_grid, keep_working_s
         raise DdimEditError(f"--eta must be ≥ 0, got {eta}")
     traj = Trajectory.load(trajectory)
     output = Path(output) if output else default_output(trajectory, ".recon.png")
-    check_outputs([("-o", output, "image")], force, inputs=(trajectory, source))
+    check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force, inputs=(trajectory, source))
     settings = JobSettings(model=model_name, model_config=model_config, guidance=guidance, seed=seed,
                            keep_working_size=keep_working_size, progress=not quiet)
     result = run_request(ReconstructRequest(traj, eta=eta, reference=source, settings=settings),
                          model_cache(device, dtype, allow_pickle))
     result.parameters["trajectory"] = str(trajectory)
-    picture = None
-    if with_grid and "source" in result.panels:
-        picture = grid([result.panels["source"], result.image], ["source", "reconstruction"])
-    write_result(result, output, force=force, picture=picture)
+    write_result(result, output, force=force, with_grid=with_grid)
     score = result.record["psnr"]
     summary = {"output": str(output), "psnr": score, "method": traj.method, "size": result.record["size"],
                "seconds": result.record["seconds"]}

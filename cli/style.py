@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ddim_edit.edits.style import StyleOptions, structure_spec
-from ddim_edit.images import grid, load_image
+from ddim_edit.images import load_image
 from ddim_edit.inversion import METHODS
 from ddim_edit.io import file_sha256
 from ddim_edit.jobs import JobSettings, StyleRequest, run_request, write_result
@@ -17,7 +17,8 @@ from ddim_edit.workflow import is_trajectory_path
 
 from .common import model_cache
 from .common import check_outputs, emit, handle_errors, model_options, run_options, schedule_options
-from .common import FiniteFloat, refuse_schedule_options
+from .common import FiniteFloat, grid_option, grid_outputs, refuse_schedule_options
+from .common import TOY_EPILOG
 
 
 def read_side(path: str):
@@ -35,7 +36,7 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-@click.command("style")
+@click.command("style", epilog=TOY_EPILOG)
 @click.option("--content", required=True, help="Content image, or its trajectory file (.safetensors).")
 @click.option("--style", "style_path", required=True, help="Style image, or its trajectory file (.safetensors).")
 @click.option("--output", "-o", required=True, help="PNG to write.")
@@ -67,7 +68,7 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
 @click.option("--guidance", default=None, type=FiniteFloat(example="1"),
               help="Guidance while sampling (default 1: StyleID samples without text guidance). Trajectories "
                    "made with any guidance work.")
-@click.option("--grid", "with_grid", is_flag=True, help="Write content | style | output side by side.")
+@grid_option("content | style | output")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the content's resolution.")
 @model_options(default_model=None)
 @schedule_options
@@ -92,7 +93,8 @@ def command(content, style_path, output, gamma, temperature, layers, structure_l
                            injection_start=injection_window[0], injection_end=injection_window[1],
                            adain=not no_adain, inject_key_value=not no_kv_injection,
                            output_corrections=output_corrections, prompt=prompt or "", guidance_scale=guidance)
-    output = check_outputs([("-o", output, "image")], force, inputs=(content, style_path))[0]
+    output = check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force,
+                           inputs=(content, style_path))[0]
     sides = [Trajectory.load(side) if is_trajectory_path(side) else check_input_file(side)
              for side in (content, style_path)]
     recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
@@ -104,9 +106,7 @@ def command(content, style_path, output, gamma, temperature, layers, structure_l
     request = StyleRequest(sides[0], sides[1], options, prompt or "", style_prompt, settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))
     job.parameters.update(content=str(content), style=str(style_path))
-    picture = grid([job.panels[k] for k in ("content", "style", "output")], ["content", "style", "output"]) \
-        if with_grid else None
-    write_result(job, output, force=force, picture=picture)
+    write_result(job, output, force=force, with_grid=with_grid)
     record = job.record
     result = {key: value for key, value in record.items() if key not in ("psnr", "working_size")}
     result["output"] = str(output)

@@ -228,16 +228,21 @@ def read_parameters(path: str | Path) -> dict[str, Any]:
         return {}
 
 
+GRID_MIN_HEIGHT = 192  # small images are enlarged (whole pixels) so that a grid and its labels can be read
+
+
 def grid(images: list[np.ndarray], labels: list[str] | None = None, pad: int = 4) -> np.ndarray:
-    """Side-by-side comparison grid (all images resized to the first one's height)."""
+    """Side-by-side comparison grid: every image at the first one's height, enlarged by a whole
+    factor (nearest neighbour) when that height is under ``GRID_MIN_HEIGHT``."""
     import cv2
 
-    height = images[0].shape[0]
+    height = images[0].shape[0] * max(1, -(-GRID_MIN_HEIGHT // images[0].shape[0]))
     tiles = []
     for index, image in enumerate(images):
         if image.shape[0] != height:
             width = max(1, round(image.shape[1] * height / image.shape[0]))
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            enlarged = height % image.shape[0] == 0
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST if enlarged else cv2.INTER_AREA)
         tile = image
         if labels:
             bar = np.full((max(12, height // 8), image.shape[1], 3), 255, np.uint8)

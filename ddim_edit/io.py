@@ -52,6 +52,12 @@ def default_output(source: str | Path, suffix: str) -> Path:
     return path.with_name((stem or name) + suffix)
 
 
+def grid_output(output: str | Path) -> Path:
+    """Where ``--grid`` writes the comparison grid: beside ``output`` (``blue.png`` → ``blue.grid.png``)."""
+    path = Path(output)
+    return path.with_name(path.name[: len(path.name) - len(path.suffix)] + ".grid" + path.suffix)
+
+
 def check_output_suffix(path: str | Path, kind: str, label: str = "output path") -> None:
     """Refuse an output whose suffix does not name what will be written.
 

@@ -250,7 +250,8 @@ def test_cli_inpaints_and_reuses_a_trajectory(files, tiny_model_dir):
     assert reused.exit_code == 0, reused.output
     payload = json.loads(reused.stdout.strip().splitlines()[-1])
     assert payload["prompt"] == "a blue square" and payload["inpaint_unet_evaluations"] == 2 * 2 * 2 * 2
-    assert load_image(folder / "new.png").shape[1] > 3 * 32  # input | mask | result
+    assert load_image(folder / "new.png").shape[:2] == (32, 32)  # the result alone …
+    assert load_image(folder / "new.grid.png").shape[1] > 3 * 32  # … and input | mask | result beside it
 
 
 def test_cli_bad_masks_give_one_line_errors(files, tiny_model_dir):

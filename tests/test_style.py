@@ -327,8 +327,9 @@ def test_cli_style_images_and_trajectory(tiny_model_dir, tiny_pipe, tmp_path):
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == StyleOptions.gamma == 0.0
     assert report["structure_layers"] == [layer.name for layer in encoder_self_attention(tiny_pipe.unet)]
-    picture = load_image(out)
-    assert picture.shape[0] > 32 and picture.shape[1] > 3 * 32  # grid: content | style | output
+    assert load_image(out).shape[:2] == (32, 32)  # the output alone …
+    picture = load_image(tmp_path / "out.grid.png")
+    assert picture.shape[0] > 32 and picture.shape[1] > 3 * 32  # … and content | style | output beside it
     assert read_parameters(out)["command"] == "style"
     # the same output exists: refused without --force
     again = _cli(["style", "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "style.png"),
