@@ -18,11 +18,12 @@ from ddim_edit.jobs.manifest import read_manifest
 from ddim_edit.jobs.requests import JobSettings
 
 from .common import emit, handle_errors, model_extra_options, model_extras
+from .common import TOY_EPILOG
 
 MAX_EXIT_CODE = 100  # exit codes wrap at 256; more failures than this still exit with 100
 
 
-@click.command("batch")
+@click.command("batch", epilog=TOY_EPILOG)
 @click.argument("manifest")
 @click.option("--out", "out_dir", required=True, help="Folder for the outputs and results.jsonl (created if missing).")
 @click.option("--force", is_flag=True, help="Redo finished jobs and overwrite their outputs.")

@@ -17,8 +17,11 @@ import click
 
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
+from ddim_edit.jobs.advice import ToyModelWarning
+from ddim_edit.toy.vocabulary import GRAMMAR_HINT
 from ddim_edit.io import check_outputs as io_check_outputs
 from ddim_edit.io import default_output as io_default_output
+from ddim_edit.io import grid_output
 from ddim_edit.io import reset_written, written_paths
 from ddim_edit.schedule import SPACINGS
 
@@ -43,6 +46,7 @@ def quiet_libraries() -> None:
 
 
 MODEL_EXTRAS_KEY = "ddim_edit.model_extras"
+TOY_EPILOG = f"{GRAMMAR_HINT[:1].upper()}{GRAMMAR_HINT[1:]} (it is the default --model; pass another for photos)."
 
 
 def _remember(name: str) -> Callable:
@@ -120,10 +124,10 @@ def schedule_options(func: Callable) -> Callable:
     return func
 
 
-def inversion_options(func: Callable) -> Callable:
-    """--method and its settings, --guidance, --inversion-guidance, --negative-prompt."""
-    for option in reversed([
-        click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS), help="Inversion method."),
+def inversion_options(default_method: str = "exact") -> Callable:
+    """--method (default ``default_method``) and its settings, --guidance, --inversion-guidance, --negative-prompt."""
+    return functools.partial(_add_options, [
+        click.option("--method", default=default_method, show_default=True, type=click.Choice(METHODS), help="Inversion method."),
         click.option("--guidance", default=7.5, show_default=True, type=FiniteFloat(example="7.5"), help="Guidance of replays and edits."),
         click.option("--inversion-guidance", default=None, type=FiniteFloat(example="1"),
                      help="Guidance while inverting (default 1; fixed-point: --guidance)."),
@@ -131,7 +135,22 @@ def inversion_options(func: Callable) -> Callable:
         click.option("--fixed-point-iterations", default=10, show_default=True, type=POSITIVE_INT, help="fixed-point: most iterations per step."),
         click.option("--tolerance", default=1e-5, show_default=True, type=FiniteFloat(min=0.0, example="1e-5"), help="fixed-point: relative change to stop at."),
         click.option("--null-text-steps", default=10, show_default=True, type=POSITIVE_INT, help="null-text: most Adam steps per timestep."),
-    ]):
+    ])
+
+
+def grid_option(panels: str) -> Callable:
+    """``--grid``: the comparison grid (``panels``, e.g. "source | edit") beside the output."""
+    return click.option("--grid", "with_grid", is_flag=True,
+                        help=f"Also write {panels} side by side, beside the output as OUTPUT.grid.png.")
+
+
+def grid_outputs(output: Any, with_grid: bool) -> list[tuple[str, Any, str]]:
+    """The ``--grid`` output for :func:`check_outputs` (none without ``--grid``)."""
+    return [("--grid", grid_output(output) if with_grid and output else None, "image")]
+
+
+def _add_options(options: list[Callable], func: Callable) -> Callable:
+    for option in reversed(options):
         func = option(func)
     return func
 
@@ -153,7 +172,8 @@ def handle_errors(func: Callable) -> Callable:
     """Known errors → 'Error: …' on stderr and exit 1, no traceback.
 
     Library warnings (Pillow, diffusers, …) are held back while the command runs: after an error
-    they are dropped, so the ``Error:`` line stands alone; after success they are shown as usual.
+    they are dropped, so the ``Error:`` line stands alone; after success they are shown as usual, and
+    the toy model's advice (:class:`~ddim_edit.jobs.advice.ToyModelWarning`) as one ``Warning:`` line each.
     An error or Ctrl-C after some outputs were written names those files.
     """
     @functools.wraps(func)
@@ -172,7 +192,10 @@ def handle_errors(func: Callable) -> Callable:
                 click.echo(f"Interrupted; {written}." if written else "Interrupted; no output was written.", err=True)
                 sys.exit(130)
         for item in caught:
-            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+            if issubclass(item.category, ToyModelWarning):  # advice for the user: one line
+                click.echo(f"Warning: {item.message}", err=True)
+            else:
+                warnings.showwarning(item.message, item.category, item.filename, item.lineno)
         return value
     return wrapper
 

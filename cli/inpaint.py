@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions
 from ddim_edit.errors import TrajectoryError
-from ddim_edit.images import grid
 from ddim_edit.io import file_sha256
 from ddim_edit.jobs import InpaintRequest, JobSettings, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
@@ -18,18 +16,9 @@ from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, FiniteFloat, refuse_schedule_options
+from .common import SIZE, FiniteFloat, explicit, grid_option, grid_outputs, refuse_schedule_options
+from .common import TOY_EPILOG
 from .invert import check_prompt
-
-
-def mask_preview(binary: np.ndarray) -> np.ndarray:
-    """The binary mask as a white-on-black RGB image, for the grid."""
-    return np.repeat((binary.astype(np.uint8) * 255)[..., None], 3, axis=2)
-
-
-def _explicit(name: str) -> bool:
-    source = click.get_current_context().get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def _load_trajectory(path: str, image: str) -> Trajectory:
@@ -41,7 +30,7 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
     return traj
 
 
-@click.command("inpaint")
+@click.command("inpaint", epilog=TOY_EPILOG)
 @click.argument("image")
 @click.option("--mask", "-m", "mask_path", required=True, help="Mask image, white = regenerate (any format OpenCV reads).")
 @click.option("--prompt", "-p", default=None, help="What to fill the hole with (default: the source prompt, i.e. restore).")
@@ -64,10 +53,10 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
-@click.option("--grid", "with_grid", is_flag=True, help="Write input | mask | result side by side.")
+@grid_option("input | mask | result")
 @model_options(default_model=None)
 @schedule_options
-@inversion_options
+@inversion_options(default_method="ddim")
 @run_options
 @handle_errors
 def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, dilate, feather, mask_threshold,
@@ -83,18 +72,19 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     output's pixels are IMAGE's exactly (unless --no-paste); the output has IMAGE's resolution
     (--keep-working-size: the model's working size).
 
-    IMAGE is inverted with plain DDIM unless --method is given: the blend never uses the exact
+    IMAGE is inverted with plain DDIM by default (--method): the blend never uses the exact
     method's corrections, so they would cost 2N UNet evaluations for the same result. With
     --trajectory, its own steps, method and guidance are used.
 
     \b
     Examples:
-      ddim-edit inpaint photo.png --mask hole.png --source-prompt "a red circle on a white background" -o fixed.png
-      ddim-edit inpaint photo.png --mask hole.png --trajectory photo.traj.safetensors --prompt "a blue square" -o new.png
+      ddim-edit inpaint photo.png --mask hole.png --source-prompt "a solid red circle on a white background" -o fixed.png
+      ddim-edit inpaint photo.png --mask hole.png --trajectory photo.traj.safetensors \
+          --prompt "a solid blue square on a white background" -o new.png
       ddim-edit inpaint photo.png --mask hole.png --source-prompt "…" --resample 4 --jump-length 5 -o harmonised.png
     """
     output = Path(output) if output else default_output(image, ".inpaint.png")
-    check_outputs([("-o", output, "image")], force, inputs=(image, mask_path, trajectory))
+    check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force, inputs=(image, mask_path, trajectory))
     mask_options = MaskOptions(threshold=mask_threshold, dilate=dilate, feather=feather, invert=invert_mask,
                                resize=resize_mask)
     check_mask_file(mask_path, mask_options)  # missing, unreadable, empty, full: fail before loading the model
@@ -105,13 +95,13 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     if traj is None:
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
     edit_options = InpaintOptions(prompt=prompt, known=blend, start_step=start_step, resample=resample,
-                                  jump_length=jump_length, guidance_scale=guidance if _explicit("guidance") else None,
+                                  jump_length=jump_length, guidance_scale=guidance if explicit("guidance") else None,
                                   paste=not no_paste, seed=seed, hole_start=hole_noise)
     edit_options.check(traj.num_steps if traj else len(timesteps.split(",")) if timesteps else steps)
     # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer
     # guided steps, unless --method is given.
     settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
-                           timesteps=timesteps, method=method if _explicit("method") else "ddim", guidance=guidance,
+                           timesteps=timesteps, method=method, guidance=guidance,
                            inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
                            fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
                            null_text_steps=null_text_steps, size=size, seed=seed,
@@ -119,9 +109,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     request = InpaintRequest(image, mask_path, source_prompt, traj, mask_options, edit_options, settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))
     job.parameters["trajectory"] = trajectory
-    picture = grid([job.panels[k] for k in ("input", "mask", "inpainted")], ["input", "mask", "inpainted"]) \
-        if with_grid else None
-    write_result(job, output, force=force, picture=picture)
+    write_result(job, output, force=force, with_grid=with_grid)
     record = job.record
     payload = {key: record[key] for key in ("prompt", "blend", "method", "steps", "start_index", "resample",
                                             "jump_length", "mask_coverage", "paste", "size", "unet_evaluations",

@@ -13,7 +13,8 @@ from ddim_edit.jobs.resolve import check_input_file
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE
+from .common import SIZE, flag_for
+from .common import TOY_EPILOG
 
 
 def inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations, tolerance,
@@ -28,11 +29,13 @@ def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "-
     if unconditional:
         return ""
     if prompt is None or not prompt.strip():
-        raise PromptError(f'{what} is empty; describe the image, e.g. {what} "a red circle on a white background" (or --unconditional)')
+        alternative = " (or --unconditional)" if flag_for("unconditional") else ""
+        raise PromptError(f'{what} is {"missing" if prompt is None else "empty"}; describe the image, e.g. '
+                          f'{what} "a solid red circle on a white background"{alternative}')
     return prompt.strip()
 
 
-@click.command("invert")
+@click.command("invert", epilog=TOY_EPILOG)
 @click.argument("image", nargs=-1, required=True)
 @click.option("--prompt", "-p", default=None, help="Caption of the image (the source prompt).")
 @click.option("--unconditional", is_flag=True, help="Invert with the empty prompt.")
@@ -42,7 +45,7 @@ def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "-
               help="float16: intermediate latents in float16, a file ~2.6x smaller; x_T, z_0 and corrections exact enough for replays.")
 @model_options()
 @schedule_options
-@inversion_options
+@inversion_options()
 @run_options
 @handle_errors
 def command(image, prompt, unconditional, output, size, trajectory_storage, model_name, model_config, device, dtype, allow_pickle, steps,

@@ -9,11 +9,12 @@ import click
 from ddim_edit.errors import DdimEditError
 
 from .common import STEPS, BoundedInt, handle_errors, model_extras, model_options, quiet_libraries
+from .common import TOY_EPILOG
 
 PORT = BoundedInt(min=0, max=65535, example="7860")
 
 
-@click.command("serve")
+@click.command("serve", epilog=TOY_EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 lets other machines reach the page (no public share links).")
 @click.option("--port", default=7860, show_default=True, type=PORT, help="TCP port (0: any free port).")

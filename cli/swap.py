@@ -10,7 +10,7 @@ import click
 from ddim_edit.edits.local_blend import check_change_ramp
 from ddim_edit.edits.prompt_swap import MODES, SwapOptions, attention_picture, check_guidance_options, parse_word_values
 from ddim_edit.errors import PromptError
-from ddim_edit.images import grid, save_png
+from ddim_edit.images import save_png
 from ddim_edit.jobs import JobSettings, SwapRequest, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.trajectory import Trajectory
@@ -18,7 +18,8 @@ from ddim_edit.workflow import is_trajectory_path
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, FiniteFloat, parse_finite, refuse_schedule_options
+from .common import SIZE, FiniteFloat, grid_option, grid_outputs, parse_finite, refuse_schedule_options
+from .common import TOY_EPILOG
 from .invert import check_prompt
 
 
@@ -58,7 +59,7 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
     return per_word["default"] if len(per_word) == 1 else per_word
 
 
-@click.command("swap")
+@click.command("swap", epilog=TOY_EPILOG)
 @click.argument("image_or_trajectory")
 @click.option("--source", "-s", "source_prompt", default=None, help="Caption of the image (the trajectory's prompt).")
 @click.option("--target", "-t", "target_prompt", required=True, help="Caption of the edited image.")
@@ -96,12 +97,12 @@ def parse_cross_steps(values: tuple[str, ...]) -> float | dict[str, float]:
 @click.option("--trajectory-storage", type=click.Choice(["float64", "float16"]), default="float64", show_default=True,
               help="How --save-trajectory stores the latents (float16: intermediate latents, ~2.6x smaller).")
 @click.option("--save-attention", default=None, help="PNG grid of per-token cross-attention maps.")
-@click.option("--grid", "with_grid", is_flag=True, help="Write source | reconstruction | edit side by side.")
+@grid_option("source | reconstruction | edit")
 @click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @model_options(default_model=None)
 @schedule_options
-@inversion_options
+@inversion_options()
 @run_options
 @handle_errors
 @click.pass_context
@@ -132,7 +133,7 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
         raise PromptError("--save-trajectory is for an image input; the trajectory file already exists")
     output = Path(output) if output else default_output(image_or_trajectory, ".swap.png")
     check_outputs([("-o", output, "image"), ("--save-trajectory", save_trajectory, "trajectory"),
-                   ("--save-attention", save_attention, "image")], force, inputs=(image_or_trajectory,))
+                   ("--save-attention", save_attention, "image"), *grid_outputs(output, with_grid)], force, inputs=(image_or_trajectory,))
     options = SwapOptions(mode=mode, cross_steps=parse_cross_steps(cross_steps), self_steps=self_steps,
                           reweight=parse_word_values(reweight, "reweight", "blue=2"),
                           blend_words=() if no_blend else (tuple(blend_words) or None), blend_latents=blend_latents,
@@ -157,11 +158,7 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, mode, blend_
     job = run_request(request, model_cache(device, dtype, allow_pickle))
     traj, record = job.trajectory, job.record
     job.parameters.update(reweight=list(reweight), cross_steps=list(cross_steps))
-    picture = None
-    if with_grid:
-        labels = [label for label in ("source", "reconstruction", "edit") if label in job.panels]
-        picture = grid([job.panels[label] for label in labels], labels)
-    write_result(job, output, force=force, picture=picture)
+    write_result(job, output, force=force, with_grid=with_grid)
     if save_attention:
         save_png(save_attention, attention_picture(job.details, {"source": job.panels["reconstruction"],
                                                                   "target": job.image}),

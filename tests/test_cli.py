@@ -108,3 +108,51 @@ def test_help_has_examples():
     for name in ("invert", "reconstruct", "bench"):
         result = run(name, "--help")
         assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_grid_is_written_beside_the_output(tmp_path, photo, tiny_model_dir):
+    out = tmp_path / "blue.png"
+    args = ["swap", photo, "-s", "a red square", "-t", "a blue square", "--model", tiny_model_dir, "--steps", 3,
+            "-o", out, "--grid", "-q"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (48, 40)  # the edit alone, at the source's size
+    grid = Image.open(tmp_path / "blue.grid.png")
+    assert grid.size[0] > 3 * grid.size[1] / 2  # source | reconstruction | edit, side by side
+    from ddim_edit.images import read_parameters
+
+    assert read_parameters(tmp_path / "blue.grid.png")["grid"] == ["source", "reconstruction", "edit"]
+    out.unlink()  # the grid alone is still an output that exists: refused before any work
+    one_line_error(run(*args), "blue.grid.png already exists", "--force")
+    assert not out.exists()
+
+
+def test_swap_without_a_source_prompt_names_the_flag_it_has(tmp_path, photo, tiny_model_dir):
+    result = run("swap", photo, "-t", "a blue square", "--model", tiny_model_dir, "-o", tmp_path / "x.png")
+    one_line_error(result, "--source is missing")
+    assert "--unconditional" not in result.stderr
+
+
+def test_inpaint_help_shows_its_own_default_method():
+    text = run("inpaint", "--help").output
+    assert "[default: ddim]" in " ".join(text.split()) and "unless --method" not in text
+
+
+@pytest.mark.parametrize("name", ["invert", "swap", "inpaint", "style", "demo", "batch"])
+def test_help_names_the_toy_model_grammar(name):
+    from ddim_edit.toy.vocabulary import GRAMMAR_HINT
+
+    assert GRAMMAR_HINT[1:] in " ".join(run(name, "--help").output.split())
+
+
+def test_demo_writes_the_edit_and_its_grid(tmp_path):
+    from ddim_edit.images import load_image
+    from ddim_edit.toy.reader import read_scene
+
+    out = tmp_path / "demo.png"
+    result = run("demo", "-o", out, "--steps", 20, "-q")
+    assert result.exit_code == 0, result.output
+    edit = read_scene(load_image(out))
+    assert (edit.color, edit.shape, edit.fill, edit.background) == ("blue", "circle", "solid", "white")
+    assert load_image(tmp_path / "demo.grid.png").shape[0] >= 192  # enlarged to be read
+    one_line_error(run("demo", "-o", out, "--steps", 20, "-q"), "already exists")

@@ -177,7 +177,7 @@ def test_bad_input_raises_clear_errors(trajectories, case):
     model, trajs = trajectories
     target, options, source, error, fragment = TARGET, SwapOptions(), None, PromptError, ""
     if case == "replace_tokens":
-        target, fragment = "a blue striped circle on a white background", "refine"
+        target, fragment = "a blue striped circle on a white background", "the target has 8 words and the source 7 .'red' → 'blue striped'.; use mode refine"
     elif case == "blend":
         options, fragment = SwapOptions(blend_words=("dog",)), "blend word 'dog'"
     elif case == "reweight":
@@ -213,8 +213,8 @@ def test_cli_image_then_trajectory(tmp_path, photo, tiny_model_dir):
     info = json.loads(result.stdout)
     assert info["unet_evaluations"] == 3 * 4 and info["inversion_unet_evaluations"] == 4 + 2 * 4
     assert out.exists() and traj.exists() and maps.exists()
-    width = Image.open(out).size[0]
-    assert width > 3 * 32  # source | reconstruction | edit
+    assert Image.open(out).size == Image.open(photo).size  # the edit alone …
+    assert Image.open(tmp_path / "blue.grid.png").size[0] > 3 * 32  # … and source | reconstruction | edit beside it
     assert Image.open(maps).size[1] > 2 * 32  # a row per branch
 
     again = run("swap", traj, "-t", "a red square on a white background", "--mode", "refine",
@@ -242,7 +242,7 @@ def test_cli_bad_input(tmp_path, saved_trajectory, tiny_model_dir, case):
     if case == "source_mismatch":
         args, fragments = ["-s", "a green square", "-t", TARGET], ["differs", "trajectory"]
     elif case == "token_count":
-        args, fragments = ["-t", "a blue striped circle on a white background"], ["--mode refine"]
+        args, fragments = ["-t", "a blue striped circle on a white background"], ["8 words and the source 7 ('red' → 'blue striped')", "--mode refine"]
     elif case == "blend_word":
         args, fragments = ["-t", TARGET, "--blend", "dog"], ["blend word 'dog'"]
     elif case == "reweight_word":

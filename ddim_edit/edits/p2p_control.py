@@ -26,6 +26,7 @@ calls.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 
@@ -106,12 +107,35 @@ def replace_map(model, source: str, target: str, length: int) -> TokenMap:
     Raises:
         PromptError: when the prompts have different token counts.
     """
-    n_src, n_tgt = len(model.prompt_tokens(source)), len(model.prompt_tokens(target))
-    if n_src != n_tgt:
-        raise PromptError(
-            f"replace needs prompts with the same number of tokens ({n_src} vs {n_tgt}); "
-            "use {field} refine for words that are added or removed", field="mode")
+    if len(model.prompt_tokens(source)) != len(model.prompt_tokens(target)):
+        raise PromptError(f"replace swaps words one for one, but {word_difference(model, source, target)}; "
+                          "use {field} refine for words that are added or removed", field="mode")
     return TokenMap(torch.eye(length), torch.ones(length))
+
+
+def word_difference(model, source: str, target: str) -> str:
+    """Why two prompts do not align token for token, in words: what was added or removed, or which
+    swapped word the tokenizer splits into another number of pieces."""
+    src_words, tgt_words = source.split(), target.split()
+    if len(src_words) != len(tgt_words):
+        matcher = difflib.SequenceMatcher(a=src_words, b=tgt_words, autojunk=False)
+        changes = [_change(src_words[i1:i2], tgt_words[j1:j2]) for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+                   if tag != "equal"]
+        return f"the target has {len(tgt_words)} words and the source {len(src_words)} ({', '.join(changes)})"
+    for src_word, tgt_word in zip(src_words, tgt_words):
+        src_pieces, tgt_pieces = len(model.prompt_tokens(src_word)), len(model.prompt_tokens(tgt_word))
+        if src_pieces != tgt_pieces:
+            return (f"{tgt_word!r} is {tgt_pieces} tokens for the model where {src_word!r} is {src_pieces}")
+    return "the model splits the two prompts into different numbers of tokens"
+
+
+def _change(removed: list[str], added: list[str]) -> str:
+    """One difference between two word lists: "adds 'x'", "removes 'y'" or "'red' → 'blue striped'"."""
+    if not removed:
+        return f"adds {' '.join(added)!r}"
+    if not added:
+        return f"removes {' '.join(removed)!r}"
+    return f"{' '.join(removed)!r} → {' '.join(added)!r}"
 
 
 def refine_map(model, source: str, target: str, length: int) -> TokenMap:

@@ -26,6 +26,7 @@ from ..metrics import psnr
 from ..trajectory import Trajectory
 from ..workflow import (PreparedImage, decode, invert_image, make_schedule, prepare_pixels, reconstruct_image,
                         recorded_original_size, source_image_for)
+from .advice import warn_toy_model
 from .requests import (DEFAULT_GUIDANCE, InpaintRequest, InvertRequest, JobResult, JobSettings, ReconstructRequest,
                        Request, StyleRequest, SwapRequest)
 from .resolution import blend_at_size, output_size, paste_at_size, size_of, to_size
@@ -93,6 +94,7 @@ def run_invert(request: InvertRequest, models: Any) -> JobResult:
     model = as_provider(models).get(settings.model, config=settings.model_config)
     schedule = make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
     prepared = prepare(model, pixels, source, settings)
+    warn_toy_model(model, [prompt], [prepared.pixels])
     start = time.perf_counter()
     traj = invert_image(model, prepared, prompt, schedule, inversion_options(settings), progress=settings.progress)
     record = {"method": traj.method, "steps": schedule.num_steps, "size": prepared.source["size"],
@@ -134,6 +136,7 @@ def run_reconstruct(request: ReconstructRequest, models: Any) -> JobResult:
         original = read_image(request.reference)[0]
     else:
         original = original_pixels(traj, given)
+    warn_toy_model(model, [traj.metadata["prompt"]], [original])
     known_size = size_of(original) if original is not None else recorded_original_size(traj)
     size = output_size(size_of(working), known_size, settings.keep_working_size)
     image = to_size(working, size)
@@ -180,6 +183,7 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
         if request.save_trajectory is not None:
             traj.save(request.save_trajectory, force=request.force, storage=settings.trajectory_storage)
         working_source = prepared.pixels
+    warn_toy_model(model, [request.source_prompt, request.target_prompt], [working_source])
     if settings.guidance is not None:
         guidance = settings.guidance
     else:
@@ -246,6 +250,8 @@ def run_inpaint(request: InpaintRequest, models: Any) -> JobResult:
     else:
         pixels = to_size(original, (traj.latents.shape[-1] * factor, traj.latents.shape[-2] * factor))
     mask = prepare_mask(request.mask, size_of(pixels), factor, request.mask_options, image_size=original_size)
+    warn_toy_model(model, [traj.metadata["prompt"] if traj is not None else source_prompt, request.options.prompt],
+                   [pixels])
     if traj is None:
         schedule = make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
         traj = invert_image(model, prepared, source_prompt, schedule, inversion_options(settings, "ddim"),
@@ -298,6 +304,7 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
     recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
     model = as_provider(models).get(settings.model, recorded, settings.model_config)
     schedule = None if recorded is not None else make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
+    warn_toy_model(model, [request.prompt, request.style_prompt], originals)
     # the style edit reads only the inverted latents: no record pass for exact
     inversion = inversion_options(settings, guidance_scale=1.0 if settings.guidance is None else settings.guidance,
                                   record_corrections=False)
