@@ -35,9 +35,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import DdimEditError, PromptError
 from .schedule import Schedule, ddim_inverse_step, ddim_step, split_prediction, work_dtype
-from .trajectory import FORMAT_VERSION, Trajectory
+from .trajectory import FORMAT_VERSION, METHODS, Trajectory
 
-METHODS = ("ddim", "fixed-point", "negative-prompt", "null-text", "exact")
 
 
 @dataclass(frozen=True)

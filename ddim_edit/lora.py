@@ -9,13 +9,13 @@ scale (:func:`lora_records`), and replaying it with other LoRAs is refused.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from .errors import ModelLoadError
+from .io import file_sha256
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,6 @@ def parse_lora(text: str) -> LoraSpec:
         raise ModelLoadError(f"{{field}} {path.name} is not a .safetensors file; convert it (pickled LoRAs can run "
                              "code when loaded)", field="lora", value=text)
     return LoraSpec(path, scale)
-
-
-def file_sha256(path: Path) -> str:
-    """The file's SHA-256 (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def lora_records(specs: Sequence[LoraSpec]) -> list[dict]:

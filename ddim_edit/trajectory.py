@@ -49,6 +49,7 @@ from .errors import DdimEditError, NonFiniteError, TrajectoryError
 from .io import atomic_write
 
 FORMAT_VERSION = 3
+METHODS = ("ddim", "fixed-point", "negative-prompt", "null-text", "exact")  # inversion methods a file may record
 READABLE_VERSIONS = (1, 2, 3)  # 1: no checksum; 1–2: weight-byte model fingerprint, no LoRAs
 METADATA_KEY = "ddim_edit"
 CHECKSUM_KEY = "ddim_edit.sha256"
@@ -277,12 +278,6 @@ def _int_list(value: Any, length: int | None = None, low: int = 0) -> bool:
             and (length is None or len(value) == length))
 
 
-def _methods() -> tuple[str, ...]:
-    from .inversion import METHODS  # imported late: inversion imports this module
-
-    return METHODS
-
-
 def _prediction_types() -> tuple[str, ...]:
     from .schedule import PREDICTION_TYPES
 
@@ -299,8 +294,7 @@ METADATA_SCHEMA: dict[str, tuple[Any, str]] = {
                                                 "final_alpha_prod and fingerprint"),
     "prompt": (lambda v: isinstance(v, str), "a string"),
     "negative_prompt": (lambda v: isinstance(v, str), "a string"),
-    "method": (lambda v: v in _methods(), "one of " + ", ".join(("ddim", "fixed-point", "negative-prompt",
-                                                                  "null-text", "exact"))),
+    "method": (lambda v: v in METHODS, "one of " + ", ".join(METHODS)),
     "guidance_scale": (_finite_number, "a finite number"),
     "inversion_guidance": (_finite_number, "a finite number"),
     "fixed_point_iterations": (lambda v: v is None or _int_list(v, low=1), "null or a list of iteration counts"),

@@ -1,7 +1,7 @@
 """Image-level workflow shared by the CLI, the benchmarks and Python users.
 
-``prepare_image`` → ``invert_image`` → Trajectory → ``reconstruct_image``; edits start from
-``load_or_invert`` so that an image is inverted once and a trajectory file is used as is.
+``prepare_image`` → ``invert_image`` → Trajectory → ``reconstruct_image``; the job layer
+(:mod:`ddim_edit.jobs`) starts every edit from an image inverted once or a trajectory file as is.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ImageError, PromptError, TrajectoryError
+from .errors import ImageError, PromptError
 from .images import fit_size, load_image, resize_rgb, to_tensor, to_uint8
 from .inversion import InversionOptions, invert
 from .io import file_sha256
@@ -120,27 +120,6 @@ def recorded_original_size(traj: Trajectory) -> tuple[int, int] | None:
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(side, int) and side > 0 for side in size):
         return int(size[0]), int(size[1])
     return None
-
-
-def load_or_invert(model, image_or_traj: str | Path, prompt: str | None, schedule: Schedule | None,
-                   options: InversionOptions = InversionOptions(), size: int | None = None,
-                   progress: bool = True) -> tuple[Trajectory, np.ndarray | None]:
-    """A trajectory file as is, or an image inverted now. Returns (trajectory, source pixels or None).
-
-    With a trajectory file, ``prompt`` (when given) must equal the trajectory's source prompt.
-    """
-    if is_trajectory_path(image_or_traj):
-        traj = Trajectory.load(image_or_traj)
-        if prompt is not None and prompt != traj.metadata["prompt"]:
-            raise TrajectoryError(
-                f"{{field}} {prompt!r} differs from the trajectory's prompt {traj.metadata['prompt']!r}; "
-                "give the trajectory's prompt, or the image to invert it again", field="prompt"
-            )
-        return traj, source_image_for(traj)
-    if schedule is None:
-        raise ValueError("a schedule is needed to invert an image")
-    prepared = prepare_image(model, image_or_traj, size)
-    return invert_image(model, prepared, prompt, schedule, options, progress), prepared.pixels
 
 
 def decode(model, latents: torch.Tensor) -> np.ndarray:

@@ -277,7 +277,7 @@ def inpaint(model, traj: Trajectory, image: np.ndarray, mask: PreparedMask | np.
 
     Args:
         model: an :class:`~ddim_edit.model.EditModel`.
-        traj: the trajectory of ``image`` (from :func:`ddim_edit.workflow.load_or_invert`).
+        traj: the trajectory of ``image`` (an image inverted with :func:`ddim_edit.workflow.invert_image`, or a loaded file).
         image: uint8 [H, W, 3], the image at the working size (what was inverted; pasted over).
         mask: a mask file, an array (1/white = regenerate) or a :class:`PreparedMask`.
         options: see :class:`InpaintOptions`.

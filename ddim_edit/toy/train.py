@@ -151,8 +151,8 @@ class _Phase:
         return self.progress >= 1.0
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+def batch_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of the mean squared error over a batch of images in [-1, 1] (peak-to-peak 2)."""
     mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item()
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
@@ -392,7 +392,7 @@ def train(config: TrainConfig) -> dict:
     with torch.no_grad():
         check = slice(0, min(256, pixels.shape[0]))
         reconstruction = vae.decode(latents[check] / scaling_factor).sample
-        train_psnr = psnr(reconstruction, pixels[check])
+        train_psnr = batch_psnr(reconstruction, pixels[check])
     _log(f"VAE train-set PSNR {train_psnr:.2f} dB, scaling_factor {scaling_factor:.4f}")
 
     if state["phase"] == "unet":
