@@ -32,11 +32,21 @@ from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, Model
 from ..jobs.requests import DEFAULT_GUIDANCE
 from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
-from ..model import MemoryOptions
+from ..metrics import psnr
+from ..model import TOY_ALIASES, MemoryOptions
+from ..toy.vocabulary import GRAMMAR_HINT
 from . import forms
 from .attention_gallery import attention_tiles
 from .trajectory_cache import CachedTrajectory, TrajectoryCache, TrajectoryKey
 from .uploads import UploadStore, as_rgb
+
+PSNR_MEANINGS = {"psnr": "vs the source", "kept_psnr": "outside the mask vs the source"}
+"""The PSNRs a page may report (numbers key → what it compares); an edit meant to change the image has none."""
+
+
+def kept_psnr(result: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR of the region inpainting keeps (outside ``mask``, H×W bool or 0/255) against the source."""
+    return psnr(result, source, ~np.asarray(mask, dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,8 @@ class PageResult:
     def summary(self) -> str:
         """One line of the main numbers for the page."""
         numbers = self.numbers
-        parts = []
-        if numbers.get("psnr") is not None:
-            parts.append(f"PSNR {numbers['psnr']:.2f} dB vs the source")
+        parts = [f"PSNR {numbers[key]:.2f} dB {meaning}" for key, meaning in PSNR_MEANINGS.items()
+                 if numbers.get(key) is not None]
         parts.append(f"{numbers['unet_evaluations']} UNet evaluations")
         inversion = numbers.get("inversion")
         if inversion == "cached":
@@ -124,6 +133,11 @@ class Editor:
     @property
     def model_name(self) -> str:
         return self.settings.model or DEFAULT_MODEL
+
+    @property
+    def prompt_hint(self) -> str | None:
+        """The toy model's grammar and words, for the prompt fields (None for any other model)."""
+        return GRAMMAR_HINT if self.model_name in TOY_ALIASES else None
 
     def load(self):
         """Load the model now (a server checks it before it serves)."""
@@ -163,7 +177,7 @@ class Editor:
     def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float
                      ) -> dict[str, Any]:
         record = job.record
-        numbers = {"edit": job.edit, "psnr": record.get("psnr"), "unet_evaluations": record["unet_evaluations"],
+        numbers = {"edit": job.edit, "unet_evaluations": record["unet_evaluations"],
                    "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
                    "method": record.get("method"), "steps": job.trajectory.num_steps if job.trajectory else None,
                    "size": record.get("size"), "working_size": record.get("working_size")}
@@ -188,8 +202,9 @@ class Editor:
             _, entry, cached = self._inverted(image, prompt, settings, "exact")
             job = run_request(ReconstructRequest(entry.trajectory, settings=JobSettings(progress=settings.progress)),
                               self.models)
-            return PageResult({"source": as_rgb(image), "reconstruction": job.image},
-                              self._numbers_for(job, entry, cached, started), self._output(job),
+            numbers = self._numbers_for(job, entry, cached, started)
+            numbers["psnr"] = job.record.get("psnr")
+            return PageResult({"source": as_rgb(image), "reconstruction": job.image}, numbers, self._output(job),
                               self.trajectories.file_for(entry))
         return self._run(work)
 
@@ -229,9 +244,10 @@ class Editor:
             job = run_request(InpaintRequest(path, mask, trajectory=entry.trajectory, mask_options=mask_options,
                                              options=options, settings=JobSettings(progress=settings.progress,
                                                                                    seed=int(seed or 0))), self.models)
+            numbers = self._numbers_for(job, entry, cached, started)
+            numbers["kept_psnr"] = kept_psnr(job.image, job.panels["input"], job.panels["mask"][..., 0])
             return PageResult({"source": job.panels["input"], "mask": job.panels["mask"], "inpainted": job.image},
-                              self._numbers_for(job, entry, cached, started), self._output(job),
-                              self.trajectories.file_for(entry))
+                              numbers, self._output(job), self.trajectories.file_for(entry))
         return self._run(work)
 
     def style(self, content: np.ndarray, style: np.ndarray, gamma: float = StyleOptions.gamma,
