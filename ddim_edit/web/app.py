@@ -82,11 +82,11 @@ def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown
     return chosen, steps, guidance
 
 
-def _prompt_hint(editor: Editor) -> None:
+def _prompt_hint(editor: Editor, prefix: str) -> None:
     """The model's caption grammar under the prompt fields (the toy model only)."""
     hint = editor.prompt_hint
     if hint:
-        gr.Markdown(f"<small>{hint[0].upper()}{hint[1:]}.</small>", elem_classes=["prompt-hint"])
+        gr.Markdown(f"<small>{hint[0].upper()}{hint[1:]}.</small>", elem_id=f"{prefix}-hint", elem_classes=["prompt-hint"])
 
 
 def shown_if_set(*files: str | None) -> list[dict[str, Any]]:
@@ -161,7 +161,7 @@ def build_app(editor: Editor) -> gr.Blocks:
                     with gr.Column():
                         prompt = gr.Textbox(label="Prompt (the image's caption; empty: unconditional)",
                                             value=SOURCE_EXAMPLE, elem_id="invert-prompt")
-                        _prompt_hint(editor)
+                        _prompt_hint(editor, "invert")
                         method, steps, guidance = _settings_row("invert", editor, "exact")
                         run = gr.Button("Invert & reconstruct", variant="primary", elem_id="invert-run")
                 panel = ResultPanel("invert", ("source", "reconstruction"))
@@ -184,7 +184,7 @@ def build_app(editor: Editor) -> gr.Blocks:
                         source = gr.Textbox(label="Source prompt (the image's caption)", value=SOURCE_EXAMPLE,
                                             elem_id="swap-source")
                         target = gr.Textbox(label="Target prompt", value=TARGET_EXAMPLE, elem_id="swap-target")
-                        _prompt_hint(editor)
+                        _prompt_hint(editor, "swap")
                         with gr.Row():
                             mode = gr.Radio(list(MODES), value="replace", label="Mode", elem_id="swap-mode",
                                             info="replace: swap words; refine: add or remove words")
@@ -233,7 +233,7 @@ def build_app(editor: Editor) -> gr.Blocks:
                         fill = gr.Textbox(label="Prompt for the region (empty: restore with the source prompt)",
                                           value="",
                                           elem_id="inpaint-prompt")
-                        _prompt_hint(editor)
+                        _prompt_hint(editor, "inpaint")
                         with gr.Row():
                             dilate = gr.Number(0, label="Dilate (px)", minimum=0, precision=0, elem_id="inpaint-dilate")
                             # the library's default (None) is one latent cell; a blank browser field would send 0
