@@ -34,7 +34,7 @@ from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
 from ..metrics import psnr
 from ..model import TOY_ALIASES, MemoryOptions
-from ..toy.vocabulary import GRAMMAR_HINT
+from ..toy.vocabulary import GRAMMAR_HINT, unknown_words
 from . import forms
 from .attention_gallery import attention_tiles
 from .trajectory_cache import CachedTrajectory, TrajectoryCache, TrajectoryKey
@@ -99,8 +99,11 @@ class PageResult:
     def summary(self) -> str:
         """One line of the main numbers for the page."""
         numbers = self.numbers
-        parts = [f"PSNR {numbers[key]:.2f} dB {meaning}" for key, meaning in PSNR_MEANINGS.items()
-                 if numbers.get(key) is not None]
+        parts = []
+        if numbers.get("unknown_words"):
+            parts.append(f"⚠ words the toy model never saw: {', '.join(numbers['unknown_words'])}")
+        parts.extend(f"PSNR {numbers[key]:.2f} dB {meaning}" for key, meaning in PSNR_MEANINGS.items()
+                     if numbers.get(key) is not None)
         parts.append(f"{numbers['unet_evaluations']} UNet evaluations")
         inversion = numbers.get("inversion")
         if inversion == "cached":
@@ -174,8 +177,8 @@ class Editor:
         path = self.outputs / f"{next(self._numbers):05d}-{job.edit}.png"
         return write_result(job, path)
 
-    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float
-                     ) -> dict[str, Any]:
+    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float,
+                     prompts: tuple[str | None, ...] = ()) -> dict[str, Any]:
         record = job.record
         numbers = {"edit": job.edit, "unet_evaluations": record["unet_evaluations"],
                    "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
@@ -185,6 +188,9 @@ class Editor:
             numbers.update(inversion="cached" if cached else "new",
                            inversion_unet_evaluations=0 if cached else entry.record.get("unet_evaluations", 0),
                            inversion_seconds=0.0 if cached else entry.record.get("seconds"))
+        unknown = unknown_words(" ".join(prompt or "" for prompt in prompts)) if self.prompt_hint else []
+        if unknown:  # the toy model's prompts only
+            numbers["unknown_words"] = unknown
         return numbers
 
     def _run(self, work):
@@ -202,7 +208,7 @@ class Editor:
             _, entry, cached = self._inverted(image, prompt, settings, "exact")
             job = run_request(ReconstructRequest(entry.trajectory, settings=JobSettings(progress=settings.progress)),
                               self.models)
-            numbers = self._numbers_for(job, entry, cached, started)
+            numbers = self._numbers_for(job, entry, cached, started, (prompt,))
             numbers["psnr"] = job.record.get("psnr")
             return PageResult({"source": as_rgb(image), "reconstruction": job.image}, numbers, self._output(job),
                               self.trajectories.file_for(entry))
@@ -225,7 +231,7 @@ class Editor:
                                                                         progress=settings.progress)), self.models)
             reconstruction = job.panels["reconstruction"]
             tiles = attention_tiles(job.details, {"source": reconstruction, "target": job.image})
-            numbers = self._numbers_for(job, entry, cached, started)
+            numbers = self._numbers_for(job, entry, cached, started, (source_prompt, target_prompt))
             numbers.update(blend_words=list(job.details.blend_words), blend_fraction=job.record.get("blend_fraction"))
             return PageResult({"source": as_rgb(image), "reconstruction": reconstruction, "edit": job.image}, numbers,
                               self._output(job), self.trajectories.file_for(entry), tiles)
@@ -244,7 +250,7 @@ class Editor:
             job = run_request(InpaintRequest(path, mask, trajectory=entry.trajectory, mask_options=mask_options,
                                              options=options, settings=JobSettings(progress=settings.progress,
                                                                                    seed=int(seed or 0))), self.models)
-            numbers = self._numbers_for(job, entry, cached, started)
+            numbers = self._numbers_for(job, entry, cached, started, (source_prompt, prompt))
             numbers["kept_psnr"] = kept_psnr(job.image, job.panels["input"], job.panels["mask"][..., 0])
             return PageResult({"source": job.panels["input"], "mask": job.panels["mask"], "inpainted": job.image},
                               numbers, self._output(job), self.trajectories.file_for(entry))
