@@ -79,7 +79,8 @@ class PageResult:
 
     Attributes:
         pictures: label → uint8 RGB image, in display order (source first, the result last).
-        numbers: PSNR, UNet evaluations, seconds, whether the inversion was cached, sizes, …
+        numbers: UNet evaluations, seconds, whether the inversion was cached, sizes, …; ``psnr`` (a
+            reconstruction) or ``kept_psnr`` (inpaint, outside the mask); ``unknown_words`` (toy model).
         image_file: the result PNG (parameters embedded), None for pure inversions.
         trajectory_file: the trajectory used, as ``.safetensors``.
         attention: (heat-map overlay, "branch · token") per token (prompt swaps only).
