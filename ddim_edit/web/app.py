@@ -86,7 +86,8 @@ def _prompt_hint(editor: Editor, prefix: str) -> None:
     """The model's caption grammar under the prompt fields (the toy model only)."""
     hint = editor.prompt_hint
     if hint:
-        gr.Markdown(f"<small>{hint[0].upper()}{hint[1:]}.</small>", elem_id=f"{prefix}-hint", elem_classes=["prompt-hint"])
+        gr.Markdown(f"<small>{hint[0].upper()}{hint[1:]}.</small>", elem_id=f"{prefix}-hint",
+                    elem_classes=["prompt-hint"])
 
 
 def shown_if_set(*files: str | None) -> list[dict[str, Any]]:
