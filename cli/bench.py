@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ddim_edit.bench.harness import SUITES, BenchContext, check_out_dir, format_table, run_suite
-from ddim_edit.bench.harness import check_suite_options
+from ddim_edit.bench.harness import check_suite_options, default_methods
+from ddim_edit.bench.recon import DEFAULT_METHODS as RECON_METHODS, SLOW_METHODS
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
 from ddim_edit.model import load_model
@@ -41,11 +42,12 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--spacing", default=None, type=click.Choice(SPACINGS), help="Timestep spacing (default: the model's).")
 @click.option("--guidance", default=7.5, show_default=True, type=FiniteFloat(example="7.5"), help="Guidance of replays and edits.")
 @click.option("--method", "methods", multiple=True, type=click.Choice(METHODS),
-              help="Inversion method(s) to compare; repeat the option (default: the suite's).")
+              help=f"Inversion method(s) to compare; repeat the option (default: the suite's; recon: "
+                   f"{', '.join(RECON_METHODS)}; the slow {' and '.join(SLOW_METHODS)} only when named).")
 @click.option("--set", "settings", multiple=True, help="Suite option key=value (JSON values), repeatable.")
 @click.option("--out", "out_dir", default=None, help="Folder for per-scene grids (source | result | ground truth).")
 @click.option("--force", is_flag=True, help="Overwrite grids already in --out.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (a bar of scenes done, on stderr).")
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]),
               help="json: the summary (mean of every metric per variant) on stdout.")
 @model_options()
@@ -68,10 +70,7 @@ def command(suite, seed, count, steps, spacing, guidance, methods, settings, out
     model = load_model(model_name, device, dtype, allow_pickle, model_config, **model_extras())
     ctx = BenchContext(model=model, steps=steps, spacing=spacing, guidance=guidance, seed=seed, n=count,
                        out_dir=Path(out_dir) if out_dir else None, force=force, quiet=quiet, options=parse_options(settings))
-    if methods:
-        ctx.methods = tuple(methods)
-    elif suite == "recon":
-        ctx.methods = ("ddim", "fixed-point", "negative-prompt", "exact")
+    ctx.methods = tuple(methods) or default_methods(suite)
     summary = run_suite(suite, ctx)
     click.echo(format_table(summary), err=True)
     emit(summary, output_format, f"bench {suite}: {count} scenes in {summary['seconds']}s")

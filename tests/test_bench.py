@@ -89,3 +89,19 @@ def test_bench_swap_reports_each_kind_with_by_kind():
         assert by_kind[name] == pytest.approx(plain[name])  # the option only adds keys
     with pytest.raises(DdimEditError, match="no option 'by_knd'"):
         run({"by_knd": True})
+
+
+def test_bench_recon_defaults_to_the_fast_methods_and_shows_each_scene_on_stderr():
+    from ddim_edit.bench.recon import DEFAULT_METHODS
+
+    assert "fixed-point" not in DEFAULT_METHODS and "null-text" not in DEFAULT_METHODS
+    assert {"ddim", "negative-prompt", "exact"} <= set(DEFAULT_METHODS)
+    result = CliRunner().invoke(app, ["bench", "recon", "--n", "2", "--steps", "2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["counts"]) == set(DEFAULT_METHODS)
+    for scene in (1, 2):  # each scene's progress, method by method
+        for method in DEFAULT_METHODS:
+            assert f"scene {scene}: {method} done" in result.stderr, result.stderr
+    assert "2/2" in result.stderr
+    quiet = CliRunner().invoke(app, ["bench", "recon", "--n", "1", "--steps", "2", "--method", "ddim", "--quiet"])
+    assert quiet.exit_code == 0 and "scene 1" not in quiet.stderr and "variant" in quiet.stderr

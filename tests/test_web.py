@@ -28,6 +28,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from ddim_edit.errors import PromptError  # noqa: E402
 from ddim_edit.images import read_parameters  # noqa: E402
 from ddim_edit.masks import MaskError  # noqa: E402
+from ddim_edit.metrics import psnr  # noqa: E402
 from ddim_edit.model import assets_dir  # noqa: E402
 from ddim_edit.trajectory import Trajectory  # noqa: E402
 from ddim_edit.web import Editor, EditorSettings, forms  # noqa: E402
@@ -101,7 +102,8 @@ def test_swap_through_client_returns_the_edit_maps_numbers_and_downloads(served)
     assert "target · blue" in captions and "source · red" in captions
     assert all(Path(tile["image"]).is_file() for tile in gallery)
     assert numbers["inversion"] == "new" and numbers["steps"] == STEPS and numbers["unet_evaluations"] > 0
-    assert numbers["psnr"] is not None and "UNet evaluations" in summary and " s" in summary
+    assert "UNet evaluations" in summary and " s" in summary
+    assert "psnr" not in numbers and "PSNR" not in summary  # an edit is meant to differ from the source
     assert np.array_equal(pixels(png), edited)  # the download is the shown edit, parameters embedded
     parameters = read_parameters(png)
     assert parameters["command"] == "swap" and parameters["target"] == BLUE
@@ -138,9 +140,31 @@ def test_inpaint_through_client_with_an_uploaded_mask_keeps_the_rest(served):
     assert np.array_equal(result[~grown], original[~grown])  # outside: the photo's own pixels
     assert np.abs(result[masked].astype(int) - original[masked]).mean() > 10  # inside: regenerated
     assert (pixels(mask)[..., 0] > 127).mean() == pytest.approx(masked.mean(), abs=0.02)
-    assert numbers["edit"] == "inpaint" and numbers["method"] == "ddim" and numbers["psnr"] is not None
+    assert numbers["edit"] == "inpaint" and numbers["method"] == "ddim" and "psnr" not in numbers
+    kept = psnr(result, original, ~masked)  # PSNR of the kept region only
+    assert numbers["kept_psnr"] == pytest.approx(kept, abs=0.01) and kept > psnr(result, original) + 3
+    assert f"PSNR {kept:.2f} dB outside the mask vs the source" in summary
     assert read_parameters(png)["command"] == "inpaint"
     assert Trajectory.load(trajectory).num_steps == STEPS
+
+
+def test_reconstruction_reports_its_psnr_vs_the_source(served):
+    page, client = served
+    source, reconstruction, summary, numbers, png, trajectory = call(
+        client, (handle_file(str(RED)), SOURCE, "exact", STEPS, 7.5), "/invert")
+    score = psnr(pixels(reconstruction), pixels(RED))
+    assert numbers["psnr"] == pytest.approx(score, abs=0.01) and score > 20
+    assert f"PSNR {score:.2f} dB vs the source" in summary
+    assert np.array_equal(pixels(png), pixels(reconstruction)) and Trajectory.load(trajectory).method == "exact"
+    assert "unknown_words" not in numbers and "never saw" not in summary
+
+
+def test_words_the_toy_model_never_saw_are_named(served):
+    page, client = served
+    *_, summary, numbers, _, _ = call(client, (handle_file(str(RED)), "a solid red Cat on a white sofa.", "exact", 2,
+                                               7.5), "/invert")
+    assert numbers["unknown_words"] == ["cat", "sofa"]
+    assert summary.startswith("⚠ words the toy model never saw: cat, sofa · PSNR")
 
 
 def test_inpaint_with_a_painted_mask(served, tmp_path):
@@ -312,3 +336,33 @@ def test_forms():
     uploaded[0, 0] = 255
     assert forms.painted_mask({"layers": [layer]}, uploaded)[0, 0] == 255
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+
+
+def page_components(page) -> list[dict]:
+    """The served page's components as the browser receives them (``/config``)."""
+    import json
+
+    with urllib.request.urlopen(page.url + "config", timeout=30) as response:
+        return json.loads(response.read())["components"]
+
+
+def test_downloads_are_hidden_until_there_is_a_result(served):
+    from ddim_edit.web.app import shown_if_set
+
+    page, _ = served
+    buttons = {c["props"]["elem_id"]: c["props"] for c in page_components(page)
+               if str(c["props"].get("elem_id", "")).endswith(("-png", "-trajectory"))}
+    assert len(buttons) == 8 and not any(props["visible"] for props in buttons.values())
+    assert [update["visible"] for update in shown_if_set(str(RED), None)] == [True, False]
+    assert all(set(update) == {"__type__", "visible"} for update in shown_if_set(str(RED)))  # the file stays
+
+
+def test_the_toy_models_grammar_is_under_the_prompts(served, tmp_path):
+    from ddim_edit.toy.vocabulary import GRAMMAR_HINT
+
+    page, _ = served
+    assert page.editor.prompt_hint == GRAMMAR_HINT
+    hints = [c["props"]["value"] for c in page_components(page) if "prompt-hint" in c["props"].get("elem_classes", [])]
+    assert len(hints) == 3 and all(GRAMMAR_HINT[1:] in hint for hint in hints)  # invert, swap, inpaint
+    other = Editor(EditorSettings(model=str(tmp_path / "some-model"), workdir=tmp_path))
+    assert other.prompt_hint is None

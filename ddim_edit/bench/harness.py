@@ -93,6 +93,11 @@ def prepared(pixels: np.ndarray, label: str) -> PreparedImage:
                                                    "original_size": [width, height], "size": [width, height]})
 
 
+def default_methods(name: str) -> tuple[str, ...]:
+    """The inversion methods suite ``name`` compares when none are given (its ``DEFAULT_METHODS``)."""
+    return getattr(load_suite(name), "DEFAULT_METHODS", BenchContext.methods)
+
+
 def load_suite(name: str):
     if name not in SUITES:
         raise DdimEditError(f"unknown bench suite {name!r}; choose one of {', '.join(SUITES)}")
@@ -173,8 +178,12 @@ def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
             raise OutputError(f"cannot create folder {ctx.out_dir} ({exc.strerror or exc}); choose another folder") from None
     start = time.perf_counter()
     seen: set[int] = set()
-    bar = tqdm(total=len(scenes), desc=f"bench {name}", file=sys.stderr, disable=ctx.quiet)
+    bar = tqdm(total=len(scenes), desc=f"bench {name}", unit="scene", file=sys.stderr, disable=ctx.quiet)
     for result in suite.run(ctx, scenes):
+        if result.scene_index not in seen:
+            seen.add(result.scene_index)
+            bar.update(len(seen) - 1 - bar.n)  # the scenes before this one are done
+        bar.set_postfix_str(f"scene {result.scene_index + 1}: {result.variant} done")
         counts[result.variant] += 1
         for metric, value in result.metrics.items():
             collected[result.variant][metric].append(float(value))
@@ -182,9 +191,7 @@ def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
             labels, images = zip(*result.panels)
             save_png(ctx.out_dir / grid_name(name, result.scene_index, result.variant),
                      grid(list(images), list(labels)), {"suite": name, **result.metrics}, force=ctx.force)
-        if result.scene_index not in seen:
-            seen.add(result.scene_index)
-            bar.update(1)
+    bar.update(len(seen) - bar.n)
     bar.close()
     variants = {variant: {metric: mean(values) for metric, values in metrics.items()}
                 for variant, metrics in collected.items()}

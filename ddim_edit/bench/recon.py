@@ -5,10 +5,16 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
+from ..inversion import METHODS
 from ..metrics import psnr
 from ..toy.world import caption, render
 from ..workflow import decode, invert_image, reconstruct_image
 from .harness import BenchContext, SceneResult, prepared
+
+SLOW_METHODS = ("fixed-point", "null-text")
+"""Compared only when asked for (``--method``): many UNet evaluations per step, minutes per scene."""
+DEFAULT_METHODS = tuple(method for method in METHODS if method not in SLOW_METHODS)
+"""What ``bench recon`` compares by default: the methods of N + 2N UNet evaluations."""
 
 
 def vae_round_trip(model, pixels):

@@ -2,8 +2,10 @@
 
 Tabs: *Invert & reconstruct*, *Prompt swap* (with per-token cross-attention heat maps), *Inpaint*
 (paint the mask on the image, or upload one) and *Style*. Each shows the pictures side by side,
-the numbers (PSNR, UNet evaluations, seconds, whether the inversion came from the cache) and
-downloads of the PNG and of the trajectory.
+the numbers (UNet evaluations, seconds, whether the inversion came from the cache; PSNR where it
+means something: the reconstruction's, and inpaint's outside the mask) and, once there is a result,
+downloads of the PNG and of the trajectory. With the bundled toy model, the tabs with prompts say
+which captions it knows.
 
 Every event shares one queue slot (``concurrency_id="model"``, limit 1), so requests run one after
 another on the shared model; a library error becomes a one-line ``gr.Error`` — the line the CLI
@@ -80,6 +82,19 @@ def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown
     return chosen, steps, guidance
 
 
+def _prompt_hint(editor: Editor, prefix: str) -> None:
+    """The model's caption grammar under the prompt fields (the toy model only)."""
+    hint = editor.prompt_hint
+    if hint:
+        gr.Markdown(f"<small>{hint[0].upper()}{hint[1:]}.</small>", elem_id=f"{prefix}-hint",
+                    elem_classes=["prompt-hint"])
+
+
+def shown_if_set(*files: str | None) -> list[dict[str, Any]]:
+    """Each download button shown when a run gave it a file, else hidden."""
+    return [gr.update(visible=bool(path)) for path in files]
+
+
 class ResultPanel:
     """Pictures side by side, the numbers and the two downloads of one tab."""
 
@@ -88,9 +103,10 @@ class ResultPanel:
             self.pictures = [_picture(label.capitalize(), f"{prefix}-{label}") for label in labels]
         self.summary = gr.Markdown(label="Summary", elem_id=f"{prefix}-summary")
         with gr.Row():
-            self.png = gr.DownloadButton("Download PNG", elem_id=f"{prefix}-png", size="md")
+            # hidden until a run gives them a file (see run_on)
+            self.png = gr.DownloadButton("Download PNG", elem_id=f"{prefix}-png", size="md", visible=False)
             self.trajectory = gr.DownloadButton("Download trajectory (.safetensors)", elem_id=f"{prefix}-trajectory",
-                                                size="md")
+                                                size="md", visible=False)
         self.attention = None
         if attention:
             self.attention = gr.Gallery(label="Cross-attention per token (source row, then target row)", columns=8,
@@ -110,6 +126,14 @@ class ResultPanel:
         return [*(result.pictures[label] for label in self.labels), *extra, result.summary(),
                 _json_ready(result.numbers), str(result.image_file) if result.image_file else None,
                 str(result.trajectory_file) if result.trajectory_file else None]
+
+    def run_on(self, button: gr.Button, work: Callable[..., list[Any]], inputs: list[Any], api_name: str) -> None:
+        """``button`` runs ``work`` (one request at a time on the model) into this panel; then the downloads
+        that got a file show (a page-only step, not part of the API)."""
+        downloads = [self.png, self.trajectory]
+        run = button.click(_guarded(work), inputs, self.outputs, api_name=api_name, concurrency_limit=1,
+                           concurrency_id=QUEUE)
+        run.success(shown_if_set, downloads, downloads, api_visibility="private", queue=False)
 
 
 def _json_ready(numbers: dict[str, Any]) -> dict[str, Any]:
@@ -138,14 +162,14 @@ def build_app(editor: Editor) -> gr.Blocks:
                     with gr.Column():
                         prompt = gr.Textbox(label="Prompt (the image's caption; empty: unconditional)",
                                             value=SOURCE_EXAMPLE, elem_id="invert-prompt")
+                        _prompt_hint(editor, "invert")
                         method, steps, guidance = _settings_row("invert", editor, "exact")
                         run = gr.Button("Invert & reconstruct", variant="primary", elem_id="invert-run")
                 panel = ResultPanel("invert", ("source", "reconstruction"))
 
                 def invert(image, prompt, method, steps, guidance, progress=PROGRESS):
                     return panel.values(editor.invert_reconstruct(image, prompt, method, steps, guidance))
-                run.click(_guarded(invert), [image, prompt, method, steps, guidance], panel.outputs,
-                          api_name="invert", concurrency_limit=1, concurrency_id=QUEUE)
+                panel.run_on(run, invert, [image, prompt, method, steps, guidance], "invert")
                 if examples.is_dir():
                     gr.Examples([[str(examples / "red-circle.png"), SOURCE_EXAMPLE],
                                  [str(examples / "striped-blue-star.png"),
@@ -161,6 +185,7 @@ def build_app(editor: Editor) -> gr.Blocks:
                         source = gr.Textbox(label="Source prompt (the image's caption)", value=SOURCE_EXAMPLE,
                                             elem_id="swap-source")
                         target = gr.Textbox(label="Target prompt", value=TARGET_EXAMPLE, elem_id="swap-target")
+                        _prompt_hint(editor, "swap")
                         with gr.Row():
                             mode = gr.Radio(list(MODES), value="replace", label="Mode", elem_id="swap-mode",
                                             info="replace: swap words; refine: add or remove words")
@@ -184,9 +209,8 @@ def build_app(editor: Editor) -> gr.Blocks:
                          method, steps, guidance, progress=PROGRESS):
                     return panel_swap.values(editor.swap(image, source, target, mode, local_blend, blend_words,
                                                          reweight, cross, self_steps, guidance, method, steps))
-                run.click(_guarded(swap), [image, source, target, mode, local_blend, blend_words, reweight, cross,
-                                           self_steps, method, steps, guidance], panel_swap.outputs,
-                          api_name="swap", concurrency_limit=1, concurrency_id=QUEUE)
+                panel_swap.run_on(run, swap, [image, source, target, mode, local_blend, blend_words, reweight, cross,
+                                              self_steps, method, steps, guidance], "swap")
                 if examples.is_dir():
                     gr.Examples([[str(examples / "red-circle.png"), SOURCE_EXAMPLE, TARGET_EXAMPLE],
                                  [str(examples / "red-circle.png"), SOURCE_EXAMPLE,
@@ -210,6 +234,7 @@ def build_app(editor: Editor) -> gr.Blocks:
                         fill = gr.Textbox(label="Prompt for the region (empty: restore with the source prompt)",
                                           value="",
                                           elem_id="inpaint-prompt")
+                        _prompt_hint(editor, "inpaint")
                         with gr.Row():
                             dilate = gr.Number(0, label="Dilate (px)", minimum=0, precision=0, elem_id="inpaint-dilate")
                             # the library's default (None) is one latent cell; a blank browser field would send 0
@@ -226,9 +251,8 @@ def build_app(editor: Editor) -> gr.Blocks:
                     background = forms.editor_background(canvas)
                     return panel_inpaint.values(editor.inpaint(background, painted, source, fill, dilate, feather,
                                                                method, steps, guidance, seed))
-                run.click(_guarded(inpaint), [canvas, mask, source, fill, dilate, feather, seed, method, steps,
-                                              guidance], panel_inpaint.outputs,
-                          api_name="inpaint", concurrency_limit=1, concurrency_id=QUEUE)
+                panel_inpaint.run_on(run, inpaint, [canvas, mask, source, fill, dilate, feather, seed, method, steps,
+                                                    guidance], "inpaint")
                 if examples.is_dir():
                     gr.Examples([[str(examples / "red-circle.png"), str(examples / "red-circle-mask.png"),
                                   SOURCE_EXAMPLE, TARGET_EXAMPLE]], [canvas, mask, source, fill], label="Examples")
@@ -252,8 +276,7 @@ def build_app(editor: Editor) -> gr.Blocks:
 
                 def transfer(content, style, gamma, temperature, adain, steps, progress=PROGRESS):
                     return panel_style.values(editor.style(content, style, gamma, temperature, adain, steps))
-                run.click(_guarded(transfer), [content, style, gamma, temperature, adain, steps], panel_style.outputs,
-                          api_name="style", concurrency_limit=1, concurrency_id=QUEUE)
+                panel_style.run_on(run, transfer, [content, style, gamma, temperature, adain, steps], "style")
                 if examples.is_dir():
                     gr.Examples([[str(examples / "red-circle.png"), str(examples / "striped-blue-star.png")]],
                                 [content, style], label="Examples")

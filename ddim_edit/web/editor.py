@@ -32,11 +32,21 @@ from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, Model
 from ..jobs.requests import DEFAULT_GUIDANCE
 from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
-from ..model import MemoryOptions
+from ..metrics import psnr
+from ..model import TOY_ALIASES, MemoryOptions
+from ..toy.vocabulary import GRAMMAR_HINT, unknown_words
 from . import forms
 from .attention_gallery import attention_tiles
 from .trajectory_cache import CachedTrajectory, TrajectoryCache, TrajectoryKey
 from .uploads import UploadStore, as_rgb
+
+PSNR_MEANINGS = {"psnr": "vs the source", "kept_psnr": "outside the mask vs the source"}
+"""The PSNRs a page may report (numbers key → what it compares); an edit meant to change the image has none."""
+
+
+def kept_psnr(result: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR of the region inpainting keeps (outside ``mask``, H×W bool or 0/255) against the source."""
+    return psnr(result, source, ~np.asarray(mask, dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,8 @@ class PageResult:
 
     Attributes:
         pictures: label → uint8 RGB image, in display order (source first, the result last).
-        numbers: PSNR, UNet evaluations, seconds, whether the inversion was cached, sizes, …
+        numbers: UNet evaluations, seconds, whether the inversion was cached, sizes, …; ``psnr`` (a
+            reconstruction) or ``kept_psnr`` (inpaint, outside the mask); ``unknown_words`` (toy model).
         image_file: the result PNG (parameters embedded), None for pure inversions.
         trajectory_file: the trajectory used, as ``.safetensors``.
         attention: (heat-map overlay, "branch · token") per token (prompt swaps only).
@@ -90,8 +101,10 @@ class PageResult:
         """One line of the main numbers for the page."""
         numbers = self.numbers
         parts = []
-        if numbers.get("psnr") is not None:
-            parts.append(f"PSNR {numbers['psnr']:.2f} dB vs the source")
+        if numbers.get("unknown_words"):
+            parts.append(f"⚠ words the toy model never saw: {', '.join(numbers['unknown_words'])}")
+        parts.extend(f"PSNR {numbers[key]:.2f} dB {meaning}" for key, meaning in PSNR_MEANINGS.items()
+                     if numbers.get(key) is not None)
         parts.append(f"{numbers['unet_evaluations']} UNet evaluations")
         inversion = numbers.get("inversion")
         if inversion == "cached":
@@ -124,6 +137,11 @@ class Editor:
     @property
     def model_name(self) -> str:
         return self.settings.model or DEFAULT_MODEL
+
+    @property
+    def prompt_hint(self) -> str | None:
+        """The toy model's grammar and words, for the prompt fields (None for any other model)."""
+        return GRAMMAR_HINT if self.model_name in TOY_ALIASES else None
 
     def load(self):
         """Load the model now (a server checks it before it serves)."""
@@ -160,10 +178,10 @@ class Editor:
         path = self.outputs / f"{next(self._numbers):05d}-{job.edit}.png"
         return write_result(job, path)
 
-    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float
-                     ) -> dict[str, Any]:
+    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float,
+                     prompts: tuple[str | None, ...] = ()) -> dict[str, Any]:
         record = job.record
-        numbers = {"edit": job.edit, "psnr": record.get("psnr"), "unet_evaluations": record["unet_evaluations"],
+        numbers = {"edit": job.edit, "unet_evaluations": record["unet_evaluations"],
                    "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
                    "method": record.get("method"), "steps": job.trajectory.num_steps if job.trajectory else None,
                    "size": record.get("size"), "working_size": record.get("working_size")}
@@ -171,6 +189,9 @@ class Editor:
             numbers.update(inversion="cached" if cached else "new",
                            inversion_unet_evaluations=0 if cached else entry.record.get("unet_evaluations", 0),
                            inversion_seconds=0.0 if cached else entry.record.get("seconds"))
+        unknown = unknown_words(" ".join(prompt or "" for prompt in prompts)) if self.prompt_hint else []
+        if unknown:  # the toy model's prompts only
+            numbers["unknown_words"] = unknown
         return numbers
 
     def _run(self, work):
@@ -188,8 +209,9 @@ class Editor:
             _, entry, cached = self._inverted(image, prompt, settings, "exact")
             job = run_request(ReconstructRequest(entry.trajectory, settings=JobSettings(progress=settings.progress)),
                               self.models)
-            return PageResult({"source": as_rgb(image), "reconstruction": job.image},
-                              self._numbers_for(job, entry, cached, started), self._output(job),
+            numbers = self._numbers_for(job, entry, cached, started, (prompt,))
+            numbers["psnr"] = job.record.get("psnr")
+            return PageResult({"source": as_rgb(image), "reconstruction": job.image}, numbers, self._output(job),
                               self.trajectories.file_for(entry))
         return self._run(work)
 
@@ -210,7 +232,7 @@ class Editor:
                                                                         progress=settings.progress)), self.models)
             reconstruction = job.panels["reconstruction"]
             tiles = attention_tiles(job.details, {"source": reconstruction, "target": job.image})
-            numbers = self._numbers_for(job, entry, cached, started)
+            numbers = self._numbers_for(job, entry, cached, started, (source_prompt, target_prompt))
             numbers.update(blend_words=list(job.details.blend_words), blend_fraction=job.record.get("blend_fraction"))
             return PageResult({"source": as_rgb(image), "reconstruction": reconstruction, "edit": job.image}, numbers,
                               self._output(job), self.trajectories.file_for(entry), tiles)
@@ -229,9 +251,10 @@ class Editor:
             job = run_request(InpaintRequest(path, mask, trajectory=entry.trajectory, mask_options=mask_options,
                                              options=options, settings=JobSettings(progress=settings.progress,
                                                                                    seed=int(seed or 0))), self.models)
+            numbers = self._numbers_for(job, entry, cached, started, (source_prompt, prompt))
+            numbers["kept_psnr"] = kept_psnr(job.image, job.panels["input"], job.panels["mask"][..., 0])
             return PageResult({"source": job.panels["input"], "mask": job.panels["mask"], "inpainted": job.image},
-                              self._numbers_for(job, entry, cached, started), self._output(job),
-                              self.trajectories.file_for(entry))
+                              numbers, self._output(job), self.trajectories.file_for(entry))
         return self._run(work)
 
     def style(self, content: np.ndarray, style: np.ndarray, gamma: float = StyleOptions.gamma,
