@@ -156,15 +156,15 @@ def test_reconstruction_reports_its_psnr_vs_the_source(served):
     assert numbers["psnr"] == pytest.approx(score, abs=0.01) and score > 20
     assert f"PSNR {score:.2f} dB vs the source" in summary
     assert np.array_equal(pixels(png), pixels(reconstruction)) and Trajectory.load(trajectory).method == "exact"
-    assert "unknown_words" not in numbers and "never saw" not in summary
+    assert "warnings" not in numbers and "⚠" not in summary
 
 
 def test_words_the_toy_model_never_saw_are_named(served):
     page, client = served
     *_, summary, numbers, _, _ = call(client, (handle_file(str(RED)), "a solid red Cat on a white sofa.", "exact", 2,
                                                7.5), "/invert")
-    assert numbers["unknown_words"] == ["cat", "sofa"]
-    assert summary.startswith("⚠ words the toy model never saw: cat, sofa · PSNR")
+    assert len(numbers["warnings"]) == 1 and "'cat', 'sofa' are unknown" in numbers["warnings"][0]
+    assert summary.startswith(f"⚠ {numbers['warnings'][0]} · PSNR")
 
 
 def test_inpaint_with_a_painted_mask(served, tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import threading
+import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
 from ..metrics import psnr
 from ..model import TOY_ALIASES, MemoryOptions
-from ..toy.vocabulary import GRAMMAR_HINT, unknown_words
+from ..jobs.advice import ToyModelWarning
+from ..toy.vocabulary import GRAMMAR_HINT
 from . import forms
 from .attention_gallery import attention_tiles
 from .trajectory_cache import CachedTrajectory, TrajectoryCache, TrajectoryKey
@@ -80,7 +82,8 @@ class PageResult:
     Attributes:
         pictures: label → uint8 RGB image, in display order (source first, the result last).
         numbers: UNet evaluations, seconds, whether the inversion was cached, sizes, …; ``psnr`` (a
-            reconstruction) or ``kept_psnr`` (inpaint, outside the mask); ``unknown_words`` (toy model).
+            reconstruction) or ``kept_psnr`` (inpaint, outside the mask); ``warnings``: what the toy
+            model does not know (:class:`~ddim_edit.jobs.advice.ToyModelWarning`, one line each).
         image_file: the result PNG (parameters embedded), None for pure inversions.
         trajectory_file: the trajectory used, as ``.safetensors``.
         attention: (heat-map overlay, "branch · token") per token (prompt swaps only).
@@ -101,8 +104,7 @@ class PageResult:
         """One line of the main numbers for the page."""
         numbers = self.numbers
         parts = []
-        if numbers.get("unknown_words"):
-            parts.append(f"⚠ words the toy model never saw: {', '.join(numbers['unknown_words'])}")
+        parts.extend(f"⚠ {warning}" for warning in numbers.get("warnings", ()))
         parts.extend(f"PSNR {numbers[key]:.2f} dB {meaning}" for key, meaning in PSNR_MEANINGS.items()
                      if numbers.get(key) is not None)
         parts.append(f"{numbers['unet_evaluations']} UNet evaluations")
@@ -178,8 +180,8 @@ class Editor:
         path = self.outputs / f"{next(self._numbers):05d}-{job.edit}.png"
         return write_result(job, path)
 
-    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float,
-                     prompts: tuple[str | None, ...] = ()) -> dict[str, Any]:
+    def _numbers_for(self, job: JobResult, entry: CachedTrajectory | None, cached: bool, started: float
+                     ) -> dict[str, Any]:
         record = job.record
         numbers = {"edit": job.edit, "unet_evaluations": record["unet_evaluations"],
                    "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
@@ -189,15 +191,18 @@ class Editor:
             numbers.update(inversion="cached" if cached else "new",
                            inversion_unet_evaluations=0 if cached else entry.record.get("unet_evaluations", 0),
                            inversion_seconds=0.0 if cached else entry.record.get("seconds"))
-        unknown = unknown_words(" ".join(prompt or "" for prompt in prompts)) if self.prompt_hint else []
-        if unknown:  # the toy model's prompts only
-            numbers["unknown_words"] = unknown
         return numbers
 
-    def _run(self, work):
-        with self.lock:
+    def _run(self, work) -> PageResult:
+        """``work()`` under the lock, with the toy model's warnings (each once) in its numbers."""
+        with self.lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ToyModelWarning)
             self.requests += 1
-            return work()
+            result = work()
+        advice = [str(item.message) for item in caught if issubclass(item.category, ToyModelWarning)]
+        if advice:
+            result.numbers["warnings"] = list(dict.fromkeys(advice))
+        return result
 
     # ------------------------------------------------------------------ tabs
     def invert_reconstruct(self, image: np.ndarray, prompt: str | None, method: str = "exact", steps: Any = None,
@@ -209,7 +214,7 @@ class Editor:
             _, entry, cached = self._inverted(image, prompt, settings, "exact")
             job = run_request(ReconstructRequest(entry.trajectory, settings=JobSettings(progress=settings.progress)),
                               self.models)
-            numbers = self._numbers_for(job, entry, cached, started, (prompt,))
+            numbers = self._numbers_for(job, entry, cached, started)
             numbers["psnr"] = job.record.get("psnr")
             return PageResult({"source": as_rgb(image), "reconstruction": job.image}, numbers, self._output(job),
                               self.trajectories.file_for(entry))
@@ -232,7 +237,7 @@ class Editor:
                                                                         progress=settings.progress)), self.models)
             reconstruction = job.panels["reconstruction"]
             tiles = attention_tiles(job.details, {"source": reconstruction, "target": job.image})
-            numbers = self._numbers_for(job, entry, cached, started, (source_prompt, target_prompt))
+            numbers = self._numbers_for(job, entry, cached, started)
             numbers.update(blend_words=list(job.details.blend_words), blend_fraction=job.record.get("blend_fraction"))
             return PageResult({"source": as_rgb(image), "reconstruction": reconstruction, "edit": job.image}, numbers,
                               self._output(job), self.trajectories.file_for(entry), tiles)
@@ -251,7 +256,7 @@ class Editor:
             job = run_request(InpaintRequest(path, mask, trajectory=entry.trajectory, mask_options=mask_options,
                                              options=options, settings=JobSettings(progress=settings.progress,
                                                                                    seed=int(seed or 0))), self.models)
-            numbers = self._numbers_for(job, entry, cached, started, (source_prompt, prompt))
+            numbers = self._numbers_for(job, entry, cached, started)
             numbers["kept_psnr"] = kept_psnr(job.image, job.panels["input"], job.panels["mask"][..., 0])
             return PageResult({"source": job.panels["input"], "mask": job.panels["mask"], "inpainted": job.image},
                               numbers, self._output(job), self.trajectories.file_for(entry))
