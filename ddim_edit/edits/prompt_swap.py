@@ -61,17 +61,14 @@ MODES = ("replace", "refine")
 
 @dataclass(frozen=True)
 class SwapOptions:
-    """Settings of :func:`swap`.
+    """Settings of :func:`swap` (why the defaults are what they are: the docs' tuning page).
 
     Attributes:
         mode: ``replace`` (word swap, same token count) or ``refine`` (words added or removed).
         cross_steps: fraction of the steps with cross-attention injection (the first ``int(f·N)``
             steps, as prompt-to-prompt); a dict gives it per target word, with the key
             ``"default"`` for the other tokens.
-        self_steps: fraction of the steps with self-attention injection. 0.8 raised shape IoU and
-            the background on toy scenes (seed 77, 40 scenes, 50 steps: 0.855 → 0.869, 30.2 → 31.0
-            dB) but kept background swaps from happening (seed 5: 80% → 70% of them right, target
-            attribute 0.95 → 0.925), so 0.6 stays.
+        self_steps: fraction of the steps with self-attention injection.
         reweight: target word → scale of its attention (prompt-to-prompt's equaliser).
         blend_words: words (of either prompt) whose cross-attention maps make the local-blend mask.
             None (default): the words that differ between the prompts (prompt-to-prompt's practice
@@ -83,39 +80,28 @@ class SwapOptions:
         blend_side: the width, in attention positions, of the layers whose maps vote (None: the
             coarsest layers at least a quarter of the latent's width, prompt-to-prompt's 16 of 64).
         blend_latents: also keep the source's latents outside the mask at each step
-            (prompt-to-prompt's LocalBlend). Off by default: with the source's corrections the
-            target already follows the source outside the edit, and latent blending lowered the
-            background (the VAE decoder's group norms and mid-block attention see the whole latent,
-            so a blended-in region shifts colours far from it). The mask is always used by the pixel
-            composite of :func:`edited_image`, which can only bring pixels closer to the source.
+            (prompt-to-prompt's LocalBlend). The mask is always used by the pixel composite of
+            :func:`edited_image`, which can only bring pixels closer to the source.
         blend_dilate, blend_feather: the pixel composite of :func:`edited_image` grows the mask by this
             many latent pixels and feathers it over this many (see
             :func:`~ddim_edit.edits.local_blend.soft_pixel_mask`).
         blend_change: (low, high) RGB distances (0–255): inside the mask, pixels the edit moved by at
             most ``low`` keep the source's values, by ``high`` or more the edit's, linear between (see
             :func:`~ddim_edit.edits.local_blend.change_weight`); None: the edit everywhere inside.
-            On 40 toy scenes of seed 77 (25 steps) it raised the background from 29.3 to 30.6 dB;
-            (40, 80) gave 31.2 dB, but would also drop subtle edits of real photos.
         correct_target: give the target branch the source branch's per-step exact-inversion
             correction too (as null-text inversion shares its null embeddings between branches):
             a target prompt equal to the source then reproduces the reconstruction.
-        correct_inside_mask: keep that whole correction inside the local-blend mask too. Off by
-            default: there it pulls the edited content back towards the source (on 20 toy scenes of
-            seed 77, off: target attribute 1.00, shape IoU 0.83, background 29.5 dB; on: 0.95, 0.78,
-            26.8 dB). With it on, an identical prompt reproduces the reconstruction even with
-            explicit blend words; by default identical prompts have no words that differ, hence no
-            mask. It takes precedence over ``mask_guidance``.
+        correct_inside_mask: keep that whole correction inside the local-blend mask too (there it
+            pulls the edited content back towards the source). With it on, an identical prompt
+            reproduces the reconstruction even with explicit blend words; by default identical
+            prompts have no words that differ, hence no mask. It takes precedence over
+            ``mask_guidance``.
         mask_guidance: inside the local-blend mask of an edit with known source latents, the target
             keeps the part of the source's correction that is the inversion's own error and runs at
             this guidance instead of the edit's (the lower of the two; see
             :mod:`~ddim_edit.edits.mask_guidance`). None (default): no correction inside the mask,
             the target samples at the edit's guidance there. It keeps outlines and colours closer
-            to the source but weakens some edits. 50 steps, guidance 7.5 (target attribute / others
-            kept / shape IoU / background PSNR), None → 3: seed 77, scenes 0–39: 0.975 / 0.992 /
-            0.855 / 30.2 dB → 1.00 / 1.00 / 0.881 / 33.0; seed 5, scenes 0–39: 0.95 / 0.967 / 0.816 /
-            28.1 → 0.975 / 1.00 / 0.870 / 31.3; seed 77, scenes 40–99: 1.00 / 1.00 / 0.816 / 27.5 →
-            0.97 / 1.00 / 0.841 / 30.5 (two of five outlined → striped swaps lost; one at 5). On 100
-            unseen scenes (seed 2026) the target attribute fell from 0.98 to 0.91, hence off.
+            to the source but weakens some edits.
         reuse_source: for ``exact`` trajectories, take the source latents from the trajectory
             instead of sampling them (same result; the source's guided output is only computed when
             the target's correction needs it at another guidance than the recorded one).
@@ -126,21 +112,14 @@ class SwapOptions:
             source's step plus guidance × the difference of the conditional halves. An identical
             prompt still gives the reconstruction bitwise. None (default): shared when the edit has
             a local blend, whose mask keeps the correction where target and source latents agree;
-            inside it the target runs its own guidance. On 40 toy scenes at 50 steps, blended: seed
-            77 IoU 0.839 → 0.855, background 29.9 → 30.2 dB, attributes unchanged; seed 5 IoU 0.819 →
-            0.816, 27.9 → 28.1 dB, one background swap of ten fewer right (target 0.975 → 0.95). Without
-            a blend the correction also acts on the edited object, where the uncond halves differ:
-            on 20 scenes shape swaps fell from 5/5 to 3/5, and on an untrained tiny model the
-            target drifted away (latent difference 12.8 vs 2.5), so the default keeps them apart.
+            inside it the target runs its own guidance. Without a blend the correction also acts on
+            the edited object, where the unconditional halves differ, so they stay apart.
         late_guidance: the guidance of both branches after the first ``guidance_steps`` of the steps,
             when the source branch reads an ``exact`` trajectory's latents (a guidance interval:
             Kynkäänniemi et al. 2024 found guidance at low noise levels unnecessary), or the edit's
             guidance if that is lower; None (default): the edit's guidance at every step. Lower late
             guidance keeps the edited object's outline and the background closer to the source but
-            weakens edits. 50 steps, 7.5 → 2 after 30%: tuning seeds, 40 scenes each: seed 77 shape
-            IoU 0.855 → 0.885, background 30.2 → 33.8 dB, target attribute 0.975 both; seed 5 0.816 →
-            0.880, 28.1 → 30.8 dB, target 0.95 → 0.925. On 100 unseen scenes (seed 2026) the target
-            attribute fell from 0.98 to 0.90 (IoU 0.82 → 0.84, 28.8 → 31.3 dB), so it is off by default.
+            weakens edits.
         guidance_steps: the fraction of the steps (the first ``int(f·N)``) at the edit's full guidance.
         keep_maps: accumulate every token's cross-attention map (for attention pictures).
         self_max_tokens: self-attention layers with more queries than this are not injected.

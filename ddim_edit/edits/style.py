@@ -57,15 +57,12 @@ class StyleOptionError(DdimEditError):
 
 @dataclass(frozen=True)
 class StyleOptions:
-    """Settings of :func:`style_transfer` (defaults: StyleID's, except γ).
+    """Settings of :func:`style_transfer` (defaults: StyleID's, except γ; the measurements behind
+    them: the docs' tuning page).
 
     Attributes:
         gamma: query preservation γ in [0, 1]; 1 keeps the content's query, 0 the output's own.
-            0 here, since the structure layers carry the layout; StyleID uses 0.75. On the bundled
-            model, 30 content × style pairs of the tuning seed 77, 25 steps (shape IoU / style
-            colour): StyleID 0.73 / 83%; γ 0.5 without structure layers (the previous default)
-            0.79 / 97%; with the encoder's maps γ 0.75: 0.76 / 80%, γ 0.25: 0.88 / 93%,
-            γ 0: 0.90 / 97% (at 50 steps: 0.79 / 93% → 0.87 / 93%).
+            0 here, since the structure layers carry the layout; StyleID uses 0.75.
         temperature: attention temperature T > 0 multiplying the injected layers' logits (1: none).
         layers: decoder self-attention layers to inject into: processor names or name prefixes
             (``up_blocks.2`` selects every self-attention layer of that block), or ``("all",)``.
@@ -75,9 +72,7 @@ class StyleOptions:
             (Plug-and-Play's map injection), in the same steps as the style injection: names or
             prefixes as for ``layers``, or ``("all",)`` for every self-attention layer outside
             ``layers``. None: the encoder's (down blocks') self-attention layers; ``()``: none
-            (StyleID). On the tuning pairs the encoder alone did best (IoU 0.85 at γ 0.5; encoder
-            + the decoder's lowest-resolution block 0.83, the colour down to 83%; only the first
-            down block 0.84, only the second 0.80).
+            (StyleID).
         injection_start, injection_end: inject at sampling steps whose fraction i / N lies in
             [start, end); StyleID injects at every step it samples (0, 1).
         adain: start the output from AdaIN(x_T content, x_T style) instead of x_T content.

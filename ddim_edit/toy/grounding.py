@@ -4,9 +4,7 @@ Prompt-to-prompt edits through the cross-attention maps of the prompt's words: i
 thresholds the changed word's map, and its injection keeps the source's layout per token. In Stable
 Diffusion a noun's map covers its object. The toy model trained from scratch (``toy.train``) learns
 its own text encoder, and most of its attention goes to the end-of-text and padding positions,
-which see the whole caption; its word maps are only loosely placed (on 20 scenes of seed 77, the
-shape word's attention per pixel was 2.2× as dense on the object as on average at the 8 × 8
-layers, the word "background" 0.76× on the background).
+which see the whole caption; its word maps are only loosely placed.
 
 This fine-tune adds TokenCompose's token loss (Wang et al., CVPR 2024) to the epsilon objective:
 for each grounded word j with region M_j and its cross-attention map A_j (averaged over heads,
@@ -16,16 +14,9 @@ word's region exactly: the fill, colour and shape words name the shape's silhoue
 colour word and "background" name the rest. The model keeps the Stable Diffusion format; nothing
 changes at inference.
 
-Measured (the command below; 16 min on the 2-core CPU): the token loss fell from 0.53 to 0.03 and
-the diffusion loss stayed at 0.0066; on the same 20 scenes the shape word's density on the object
-rose from 2.2× to 5.1× and "background"'s on the background from 0.76× to 1.26× (both near their
-ceilings), and the local-blend masks of 40 swaps shrank from 82% to 49% of the image. The edits
-hardly moved: ``bench``-style swaps of 40 scenes each, 50 steps, shape IoU / background PSNR, seed 77
-0.855 / 30.2 dB → 0.858 / 29.7 dB, seed 5 0.816 / 28.1 dB → 0.843 / 28.9 dB (an earlier run of the
-same recipe with other batch draws: 0.872 / 31.8 and 0.834 / 30.0); on 100 unseen scenes (seed
-2026) 0.817 / 28.8 dB → 0.835 / 29.5 dB, attributes unchanged. Where a word's attention lies is not
-what limits the toy model's edits, so the bundled model is not fine-tuned this way; the fine-tune
-stays as a tool for measuring attention-dependent parts.
+The fine-tune places the word maps well but hardly moves the edits (the measurements: the docs'
+tuning page), so the bundled model is not fine-tuned this way; it stays as a tool for measuring
+attention-dependent parts.
 
 ``python -m ddim_edit.toy.grounding --model assets/toy-model --out /tmp/toy-grounded``
 """
