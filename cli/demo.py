@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ddim_edit.edits.prompt_swap import SwapOptions, edited_image, swap
+from ddim_edit.errors import PromptError
 from ddim_edit.images import grid, save_png
 from ddim_edit.inversion import InversionOptions
 from ddim_edit.metrics import psnr
@@ -45,7 +46,14 @@ def command(output, target, steps, force, quiet, output_format):
     with Timer() as timer:
         traj = invert_image(model, image, SOURCE, schedule, InversionOptions(method="exact", record_corrections=False),
                             progress=not quiet)
-        result = swap(model, traj, target, SwapOptions(), progress=not quiet)
+        try:
+            result = swap(model, traj, target, SwapOptions(), progress=not quiet)
+        except PromptError as exc:  # the demo has no --mode: say what the demo can do instead
+            if exc.field != "mode":
+                raise
+            raise PromptError(f"the demo swaps word for word: --target needs as many tokens as {SOURCE!r}; "
+                              "change words one for one, e.g. --target \"a solid blue square on a white background\", or use 'ddim-edit swap' to "
+                              "add or remove words") from None
     reconstruction = decode(model, result.source_latents)
     edit = edited_image(model, result, image.pixels)
     picture = grid([image.pixels, reconstruction, edit], ["source", "reconstruction", "edit"])
