@@ -48,7 +48,7 @@ class App(click.Group):
             raise one_line_usage(error) from None
 
 
-@click.group(cls=App, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("ddim-edit", cls=App, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ddim-edit")
 def app() -> None:
     """Edit real images with Stable Diffusion through exact DDIM inversion.
