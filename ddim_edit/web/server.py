@@ -59,7 +59,8 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 @contextlib.contextmanager
 def gradio_temp_dir(folder: Path) -> Iterator[None]:
-    """Gradio's upload cache is ``folder`` for the page built and launched inside (it reads the variable then)."""
+    """Gradio's upload cache is ``folder`` inside (Gradio reads the variable when it builds the page and again
+    for each upload, so it stays set while the page runs: one page per process at a time)."""
     before = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     try:
@@ -90,12 +91,13 @@ class RunningPage:
     editor: Editor
     url: str
     uploads: Path
+    cleanup: contextlib.ExitStack
 
     def close(self) -> None:
         try:
             self.page.close()
         finally:
-            shutil.rmtree(self.uploads, ignore_errors=True)
+            self.cleanup.close()
             self.editor.close()
 
     def __enter__(self) -> "RunningPage":
@@ -119,19 +121,20 @@ def start(editor: Editor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, bl
     port = check_address(host, port)
     uploads = Path(tempfile.mkdtemp(prefix="ddim-edit-uploads-"))
     max_bytes = int(max_upload_mb * 2**20)
+    cleanup = contextlib.ExitStack()
+    cleanup.callback(shutil.rmtree, uploads, ignore_errors=True)
     try:
+        cleanup.enter_context(gradio_temp_dir(uploads / "gradio"))
         editor.uploads = UploadStore(uploads / "images", max_bytes)
-        with gradio_temp_dir(uploads / "gradio"):
-            page = build_app(editor)
-            page.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
-                        show_error=True, quiet=quiet, allowed_paths=[str(editor.workdir)], ssr_mode=False,
-                        mcp_server=False, footer_links=[], theme=system_fonts_theme(), css=CSS,
-                        max_file_size=max_bytes)
+        page = build_app(editor)
+        page.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                    show_error=True, quiet=quiet, allowed_paths=[str(editor.workdir)], ssr_mode=False,
+                    mcp_server=False, footer_links=[], theme=system_fonts_theme(), css=CSS, max_file_size=max_bytes)
     except BaseException:
-        shutil.rmtree(uploads, ignore_errors=True)
+        cleanup.close()
         raise
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
-    running = RunningPage(page, editor, url, uploads)
+    running = RunningPage(page, editor, url, uploads, cleanup)
     if block:
         try:
             page.block_thread()
