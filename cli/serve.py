@@ -57,11 +57,7 @@ def command(host, port, steps, cache_size, workdir, max_upload_mb, model_name, m
         if not server.is_loopback(host):
             click.echo(f"Warning: listening on {host}: anyone who can reach this machine can use the page and its "
                        "model.", err=True)
-        try:
-            running = server.start(editor, host, port, block=False, max_upload_mb=max_upload_mb)
-        except OSError as exc:
-            raise DdimEditError(f"cannot listen on {host}:{port} ({exc}); pass another --port, or --port 0 for a "
-                                "free one") from None
+        running = server.start(editor, host, port, block=False, max_upload_mb=max_upload_mb)
     except BaseException:
         editor.close()
         raise

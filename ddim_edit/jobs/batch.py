@@ -7,7 +7,9 @@ loads its model once and runs its jobs one after another. A job's result depends
 
 One batch at a time per output folder: the main process holds ``DIR/.ddim-edit-batch.lock`` from
 before it reads the records until it has merged them, so a second ``ddim-edit batch`` on the same
-``--out`` waits for the first and then finds its jobs done.
+``--out`` waits for the first and then finds its jobs done. (Under accelerate the waiting run's other
+processes wait at its first barrier meanwhile, which the process group's timeout bounds: 30 minutes
+unless configured otherwise.)
 
 Records: each process appends one JSON line per job to ``DIR/.ddim-edit-records/process-K.jsonl``
 as the job ends (a crash loses nothing); after all processes are done the main one merges them

@@ -47,9 +47,14 @@ def check_address(host: str, port: int = 0) -> int:
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise DdimEditError(f"{{field}} {host} is not an address of this machine; e.g. {{field}} 127.0.0.1 "
                                     "or {field} 0.0.0.0", field="host") from None
-            raise DdimEditError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another {{field}}, "
-                                "or {field} 0 for a free one", field="port") from None
+            raise port_error(host, port, exc) from None
         return int(probe.getsockname()[1])
+
+
+def port_error(host: str, port: int, exc: OSError) -> DdimEditError:
+    """The error for a port the page cannot listen on (about field ``port``)."""
+    return DdimEditError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another {{field}}, "
+                         "or {field} 0 for a free one", field="port")
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -130,8 +135,10 @@ def start(editor: Editor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, bl
         page.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
                     show_error=True, quiet=quiet, allowed_paths=[str(editor.workdir)], ssr_mode=False,
                     mcp_server=False, footer_links=[], theme=system_fonts_theme(), css=CSS, max_file_size=max_bytes)
-    except BaseException:
+    except BaseException as exc:
         cleanup.close()
+        if isinstance(exc, OSError):  # the port was taken between the check and the launch
+            raise port_error(host, port, exc) from None
         raise
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
     running = RunningPage(page, editor, url, uploads, cleanup)
