@@ -47,8 +47,10 @@ def command(manifest, out_dir, force, keep_working_size, model_name, model_confi
     MANIFEST is JSON Lines (one job a line), CSV with the same columns, or PIE-Bench's
     mapping_file.json. A job names its edit (invert, reconstruct, swap, inpaint, style), its
     inputs (relative to the manifest's folder), its output (relative to --out) and any option of
-    the single command as a key. Finished jobs are skipped on a rerun; a failing job is recorded
-    and the others go on; the exit code is the number of failed jobs.
+    the single command as a key; every output must lie inside --out. Finished jobs are skipped on a
+    rerun (a missing, changed or out-of-date output is made again); a failing job is recorded and the
+    others go on; the exit code is the number of failed jobs. A second batch on the same --out waits
+    for the first; results.jsonl keeps the records of every manifest run into the folder.
 
     \b
     Example:
@@ -58,15 +60,11 @@ def command(manifest, out_dir, force, keep_working_size, model_name, model_confi
       {"edit": "swap", "image": "a.png", "source_prompt": "a red circle", "target_prompt": "a blue circle"}
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        from ddim_edit.errors import OutputError
-
-        raise OutputError(f"--out {out} is a file; name a folder for the outputs")
     jobs = read_manifest(manifest, out)
     options = BatchOptions(out_dir=out.resolve(), force=force, progress=not quiet,
                            defaults=JobSettings(model=model_name, keep_working_size=keep_working_size),
                            device=device, dtype=dtype, allow_pickle=allow_pickle, model_config=model_config,
-                           **model_extras())
+                           on_wait=lambda line: click.echo(line, err=True), **model_extras())
     report = run_batch(jobs, options)
     from accelerate import PartialState
 

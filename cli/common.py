@@ -377,6 +377,7 @@ FIELD_FLAGS: dict[str, str] = {
 }
 # … and per command, where the same library field has another flag there.
 COMMAND_FIELD_FLAGS: dict[str, dict[str, str]] = {
+    "batch": {"out_dir": "--out"},
     "swap": {"prompt": "--source", "source_prompt": "--source", "target_prompt": "--target"},
     "inpaint": {"source_prompt": "--source-prompt"},
     "demo": {"target_prompt": "--target"},

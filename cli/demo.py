@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ddim_edit.errors import PromptError
 from ddim_edit.io import grid_output
 from ddim_edit.jobs import JobSettings, SwapRequest, run_request, write_result
 from ddim_edit.model import assets_dir
@@ -39,7 +40,14 @@ def command(output, target, steps, force, quiet, output_format):
     check_outputs([("-o", output, "image"), *grid_outputs(output, True)], force)
     settings = JobSettings(model="toy", steps=steps, progress=not quiet)
     request = SwapRequest(assets_dir() / "examples" / "red-circle.png", target, SOURCE, settings=settings)
-    job = run_request(request, model_cache("auto", "auto", False))
+    try:
+        job = run_request(request, model_cache("auto", "auto", False))
+    except PromptError as exc:  # the demo has no --mode: say what the demo can do instead
+        if exc.field != "mode":
+            raise
+        raise PromptError(f"the demo swaps word for word: --target needs as many words as {SOURCE!r}; change "
+                          "words one for one, e.g. --target \"a solid blue square on a white background\", or use "
+                          "'ddim-edit swap' to add or remove words") from None
     write_result(job, output, force=force, with_grid=True)
     record = job.record
     evaluations = record["unet_evaluations"] + record["inversion_unet_evaluations"]

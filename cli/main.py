@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
 from ddim_edit import __version__
 
+from .common import InvalidNumber
+
 # Each module defines one click command named ``command``.
 COMMAND_MODULES = ("invert", "reconstruct", "swap", "inpaint", "style", "batch", "bench", "demo", "serve")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one ``Error:`` line that points at the command's --help."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+        self.exit_code = error.exit_code
+
+    def show(self, file: Any = None) -> None:
+        where = f"{self.ctx.command_path} --help" if self.ctx is not None else "ddim-edit --help"
+        click.echo(f"Error: {self.format_message().rstrip('.')}; see '{where}'", err=True, file=file)
+
+
+def one_line_usage(error: click.UsageError) -> click.UsageError:
+    """``error`` as one line, unless it already shows itself as one (our own number types)."""
+    return error if isinstance(error, (InvalidNumber, OneLineUsageError)) else OneLineUsageError(error)
+
+
+class App(click.Group):
+    """The command group: usage errors of the group and of every command are one line (exit code 2)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:
+            raise one_line_usage(error) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            raise one_line_usage(error) from None
+
+
+@click.group("ddim-edit", cls=App, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ddim-edit")
 def app() -> None:
     """Edit real images with Stable Diffusion through exact DDIM inversion.

@@ -22,10 +22,13 @@ PORT = BoundedInt(min=0, max=65535, example="7860")
 @click.option("--cache-size", default=8, show_default=True, type=BoundedInt(min=1, example="8"),
               help="Inverted trajectories kept in memory (per image, prompt, method, steps, guidance).")
 @click.option("--workdir", default=None,
-              help="Folder for uploads, trajectories and outputs (default: a new temporary one).")
+              help="Folder for trajectories and outputs (default: a temporary one, removed when the server stops).")
+@click.option("--max-upload-mb", default=50, show_default=True, type=BoundedInt(min=1, example="50"),
+              help="Largest upload accepted, in MB; uploads live in a temporary folder removed when the server stops.")
 @model_options(default_model="toy")
 @handle_errors
-def command(host, port, steps, cache_size, workdir, model_name, model_config, device, dtype, allow_pickle):
+def command(host, port, steps, cache_size, workdir, max_upload_mb, model_name, model_config, device, dtype,
+            allow_pickle):
     """Serve a web page for editing: invert & reconstruct, prompt swap, inpaint, style.
 
     One model is loaded and shared; requests queue and run one at a time. An image is inverted once
@@ -45,26 +48,26 @@ def command(host, port, steps, cache_size, workdir, model_name, model_config, de
     except ImportError as exc:
         raise DdimEditError(f"the web page needs Gradio ({exc.name} is not installed); "
                             "install it with: pip install \"ddim-edit[web]\"") from None
+    port = server.check_address(host, port)  # a bad --host or a taken --port: one line, before the model loads
     extras = model_extras()
     editor = Editor(EditorSettings(model=model_name, model_config=model_config, device=device, dtype=dtype,
                                    allow_pickle=allow_pickle, loras=extras["loras"], memory=extras["memory"],
                                    workdir=workdir, cache_size=cache_size, steps=steps))
-    editor.load()  # a bad --model fails here, as one Error: line, before anything is served
-    if not server.is_loopback(host):
-        click.echo(f"Warning: listening on {host}: anyone who can reach this machine can use the page and its model.",
-                   err=True)
-    port = port or server.free_port(host)
     try:
-        try:
-            running = server.start(editor, host, port, block=False)
-        except OSError as exc:
-            raise DdimEditError(f"cannot listen on {host}:{port} ({exc}); pass another --port, or --port 0 for a "
-                                "free one") from None
+        editor.load()  # a bad --model fails here, as one Error: line, before anything is served
+        if not server.is_loopback(host):
+            click.echo(f"Warning: listening on {host}: anyone who can reach this machine can use the page and its "
+                       "model.", err=True)
+        running = server.start(editor, host, port, block=False, max_upload_mb=max_upload_mb)
+    except BaseException:
+        editor.close()
+        raise
+    try:
         try:
             click.echo(f"Serving ddim-edit ({editor.model_name}) on {running.url} — Ctrl-C to stop.", err=True)
             while True:  # the server runs in its own threads until Ctrl-C
                 time.sleep(0.5)
         finally:
-            running.close()
+            running.close()  # also removes the uploads and a temporary workdir
     except KeyboardInterrupt:  # the ordinary way to stop a server: not an error
         click.echo("Stopped.", err=True)

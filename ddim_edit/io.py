@@ -80,18 +80,42 @@ def check_output_path(path: str | Path, force: bool = False, label: str = "outpu
     if path.exists() and not force:
         raise OutputError(f"{path} already exists; pass --force to overwrite or choose another {label}")
     folder = path.parent if str(path.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder; choose another {label}, e.g. {folder.parent / path.name}")
     if not folder.is_dir():
         raise OutputError(f"folder {folder} does not exist; create it first or choose another {label}")
     _probe_folder(folder, label)
     return path
 
 
-def _probe_folder(folder: Path, label: str) -> None:
-    """Create and remove a temporary file in ``folder``: the only reliable writability test (root, /proc, read-only mounts)."""
+def make_output_folder(folder: str | Path, field: str) -> Path:
+    """Create ``folder`` (and its parents) if missing and check that files can be written in it.
+
+    Raises:
+        OutputError: about ``field`` (the CLI names its flag) when ``folder`` is a file, cannot be
+            created, or is not writable.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{{field}} {folder} is a file; name a folder", field=field)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {{field}} {folder} ({exc.strerror or exc}); choose a folder you can write to",
+                          field=field) from None
+    _probe_folder(folder, "{field}", field)
+    return folder
+
+
+def _probe_folder(folder: Path, label: str, field: str | None = None) -> None:
+    """Create and remove a temporary file in ``folder``: the only reliable writability test (root, /proc, read-only mounts).
+
+    ``label`` may be ``{field}`` with ``field`` set (see :mod:`ddim_edit.errors`)."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".ddim-edit-probe.", dir=folder)
     except OSError as exc:
-        raise OutputError(f"cannot write to folder {folder} ({exc.strerror or exc}); choose another {label}") from None
+        raise OutputError(f"cannot write to folder {folder} ({exc.strerror or exc}); choose another {label}",
+                          field=field) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -233,7 +233,7 @@ def prepare_mask(mask: np.ndarray | str | Path, working_size: tuple[int, int], l
     values = fit_mask_size(values, working_size, image_size, options.resize, name)
     binary = binarise(values, options.threshold, options.invert)
     if not binary.any():
-        raise empty_mask_error(name, options.threshold)
+        raise empty_mask_error(name, options.threshold, options.invert)
     binary = dilate(binary, options.dilate)
     if binary.all():
         raise full_mask_error(name)
@@ -243,7 +243,12 @@ def prepare_mask(mask: np.ndarray | str | Path, working_size: tuple[int, int], l
     return PreparedMask(binary, soft, latent_mask(soft, binary, (latent_width, latent_height)), width)
 
 
-def empty_mask_error(name: str, threshold: float) -> MaskError:
+def empty_mask_error(name: str, threshold: float, invert: bool = False) -> MaskError:
+    """The error for a mask that selects nothing (with ``invert``, black selects: the hint says so)."""
+    if invert:
+        return MaskError(f"{name} is empty once inverted (no pixel below threshold {threshold}): nothing to "
+                         "inpaint; with --invert-mask paint the region to regenerate black, raise --mask-threshold, "
+                         "or drop --invert-mask")
     return MaskError(f"{name} is empty (no pixel at or above threshold {threshold}): nothing to inpaint; "
                      "paint the region to regenerate white, or lower --mask-threshold")
 
@@ -262,7 +267,7 @@ def check_mask_file(path: str | Path, options: MaskOptions = MaskOptions()) -> N
     name = f"mask {Path(path).name}"
     binary = binarise(read_mask(path), options.threshold, options.invert)
     if not binary.any():
-        raise empty_mask_error(name, options.threshold)
+        raise empty_mask_error(name, options.threshold, options.invert)
     if binary.all():
         raise full_mask_error(name)
 

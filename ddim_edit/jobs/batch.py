@@ -5,11 +5,22 @@ job (round robin over the manifest's order, by :class:`accelerate.PartialState`'
 loads its model once and runs its jobs one after another. A job's result depends only on the job
 (each is seeded with its own seed), so one process and N give the same bytes.
 
+One batch at a time per output folder: the main process holds ``DIR/.ddim-edit-batch.lock`` from
+before it reads the records until it has merged them, so a second ``ddim-edit batch`` on the same
+``--out`` waits for the first and then finds its jobs done. (Under accelerate the waiting run's other
+processes wait at its first barrier meanwhile, which the process group's timeout bounds: 30 minutes
+unless configured otherwise.)
+
 Records: each process appends one JSON line per job to ``DIR/.ddim-edit-records/process-K.jsonl``
 as the job ends (a crash loses nothing); after all processes are done the main one merges them
-with the previous ``DIR/results.jsonl`` (one record per job of the manifest, in its order) and
-writes it atomically. A job whose record says ``ok`` and whose output exists is skipped on a
-rerun; ``force`` redoes it. A failing job is recorded with its one-line error and the batch goes on.
+with the previous ``DIR/results.jsonl`` and writes it atomically: this manifest's jobs in its order,
+then the records of other manifests run into the same folder. A record names its output (relative
+to DIR), the job's key (a hash of its manifest line) and the output's SHA-256 and size.
+
+A rerun skips a job whose output is there with the recorded key, size and SHA-256; it redoes (and
+overwrites) an output that is missing, changed on disk, or made by an older version of the line.
+An existing file no record claims, or one another manifest's job made, is left alone unless
+``force``. A failing job is recorded with its one-line error and the batch goes on.
 """
 
 from __future__ import annotations
@@ -21,10 +32,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DdimEditError, OutputError
-from ..io import atomic_write
+from ..io import atomic_write, file_sha256, make_output_folder
 from ..metrics import psnr
 from .build import build_request
 from .edits import run_request
@@ -36,6 +47,7 @@ from .write import write_result
 
 RESULTS_NAME = "results.jsonl"
 RECORDS_FOLDER = ".ddim-edit-records"
+LOCK_NAME = ".ddim-edit-batch.lock"
 
 
 @dataclass
@@ -47,6 +59,7 @@ class BatchOptions:
         device, dtype, allow_pickle, model_config: how models load; ``device`` ``auto`` under
             accelerate with several processes means the process's own device (``cuda:K``).
         loras, memory: LoRAs fused into every model, memory options (see ``ModelCache``).
+        on_wait: told (one line) when another batch holds the output folder and this one waits.
     """
 
     out_dir: Path
@@ -59,6 +72,7 @@ class BatchOptions:
     model_config: str | None = None
     loras: tuple[str, ...] = ()
     memory: MemoryOptions = field(default_factory=MemoryOptions)
+    on_wait: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -138,20 +152,83 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def known_records(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest record per job key: ``results.jsonl``, then the per-process files (newer)."""
-    latest: dict[str, dict[str, Any]] = {}
+RecordId = tuple[str, str]  # (output relative to the folder, job key)
+
+
+def output_name(output: str | Path, out_dir: Path) -> str:
+    """An output's path relative to the batch's folder (as records name it)."""
+    try:
+        return Path(output).relative_to(out_dir).as_posix()
+    except ValueError:
+        return str(output)
+
+
+def record_id(record: dict[str, Any], out_dir: Path) -> RecordId:
+    return record.get("name") or output_name(record.get("output", ""), out_dir), record["key"]
+
+
+def add_record(records: dict[RecordId, dict[str, Any]], record: dict[str, Any], out_dir: Path) -> None:
+    """Put ``record`` in ``records``; a finished one drops the other jobs' records of its output
+    (the file is now this job's)."""
+    name, key = record_id(record, out_dir)
+    if record.get("status") == "ok":
+        for other in [ident for ident in records if ident[0] == name and ident[1] != key]:
+            del records[other]
+    records[(name, key)] = record
+
+
+def known_records(out_dir: Path) -> dict[RecordId, dict[str, Any]]:
+    """The latest record per (output, job key): ``results.jsonl``, then the per-process files (newer)."""
+    latest: dict[RecordId, dict[str, Any]] = {}
     paths = [out_dir / RESULTS_NAME] + sorted(records_folder(out_dir).glob("process-*.jsonl"))
     for path in paths:
         for record in read_records(path):
-            latest[record["key"]] = record
+            add_record(latest, record, out_dir)
     return latest
 
 
-def is_finished(job: Job, records: dict[str, dict[str, Any]]) -> bool:
-    """The job's record says it finished, and its output is still there."""
-    record = records.get(job.key)
-    return bool(record) and record.get("status") == "ok" and job.output.exists()
+def owner(job: Job, records: dict[RecordId, dict[str, Any]], out_dir: Path) -> dict[str, Any] | None:
+    """The finished record of the job that wrote ``job``'s output (this job or another), if any."""
+    name = output_name(job.output, out_dir)
+    return next((r for (n, _), r in records.items() if n == name and r.get("status") == "ok"), None)
+
+
+def output_digest(path: Path) -> dict[str, Any]:
+    """``sha256`` and ``bytes`` of a written output (what a rerun compares)."""
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def is_finished(job: Job, records: dict[RecordId, dict[str, Any]], out_dir: Path) -> bool:
+    """This job (same key) made the output, and the file is still what it wrote (size and SHA-256)."""
+    record = owner(job, records, out_dir)
+    if record is None or record["key"] != job.key or not job.output.is_file():
+        return False
+    if "sha256" not in record:  # a record from before digests were kept: the file's presence is all it says
+        return True
+    return record.get("bytes") == job.output.stat().st_size and record["sha256"] == file_sha256(job.output)
+
+
+def may_overwrite(job: Job, records: dict[RecordId, dict[str, Any]], out_dir: Path, force: bool) -> bool:
+    """Whether writing ``job``'s output replaces a file; an :class:`OutputError` when that file is not
+    this manifest's to replace (no record made it, or another manifest's job did) and ``force`` is off."""
+    if not job.output.exists():
+        return False
+    if force:
+        return True
+    record = owner(job, records, out_dir)
+    if record is None:
+        raise OutputError(f"{job.output} already exists and no finished record says this job made it; "
+                          "pass --force to overwrite it")
+    if record["key"] != job.key and record.get("manifest", job.manifest) != job.manifest:
+        raise OutputError(f"{job.output} was made by line {record.get('line')} of {record.get('manifest')}; "
+                          "give this job another output, or pass --force to replace it")
+    return True
+
+
+def records_of(jobs: list[Job], records: dict[RecordId, dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """The record of each job that has one, in the manifest's order."""
+    ids = [(output_name(job.output, out_dir), job.key) for job in jobs]
+    return [records[ident] for ident in ids if ident in records]
 
 
 def json_ready(value: Any) -> Any:
@@ -176,23 +253,22 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def merge_records(jobs: list[Job], out_dir: Path, previous: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per job of the manifest (this run's, else the previous one), written to ``results.jsonl``;
-    the per-process files are removed."""
-    latest = dict(previous)
+def merge_records(jobs: list[Job], out_dir: Path) -> list[dict[str, Any]]:
+    """Fold the per-process files into ``results.jsonl`` (this manifest's jobs first, in its order, then
+    every other job's record in the folder) and remove them; returns this manifest's records."""
     folder = records_folder(out_dir)
     files = sorted(folder.glob("process-*.jsonl"))
-    for path in files:
-        for record in read_records(path):
-            latest[record["key"]] = record
-    merged = [latest[job.key] for job in jobs if job.key in latest]
-    text = "".join(json.dumps(record, sort_keys=True, allow_nan=False, default=str) + "\n" for record in merged)
+    latest = known_records(out_dir)
+    mine = records_of(jobs, latest, out_dir)
+    taken = {id(record) for record in mine}
+    others = [record for record in latest.values() if id(record) not in taken]
+    text = "".join(json.dumps(record, sort_keys=True, allow_nan=False, default=str) + "\n" for record in mine + others)
     atomic_write(out_dir / RESULTS_NAME, text.encode("utf-8"), force=True)
     for path in files:
         path.unlink()
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
-    return merged
+    return mine
 
 
 # ---------------------------------------------------------------------- one job
@@ -218,22 +294,25 @@ def background_psnr(image, source_path: str, mask) -> float:
     return psnr(image, to_size(load_image(source_path), size), outside)
 
 
-def run_job(job: Job, models: ModelCache, options: BatchOptions, process: int) -> dict[str, Any]:
-    """Run one job and write its output; never raises for a job's own failure (the record says it)."""
+def run_job(job: Job, models: ModelCache, options: BatchOptions, process: int,
+            records: dict[RecordId, dict[str, Any]]) -> dict[str, Any]:
+    """Run one job and write its output; never raises for a job's own failure (the record says it).
+
+    ``records``: what the folder's records said when the batch started (whose output may be replaced)."""
     start = time.perf_counter()
     before = models.unet_evaluations()
     record: dict[str, Any] = {"key": job.key, "index": job.index, "line": job.line, "edit": job.edit,
-                              "output": str(job.output), "process": process}
+                              "output": str(job.output), "name": output_name(job.output, options.out_dir),
+                              "manifest": job.manifest, "process": process}
     try:
-        if job.output.exists() and not options.force:
-            raise OutputError(f"{job.output} already exists and no finished record says this job made it; "
-                              "pass --force to overwrite it")
+        overwrite = may_overwrite(job, records, options.out_dir, options.force)
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        request = build_request(job, options.defaults, options.force)
+        request = build_request(job, options.defaults, options.force or overwrite)
         result = run_request(request, models)
-        write_result(result, job.output, force=options.force)
+        write_result(result, job.output, force=overwrite)
         record.update(status="ok", psnr=result.record.get("psnr"), size=result.record.get("size"),
-                      working_size=result.record.get("working_size"), method=result.record.get("method"))
+                      working_size=result.record.get("working_size"), method=result.record.get("method"),
+                      **output_digest(job.output))
         if job.evaluation_mask is not None and result.image is not None:
             record["background_psnr"] = background_psnr(result.image, job.fields["image"], job.evaluation_mask)
     except KeyboardInterrupt:
@@ -263,31 +342,62 @@ def process_state(device: str = "auto"):
 
 
 def run_batch(jobs: list[Job], options: BatchOptions) -> BatchReport:
-    """Run ``jobs`` on this process's shard; every process returns the merged report."""
+    """Run ``jobs`` on this process's shard; every process returns the merged report (this manifest's records)."""
     state = process_state(options.device)
     start = time.perf_counter()
     out_dir = options.out_dir
+    lock = None
     if state.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-    previous = known_records(out_dir)
-    state.wait_for_everyone()  # every process has read the old records before any writes new ones
+        make_output_folder(out_dir, "out_dir")
+        lock = hold_folder(out_dir, options.on_wait)
+    try:
+        state.wait_for_everyone()
+        previous = known_records(out_dir)
+        state.wait_for_everyone()  # every process has read the old records before any writes new ones
+        run_shard(jobs, options, state, previous)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            merge_records(jobs, out_dir)
+        state.wait_for_everyone()
+    finally:
+        if lock is not None:
+            lock.release()
+    records = records_of(jobs, {record_id(r, out_dir): r for r in read_records(out_dir / RESULTS_NAME)}, out_dir)
+    return BatchReport(records, time.perf_counter() - start, state.num_processes)
+
+
+def hold_folder(out_dir: Path, on_wait: Callable[[str], None] | None):
+    """The folder's batch lock, acquired (waiting, and saying so once, while another batch holds it)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(f"another ddim-edit batch is writing to {out_dir}; waiting for it to finish")
+        lock.acquire()
+    return lock
+
+
+def run_shard(jobs: list[Job], options: BatchOptions, state, previous: dict[RecordId, dict[str, Any]]) -> None:
+    """This process's jobs, one record each appended to its file as the job ends."""
+    out_dir = options.out_dir
     device = options.device
     if device == "auto" and state.num_processes > 1:
         device = str(state.device)
     models = ModelCache(device=device, dtype=options.dtype, allow_pickle=options.allow_pickle,
                         config=options.model_config, default=options.defaults.model, loras=tuple(options.loras),
                         memory=options.memory)
-    mine = shard(jobs, state.process_index, state.num_processes)
     record_path = records_folder(out_dir) / f"process-{state.process_index}.jsonl"
     bar = progress_bar(len(jobs), state.is_main_process and options.progress)
     try:
-        for job in mine:
-            if is_finished(job, previous) and not options.force:
-                record = dict(previous[job.key], skipped=True, process=state.process_index, seconds=0.0,
+        for job in shard(jobs, state.process_index, state.num_processes):
+            if not options.force and is_finished(job, previous, out_dir):
+                record = dict(owner(job, previous, out_dir), skipped=True, process=state.process_index, seconds=0.0,
                               unet_evaluations=0)
             else:
-                record = run_job(job, models, options, state.process_index)
+                record = run_job(job, models, options, state.process_index, previous)
                 record.pop("skipped", None)
             append_record(record_path, record)
             if bar is not None:
@@ -297,12 +407,6 @@ def run_batch(jobs: list[Job], options: BatchOptions) -> BatchReport:
         if bar is not None:
             bar.n = bar.total if bar.n >= bar.total else bar.n
             bar.close()
-    state.wait_for_everyone()
-    if state.is_main_process:
-        merge_records(jobs, out_dir, previous)
-    state.wait_for_everyone()
-    records = [record for record in read_records(out_dir / RESULTS_NAME)]
-    return BatchReport(records, time.perf_counter() - start, state.num_processes)
 
 
 def count_lines(folder: Path) -> int:

@@ -235,6 +235,7 @@ class Job:
         output: where the result goes.
         key: a hash of the fields: a changed line is a new job (a rerun does not skip it).
         evaluation_mask: PIE-Bench's annotated edit region (bool [512, 512]) for background PSNR.
+        manifest: the manifest file the job was read from (resolved; "" when built by hand).
     """
 
     index: int
@@ -244,6 +245,7 @@ class Job:
     output: Path
     key: str
     evaluation_mask: np.ndarray | None = field(default=None, repr=False)
+    manifest: str = ""
 
     @property
     def inputs(self) -> list[Path]:
@@ -309,6 +311,18 @@ def default_output_name(edit: str, fields: dict[str, Any], index: int) -> str:
     return f"{index:05d}-{name}{DEFAULT_SUFFIX[edit]}"
 
 
+def inside_out_dir(name: str, out_dir: Path, where: str, key: str) -> Path:
+    """``name`` against the output folder, resolved (``..``, ``~``, links); a :class:`ManifestError`
+    unless it lies inside that folder."""
+    path = Path(name).expanduser()
+    folder = out_dir.resolve()
+    resolved = (path if path.is_absolute() else folder / path).resolve()
+    if resolved == folder or not resolved.is_relative_to(folder):
+        raise ManifestError(f"{where}: {key} {name!r} is outside the output folder {folder}; name a file inside it, "
+                            f"e.g. {Path(name).name or 'result.png'!r}")
+    return resolved
+
+
 def job_key(edit: str, fields: dict[str, Any]) -> str:
     """A short hash of the job's fields (what makes a rerun skip it only when the line is unchanged)."""
     text = json.dumps({"edit": edit, **fields}, sort_keys=True, default=str)
@@ -320,15 +334,12 @@ def make_job(raw: dict[str, Any], index: int, line: int, base: Path, out_dir: Pa
     """Check one raw line and resolve its paths and output."""
     edit, fields = check_job(raw, where)
     fields = resolve_paths(fields, base)
-    name = fields.get("output") or default_output_name(edit, fields, index)
-    output = Path(name).expanduser()
-    output = output if output.is_absolute() else out_dir / output
+    output = inside_out_dir(fields.get("output") or default_output_name(edit, fields, index), out_dir, where, "output")
     kind = "trajectory" if edit == "invert" else "image"
     try:
         check_output_suffix(output, kind, label=f"{where}: output")
         if fields.get("save_trajectory"):
-            saved = Path(fields["save_trajectory"])
-            fields["save_trajectory"] = str(saved if saved.is_absolute() else out_dir / saved)
+            fields["save_trajectory"] = str(inside_out_dir(fields["save_trajectory"], out_dir, where, "save_trajectory"))
             check_output_suffix(fields["save_trajectory"], "trajectory", label=f"{where}: save_trajectory")
     except DdimEditError as exc:
         raise ManifestError(str(exc)) from None
@@ -365,6 +376,8 @@ def read_manifest(path: str | Path, out_dir: str | Path) -> list[Job]:
         raise ManifestError(f"manifest {path} holds no jobs; write one JSON object per line, e.g. "
                             '{"edit": "invert", "image": "a.png", "prompt": "a cat"}')
     check_distinct_outputs(jobs)
+    for job in jobs:
+        job.manifest = str(path.resolve())
     return jobs
 
 
@@ -436,14 +449,36 @@ def decode_rle_mask(encoded: list[int], shape: tuple[int, int] = (512, 512)) -> 
     """PIE-Bench's run-length mask (pairs of start, length over the flattened image) → bool [H, W].
 
     As PIE-Bench's own ``mask_decode``, the border pixels are set (annotation errors at the edges).
+
+    Raises:
+        ManifestError: not a list of whole-number pairs, or a run that starts outside the image.
     """
     length = shape[0] * shape[1]
+    example = "e.g. [1000, 20, 1512, 20]"
+    if not isinstance(encoded, list) or len(encoded) % 2:
+        raise ManifestError(f"mask must be a list of START, LENGTH pairs (an even count of numbers), {example}")
+    for position, value in enumerate(encoded):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ManifestError(f"mask item {position} is {value!r}; a mask holds whole numbers ≥ 0, {example}")
+        if position % 2 == 0 and value >= length:
+            raise ManifestError(f"mask run {position // 2} starts at {value}, past the {shape[0]}×{shape[1]} image "
+                                f"({length} pixels)")
     flat = np.zeros(length, dtype=bool)
     for start, count in zip(encoded[0::2], encoded[1::2]):
-        flat[int(start): min(int(start) + int(count), length)] = True
+        flat[start: min(start + count, length)] = True
     mask = flat.reshape(shape)
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
     return mask
+
+
+def _pie_text(entry: dict[str, Any], key: str, where: str) -> str:
+    """A PIE-Bench entry's text value ("" when absent); a :class:`ManifestError` for a number, list or object."""
+    value = entry.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: {key} must be text, got {value!r}")
+    return value
 
 
 def _pie_bench_jobs(data: dict[str, dict], path: Path, base: Path, out_dir: Path) -> list[Job]:
@@ -451,22 +486,27 @@ def _pie_bench_jobs(data: dict[str, dict], path: Path, base: Path, out_dir: Path
     jobs = []
     for number, (name, entry) in enumerate(data.items(), start=1):
         where = f"{path.name} entry {name!r}"
-        image = Path(str(entry["image_path"]))
+        text = {key: _pie_text(entry, key, where) for key in ("image_path", "original_prompt", "editing_prompt",
+                                                               "blended_word")}
+        if not text["image_path"].strip():
+            raise ManifestError(f"{where}: image_path is empty; name the image, e.g. \"0_random_140/000000000000.jpg\"")
+        image = Path(text["image_path"])
         for folder in (base / "annotation_images", base):
             if (folder / image).exists():
                 image = folder / image
                 break
-        source = strip_brackets(str(entry.get("original_prompt", "")))
-        target = strip_brackets(str(entry.get("editing_prompt", "")))
+        source, target = strip_brackets(text["original_prompt"]), strip_brackets(text["editing_prompt"])
         raw: dict[str, Any] = {"edit": "swap", "image": str(image), "source_prompt": source, "target_prompt": target,
                                "mode": "replace" if len(source.split()) == len(target.split()) else "refine",
-                               "output": str(Path(str(entry["image_path"])).with_suffix(".png"))}
-        words = [word for word in str(entry.get("blended_word") or "").split()
-                 if word in source.split() or word in target.split()]
+                               "output": str(Path(text["image_path"]).with_suffix(".png"))}
+        words = [word for word in text["blended_word"].split() if word in source.split() or word in target.split()]
         if words:
             raw["blend"] = list(dict.fromkeys(words))
         mask = entry.get("mask")
-        evaluation = decode_rle_mask(mask) if isinstance(mask, list) and mask else None
+        try:
+            evaluation = decode_rle_mask(mask) if mask not in (None, []) else None
+        except ManifestError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
         jobs.append(make_job(raw, len(jobs), number, base, out_dir, where, evaluation))
     return jobs
 

@@ -14,6 +14,7 @@ model's attention processors or its UNet evaluation counter, whatever the web se
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 import threading
 import warnings
@@ -28,6 +29,7 @@ from ..edits.inpaint import InpaintOptions
 from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
 from ..errors import PromptError
+from ..io import make_output_folder
 from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, ModelCache, ReconstructRequest, StyleRequest,
                     SwapRequest, run_request, write_result)
 from ..jobs.requests import DEFAULT_GUIDANCE
@@ -125,7 +127,9 @@ class Editor:
         self.models = models if models is not None else ModelCache(
             settings.device, settings.dtype, settings.allow_pickle, settings.model_config, default=settings.model,
             capacity=1, loras=tuple(settings.loras), memory=settings.memory)
-        root = Path(settings.workdir) if settings.workdir else Path(tempfile.mkdtemp(prefix="ddim-edit-web-"))
+        self.temporary = not settings.workdir  # a folder of our own, removed by close()
+        root = make_output_folder(settings.workdir, "workdir") if settings.workdir else Path(
+            tempfile.mkdtemp(prefix="ddim-edit-web-"))
         self.workdir = root
         self.uploads = UploadStore(root / "uploads")
         self.trajectories = TrajectoryCache(root / "trajectories", settings.cache_size)
@@ -134,6 +138,11 @@ class Editor:
         self.lock = threading.RLock()
         self._numbers = itertools.count(1)
         self.requests = 0
+
+    def close(self) -> None:
+        """Remove the working folder when it is a temporary one of our own (a given workdir is kept)."""
+        if self.temporary:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ------------------------------------------------------------------ shared pieces
     @property

@@ -8,6 +8,7 @@ against it). So every uploaded image is written once, losslessly, under the hash
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,15 @@ def as_rgb(pixels: np.ndarray | None, what: str = "image") -> np.ndarray:
 
 
 class UploadStore:
-    """Writes each distinct picture once as ``<folder>/<sha256>.png`` and returns its path."""
+    """Writes each distinct picture once as ``<folder>/<sha256>.png`` and returns its path.
 
-    def __init__(self, folder: str | Path) -> None:
+    ``max_bytes``: the largest PNG kept (None: no limit); a larger picture is refused, nothing written.
+    """
+
+    def __init__(self, folder: str | Path, max_bytes: int | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
 
     def keep(self, pixels: np.ndarray, what: str = "image") -> tuple[Path, str]:
         """(path of the PNG, hash of the pixels) for an uploaded picture."""
@@ -55,7 +60,12 @@ class UploadStore:
         key = pixels_hash(pixels)
         path = self.folder / f"{key}.png"
         if not path.is_file():
+            encoded = io.BytesIO()
+            Image.fromarray(pixels, "RGB").save(encoded, format="PNG")
+            if self.max_bytes is not None and encoded.tell() > self.max_bytes:
+                raise ImageError(f"the {what} is {encoded.tell() / 2**20:.1f} MB as PNG, over this server's upload "
+                                 f"limit of {self.max_bytes / 2**20:g} MB; upload a smaller picture")
             partial = path.with_suffix(".partial")
-            Image.fromarray(pixels, "RGB").save(partial, format="PNG")
+            partial.write_bytes(encoded.getvalue())
             partial.replace(path)
         return path, key
