@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from ddim_edit.toy.vocabulary import GRAMMAR_HINT
 from ddim_edit.io import check_outputs as io_check_outputs
 from ddim_edit.io import default_output as io_default_output
 from ddim_edit.io import grid_output
+from ddim_edit.json_output import strict_json
 from ddim_edit.io import reset_written, written_paths
 from ddim_edit.schedule import SPACINGS
 
@@ -402,25 +402,3 @@ def cli_message(exc: DdimEditError) -> str:
     if field is None or not hasattr(exc, "render"):
         return str(exc)
     return exc.render(flag_for(field))
-
-
-# ---------------------------------------------------------------------- strict JSON
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, ±inf) replaced by None, recursively."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, float) or type(value).__name__ in ("float16", "float32", "float64", "longdouble"):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return json_safe(value.item())  # numpy / torch scalars
-    return value
-
-
-def strict_json(result: dict[str, Any]) -> str:
-    """Standard JSON (RFC 8259): non-finite numbers become null, never ``NaN``/``Infinity``."""
-    return json.dumps(json_safe(result), sort_keys=True, default=str, allow_nan=False)

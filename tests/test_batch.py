@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ddim_edit.jobs.requests import JobSettings
 from ddim_edit.model import assets_dir
 from tests.cli_helpers import one_line_error, run
 
@@ -310,3 +311,21 @@ def test_swap_late_and_mask_guidance_from_a_manifest(photos, tmp_path):
         (photos / "bad.jsonl").write_text(swap + f'"{key}": 0.5, "output": "d.png"}}\n')
         with pytest.raises(ManifestError, match=f"{key} must be a guidance ≥ 1"):
             read_manifest(photos / "bad.jsonl", tmp_path)
+
+
+def test_a_job_the_toy_model_does_not_know_records_its_warnings(tmp_path):
+    from ddim_edit.jobs.batch import BatchOptions, run_batch
+    from ddim_edit.jobs.manifest import read_manifest
+    from ddim_edit.model import assets_dir
+
+    manifest = tmp_path / "jobs.jsonl"
+    image = assets_dir() / "examples" / "red-circle.png"
+    manifest.write_text(json.dumps({"edit": "invert", "image": str(image), "prompt": "a cat on a sofa"}) + "\n"
+                        + json.dumps({"edit": "invert", "image": str(image),
+                                      "prompt": "a solid red circle on a white background"}) + "\n")
+    report = run_batch(read_manifest(manifest, tmp_path / "out"),
+                       BatchOptions(out_dir=tmp_path / "out", defaults=JobSettings(steps=2), progress=False))
+    unknown, known = sorted(report.records, key=lambda record: record["index"])
+    assert unknown["status"] == known["status"] == "ok"
+    assert len(unknown["warnings"]) == 1 and "'cat', 'sofa' are unknown" in unknown["warnings"][0]
+    assert "warnings" not in known

@@ -216,7 +216,7 @@ def test_json_output_is_strict(work, out):
 
 
 def test_json_safe_maps_every_non_finite_number_to_null():
-    from cli.common import strict_json
+    from ddim_edit.json_output import strict_json
 
     payload = {"a": float("nan"), "b": [float("inf"), 1.5, {"c": -math.inf}], "d": np.float32("nan"),
                "e": np.float64(2.0), "f": torch.tensor(float("inf")), "g": (1, float("nan")), "h": True}

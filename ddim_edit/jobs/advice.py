@@ -10,10 +10,11 @@ it, the web page shows it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import warnings
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -93,3 +94,17 @@ def warn_toy_model(model, prompts: Iterable[str | None] = (), pixels: Iterable[n
     for line in advice:
         if line is not None:
             warnings.warn(ToyModelWarning(line), stacklevel=2)
+
+
+@contextlib.contextmanager
+def collected_advice() -> Iterator[list[str]]:
+    """Collect the :class:`ToyModelWarning` lines raised inside (each once, in order) into the
+    yielded list instead of printing them; other warnings are shown as usual afterwards."""
+    advice: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ToyModelWarning)
+        yield advice
+    advice.extend(dict.fromkeys(str(item.message) for item in caught if issubclass(item.category, ToyModelWarning)))
+    for item in caught:
+        if not issubclass(item.category, ToyModelWarning):
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)

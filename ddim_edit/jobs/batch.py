@@ -26,7 +26,6 @@ An existing file no record claims, or one another manifest's job made, is left a
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections import defaultdict
@@ -36,7 +35,9 @@ from typing import Any, Callable
 
 from ..errors import DdimEditError, OutputError
 from ..io import atomic_write, file_sha256, make_output_folder
+from ..json_output import json_safe, strict_json
 from ..metrics import psnr
+from .advice import collected_advice
 from .build import build_request
 from .edits import run_request
 from .manifest import Job
@@ -231,24 +232,11 @@ def records_of(jobs: list[Job], records: dict[RecordId, dict[str, Any]], out_dir
     return [records[ident] for ident in ids if ident in records]
 
 
-def json_ready(value: Any) -> Any:
-    """``value`` with non-finite floats as None and numpy/torch scalars as numbers (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and push it to disk (a crash after a job keeps its record)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(json_ready(record), sort_keys=True, allow_nan=False, default=str) + "\n")
+        handle.write(strict_json(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -262,7 +250,7 @@ def merge_records(jobs: list[Job], out_dir: Path) -> list[dict[str, Any]]:
     mine = records_of(jobs, latest, out_dir)
     taken = {id(record) for record in mine}
     others = [record for record in latest.values() if id(record) not in taken]
-    text = "".join(json.dumps(record, sort_keys=True, allow_nan=False, default=str) + "\n" for record in mine + others)
+    text = "".join(strict_json(record) + "\n" for record in mine + others)
     atomic_write(out_dir / RESULTS_NAME, text.encode("utf-8"), force=True)
     for path in files:
         path.unlink()
@@ -308,8 +296,11 @@ def run_job(job: Job, models: ModelCache, options: BatchOptions, process: int,
         overwrite = may_overwrite(job, records, options.out_dir, options.force)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         request = build_request(job, options.defaults, options.force or overwrite)
-        result = run_request(request, models)
+        with collected_advice() as advice:
+            result = run_request(request, models)
         write_result(result, job.output, force=overwrite)
+        if advice:
+            record["warnings"] = advice
         record.update(status="ok", psnr=result.record.get("psnr"), size=result.record.get("size"),
                       working_size=result.record.get("working_size"), method=result.record.get("method"),
                       **output_digest(job.output))
@@ -320,7 +311,7 @@ def run_job(job: Job, models: ModelCache, options: BatchOptions, process: int,
     except Exception as exc:  # a bad image, mask, prompt or option: record it and go on
         record.update(status="failed", error=one_line(exc))
     record.update(seconds=round(time.perf_counter() - start, 3), unet_evaluations=models.unet_evaluations() - before)
-    return json_ready(record)
+    return json_safe(record)
 
 
 # ---------------------------------------------------------------------- the batch

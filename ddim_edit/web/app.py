@@ -22,6 +22,7 @@ from ..edits.style import StyleOptions
 from ..errors import DdimEditError
 from ..inversion import METHODS
 from ..jobs.requests import DEFAULT_GUIDANCE
+from ..json_output import json_safe
 from ..model import assets_dir
 from . import forms
 from .editor import Editor, PageResult
@@ -124,7 +125,7 @@ class ResultPanel:
     def values(self, result: PageResult) -> list[Any]:
         extra = [result.attention] if self.attention is not None else []
         return [*(result.pictures[label] for label in self.labels), *extra, result.summary(),
-                _json_ready(result.numbers), str(result.image_file) if result.image_file else None,
+                json_safe(result.numbers), str(result.image_file) if result.image_file else None,
                 str(result.trajectory_file) if result.trajectory_file else None]
 
     def run_on(self, button: gr.Button, work: Callable[..., list[Any]], inputs: list[Any], api_name: str) -> None:
@@ -134,12 +135,6 @@ class ResultPanel:
         run = button.click(_guarded(work), inputs, self.outputs, api_name=api_name, concurrency_limit=1,
                            concurrency_id=QUEUE)
         run.success(shown_if_set, downloads, downloads, api_visibility="private", queue=False)
-
-
-def _json_ready(numbers: dict[str, Any]) -> dict[str, Any]:
-    from cli.common import json_safe  # the CLI's strict JSON: +∞ PSNR → null
-
-    return json_safe(numbers)
 
 
 def _examples_dir():

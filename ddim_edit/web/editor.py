@@ -17,7 +17,6 @@ import itertools
 import shutil
 import tempfile
 import threading
-import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
 from ..metrics import psnr
 from ..model import TOY_ALIASES, MemoryOptions
-from ..jobs.advice import ToyModelWarning
+from ..jobs.advice import collected_advice
 from ..toy.vocabulary import GRAMMAR_HINT
 from . import forms
 from .attention_gallery import attention_tiles
@@ -204,13 +203,11 @@ class Editor:
 
     def _run(self, work) -> PageResult:
         """``work()`` under the lock, with the toy model's warnings (each once) in its numbers."""
-        with self.lock, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ToyModelWarning)
+        with self.lock, collected_advice() as advice:
             self.requests += 1
             result = work()
-        advice = [str(item.message) for item in caught if issubclass(item.category, ToyModelWarning)]
         if advice:
-            result.numbers["warnings"] = list(dict.fromkeys(advice))
+            result.numbers["warnings"] = advice
         return result
 
     # ------------------------------------------------------------------ tabs
