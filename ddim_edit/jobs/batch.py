@@ -275,7 +275,7 @@ def background_psnr(image, source_path: str, mask) -> float:
     import numpy as np
 
     from ..images import load_image
-    from .resolution import size_of, to_size
+    from .output_size import size_of, to_size
 
     size = size_of(image)
     outside = ~cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)

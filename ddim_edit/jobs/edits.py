@@ -29,7 +29,7 @@ from ..workflow import (PreparedImage, decode, invert_image, make_schedule, prep
 from .advice import warn_toy_model
 from .requests import (DEFAULT_GUIDANCE, InpaintRequest, InvertRequest, JobResult, JobSettings, ReconstructRequest,
                        Request, StyleRequest, SwapRequest)
-from .resolution import blend_at_size, output_size, paste_at_size, size_of, to_size
+from .output_size import blend_at_size, output_size, paste_at_size, size_of, to_size
 from .resolve import as_provider, check_same_image, is_trajectory, load_trajectory, original_pixels, read_image
 
 
