@@ -256,3 +256,16 @@ def test_cli_bad_input(tmp_path, saved_trajectory, tiny_model_dir, case):
         source, fragments = tmp_path / "nope.png", ["does not exist"]
     result = run("swap", source, *args, "--model", tiny_model_dir, "-o", tmp_path / "out.png", "-q")
     one_line_error(result, *fragments)
+
+
+def test_each_branch_is_decoded_once_per_result(trajectories, monkeypatch):
+    from ddim_edit.edits.prompt_swap import decoded, edited_image
+
+    model, trajs = trajectories
+    result = swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=("circle",)), progress=False)
+    calls = []
+    real = model.decode_latents
+    monkeypatch.setattr(model, "decode_latents", lambda latents: calls.append(1) or real(latents))
+    first = edited_image(model, result)  # decodes the target and, for the blend, the source
+    assert decoded(model, result, "target") is decoded(model, result, "target")
+    assert np.array_equal(edited_image(model, result), first) and len(calls) == 2

@@ -182,6 +182,7 @@ class SwapResult:
     blend_words: tuple[str, ...] = ()
     late_guidance: float | None = None
     mask_guidance: float | None = None
+    decoded: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # branch → pixels, see decoded()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -558,6 +559,16 @@ def shares_uncond(options: SwapOptions, blended: bool) -> bool:
     return blended if options.shared_uncond is None else bool(options.shared_uncond)
 
 
+def decoded(model, result: SwapResult, branch: str) -> np.ndarray:
+    """The final latents of ``branch`` (``source``: the reconstruction, or ``target``: the edit)
+    decoded to uint8 [H, W, 3], once per result (later calls return the same pixels)."""
+    from ..workflow import decode
+
+    if branch not in result.decoded:
+        result.decoded[branch] = decode(model, getattr(result, f"{branch}_latents"))
+    return result.decoded[branch]
+
+
 def edited_image(model, result: SwapResult, source_pixels: np.ndarray | None = None,
                  options: SwapOptions = SwapOptions()) -> np.ndarray:
     """The edit as uint8 [H, W, 3]: decoded, and with a local blend the source pixels pasted back outside the mask.
@@ -565,13 +576,11 @@ def edited_image(model, result: SwapResult, source_pixels: np.ndarray | None = N
     Args:
         source_pixels: the source image at the working size (None: the decoded source branch).
     """
-    from ..workflow import decode
-
-    edited = decode(model, result.target_latents)
+    edited = decoded(model, result, "target")
     if result.blend_mask is None:
         return edited
     if source_pixels is None:
-        source_pixels = decode(model, result.source_latents)
+        source_pixels = decoded(model, result, "source")
     return blended_pixels(edited, source_pixels, result.blend_mask, options.blend_dilate, options.blend_feather,
                           options.blend_change)
 

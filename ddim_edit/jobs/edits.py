@@ -17,14 +17,14 @@ import torch
 
 from .. import __version__
 from ..edits.inpaint import inpaint
-from ..edits.prompt_swap import edited_image, swap
+from ..edits.prompt_swap import decoded, edited_image, swap
 from ..edits.style import style_images
 from ..errors import PromptError, TrajectoryError
 from ..inversion import InversionOptions
 from ..masks import check_mask_file, prepare_mask
 from ..metrics import psnr
 from ..trajectory import Trajectory
-from ..workflow import (PreparedImage, decode, invert_image, make_schedule, prepare_pixels, reconstruct_image,
+from ..workflow import (PreparedImage, invert_image, make_schedule, prepare_pixels, reconstruct_image,
                         recorded_original_size, source_image_for)
 from .advice import warn_toy_model
 from .requests import (DEFAULT_GUIDANCE, InpaintRequest, InvertRequest, JobResult, JobSettings, ReconstructRequest,
@@ -197,12 +197,12 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
     if settings.keep_working_size or size == size_of(working_edit):
         image = working_edit
     elif result.blend_mask is not None and original is not None:
-        image = blend_at_size(decode(model, result.target_latents), original, result.blend_mask,
+        image = blend_at_size(decoded(model, result, "target"), original, result.blend_mask,
                               request.options.blend_dilate, request.options.blend_feather,
                               request.options.blend_change)
     else:
         image = to_size(working_edit, size)
-    reconstruction = to_size(decode(model, result.source_latents), size)
+    reconstruction = to_size(decoded(model, result, "source"), size)
     record = {"method": traj.method, "steps": traj.num_steps, "psnr": score(image, original), "size": list(size),
               "working_size": list(size_of(working_edit)), "unet_evaluations": result.unet_evaluations,
               "inversion_unet_evaluations": inversion_evaluations,
