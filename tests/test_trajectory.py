@@ -88,3 +88,48 @@ def test_exact_reconstruction_needs_the_recorded_guidance(tiny_model, exact_traj
         reconstruct(tiny_model, exact_traj, guidance_scale=3.0, progress=False)
     plan = replay_plan(tiny_model, exact_traj, guidance_scale=3.0)  # edits may sample at another guidance
     assert plan.guidance_scale == 3.0
+
+
+def test_float16_trajectory_storage(tiny_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from ddim_edit.errors import TrajectoryError
+    from ddim_edit.inversion import InversionOptions, invert
+    from ddim_edit.replay import reconstruct
+    from ddim_edit.trajectory import Trajectory
+    from ddim_edit.workflow import make_schedule
+
+    schedule = make_schedule(tiny_model, 6)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    traj = invert(tiny_model, schedule, z0, "a red circle", InversionOptions(method="exact"), progress=False)
+    full = traj.save(tmp_path / "full.safetensors")
+    half = traj.save(tmp_path / "half.safetensors", storage="float16")
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    raw = load_file(half)
+    assert "latents" not in raw  # older readers refuse the file instead of replaying rounded latents
+    assert raw["latents.middle"].dtype == torch.float16 and raw["latents.ends"].dtype == torch.float64
+    assert raw["corrections"].dtype == torch.float32
+    loaded = Trajectory.load(half)
+    assert loaded.metadata["storage"] == "float16" and "storage" not in Trajectory.load(full).metadata
+    assert loaded.latents.dtype == torch.float64 and loaded.corrections.dtype == torch.float64
+    assert torch.equal(loaded.x_T, traj.x_T) and torch.equal(loaded.z_0, traj.z_0)  # what exactness needs
+    assert torch.allclose(loaded.latents, traj.latents, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        difference = (reconstruct(tiny_model, loaded, progress=False) - reconstruct(tiny_model, traj, progress=False))
+    assert float(difference.abs().max()) < 1e-4
+    # saving a loaded float16 trajectory as float64 drops the storage mark
+    assert "storage" not in Trajectory.load(loaded.save(tmp_path / "again.safetensors")).metadata
+    # the checksum covers the float16 tensors
+    tampered = dict(raw)
+    tampered["latents.middle"] = raw["latents.middle"] + 1
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(half, "pt") as handle:
+        header = handle.metadata()
+    save_file(tampered, tmp_path / "tampered.safetensors", metadata=header)
+    with pytest.raises(TrajectoryError, match="modified"):
+        Trajectory.load(tmp_path / "tampered.safetensors")
+    with pytest.raises(ValueError, match="storage"):
+        traj.save(tmp_path / "x.safetensors", storage="int8")

@@ -7,8 +7,9 @@ from PIL import Image
 from ddim_edit.jobs.advice import image_advice, prompt_advice, usual_round_trip_db
 from ddim_edit.model import load_model
 from ddim_edit.toy.vocabulary import GRAMMAR_HINT
-from ddim_edit.toy.world import Scene, render
+from ddim_edit.toy.world import render, Scene
 from tests.cli_helpers import run
+
 
 CAPTION = "a solid red circle on a white background"
 

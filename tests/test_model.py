@@ -5,6 +5,20 @@ import torch
 
 from ddim_edit.errors import ModelLoadError
 from ddim_edit.model import load_model, resolve_dtype
+from ddim_edit.replay import reconstruct
+from tests.lora_helpers import _invert
+
+
+def test_the_model_reference_is_resolved_to_an_absolute_folder(tiny_model_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tiny_model_dir.parent)
+    model = load_model(tiny_model_dir.name, device="cpu")
+    assert model.name == str(tiny_model_dir.resolve())
+    traj = _invert(model)
+    assert traj.metadata["model"] == str(tiny_model_dir.resolve()) and traj.metadata["model_config"] is None
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recorded reference still loads the model
+    again = load_model(traj.metadata["model"], device="cpu")
+    assert torch.isfinite(reconstruct(again, traj, progress=False)).all()
+    assert load_model("toy", device="cpu").name == "toy"
 
 
 def test_local_folder_loads_offline(tiny_model_dir, tiny_pipe):
