@@ -1,25 +1,80 @@
-"""Edits change only what the words name: identity swaps, edit-time guidance, local blend against prompt-to-prompt."""
+"""Prompt swap: SDPA edits against materialised probabilities, clean processors, exact identity edit, CLI."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from ddim_edit.edits.local_blend import (BlendRule, blend_mask, blended_pixels, change_weight, composite,
-                                        soft_pixel_mask, voting_side)
-from ddim_edit.edits.p2p_control import AttentionController, injected_steps
-from ddim_edit.errors import PromptError
-from ddim_edit.edits.prompt_swap import (SwapOptions, build_spec, differing_words, edited_image,
-                                         guidance_per_step, swap)
-from ddim_edit.inversion import METHODS, InversionOptions, invert
+from ddim_edit.edits.p2p_control import injected_steps
+from ddim_edit.edits.prompt_swap import differing_words, edited_image, guidance_per_step, swap, SwapOptions
+from ddim_edit.errors import PromptError, TrajectoryError
+from ddim_edit.inversion import InversionOptions, invert, METHODS
 from ddim_edit.metrics import psnr
 from ddim_edit.replay import reconstruct
 from ddim_edit.workflow import decode, make_schedule
+from tests.swap_helpers import SOURCE, TARGET, trajectories
 
-SOURCE = "a red circle on a white background"
-TARGET = "a blue circle on a white background"
+
+def test_same_prompt_reproduces_the_reconstruction_exactly(trajectories):
+    model, trajs = trajectories
+    traj = trajs["exact"]
+    reconstruction = reconstruct(model, traj, progress=False)
+    result = swap(model, traj, SOURCE, SwapOptions(blend_words=("circle",), blend_latents=True, correct_inside_mask=True),
+                  progress=False)
+    assert (result.target_latents - reconstruction).abs().max() <= 1e-6
+    assert torch.equal(result.source_latents[0], traj.z_0.to(result.source_latents))  # the recorded z_0
+    # and the exact reconstruction is the inverted image's latent
+    assert (reconstruction[0] - traj.z_0.to(reconstruction)).abs().max() <= 1e-6
+
+
+def test_unet_evaluations_per_edit(trajectories):
+    model, trajs = trajectories
+    n = trajs["exact"].num_steps
+    blended = swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=("red", "blue")), progress=False)
+    assert blended.unet_evaluations == 3 * n  # target (uncond + cond) + source cond, every step
+    # no blend: the source runs only while injecting (cross 0.5, self 0.3 → steps 0-1 of 4)
+    plain = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3, blend_words=()),
+                 progress=False)
+    assert plain.unet_evaluations == 2 * n + 2
+    full = swap(model, trajs["exact"], TARGET, SwapOptions(reuse_source=False), progress=False)
+    assert full.unet_evaluations == 4 * n
+    assert (full.target_latents - plain.target_latents).abs().max() > 0  # different settings, different edits
+    same = swap(model, trajs["exact"], TARGET, SwapOptions(cross_steps=0.5, self_steps=0.3, reuse_source=False,
+                                                           blend_words=()), progress=False)
+    assert (same.target_latents - plain.target_latents).abs().max() <= 1e-4  # reuse changes cost, not result
+    assert swap(model, trajs["ddim"], TARGET, progress=False).unet_evaluations == 4 * n
+
+
+def test_local_blend_keeps_the_source_outside_the_mask(trajectories):
+    model, trajs = trajectories
+    result = swap(model, trajs["exact"], TARGET, SwapOptions(blend_words=("blue",), blend_threshold=0.8,
+                                                             blend_pool_radius=0, blend_latents=True), progress=False)
+    mask = result.blend_mask
+    assert mask is not None and 0 < mask.sum() < mask.numel()
+    outside = ~mask
+    difference = (result.target_latents - result.source_latents)[0].abs().amax(0)
+    assert difference[outside].max() == 0 and difference[mask].max() > 0
+
+
+@pytest.mark.parametrize("case", ["replace_tokens", "blend", "reweight", "source", "fraction", "empty"])
+def test_bad_input_raises_clear_errors(trajectories, case):
+    model, trajs = trajectories
+    target, options, source, error, fragment = TARGET, SwapOptions(), None, PromptError, ""
+    if case == "replace_tokens":
+        target, fragment = "a blue striped circle on a white background", "the target has 8 words and the source 7 .'red' → 'blue striped'.; use mode refine"
+    elif case == "blend":
+        options, fragment = SwapOptions(blend_words=("dog",)), "blend word 'dog'"
+    elif case == "reweight":
+        options, fragment = SwapOptions(reweight={"dog": 2.0}), "reweight word 'dog'"
+    elif case == "source":
+        source, error, fragment = "a green square", TrajectoryError, "differs"
+    elif case == "fraction":
+        options, fragment = SwapOptions(self_steps=1.5), "^self_steps must be"  # library words, not CLI flags
+    elif case == "empty":
+        target, fragment = "  ", "target prompt is empty"
+    with pytest.raises(error, match=fragment):
+        swap(model, trajs["exact"], target, options, source_prompt=source, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +87,6 @@ def tiny(tiny_pipe):
     options = {method: InversionOptions(method=method, fixed_point_iterations=3, null_text_steps=2)
                for method in METHODS}
     return model, {method: invert(model, schedule, z0, SOURCE, opts, progress=False) for method, opts in options.items()}
-
-
-# ----------------------------------------------------------------------------- identity
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -170,37 +222,6 @@ def test_late_guidance_applies_to_exact_trajectories_only(tiny):
         assert torch.equal(result.target_latents, same.target_latents)
 
 
-# ----------------------------------------------------------------------------- mask guidance
-
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_ddim_coefficients_and_the_mask_correction_in_closed_form(prediction_type):
-    """x_s = A x_t + B ε is the DDIM step; the lag is ε_inv − ε_c,src; the target's guided step plus the
-    mask correction is the step with ε_c,tgt + λ + (g − 1)(ε_c,tgt − ε_u,tgt) (float64)."""
-    from ddim_edit.edits.mask_guidance import inversion_lag, mask_correction
-    from ddim_edit.schedule import ddim_coefficients, ddim_step, split_prediction
-
-    gen = torch.Generator().manual_seed(3)
-    z_t, x_t, eps_inv, src, cond, uncond = (torch.randn(1, 4, 8, 8, generator=gen, dtype=torch.float64) for _ in range(6))
-    alpha_t, alpha_prev = 0.3, 0.55
-    a, b = ddim_coefficients(alpha_t, alpha_prev)
-    z_s = ddim_step(eps_inv, z_t, alpha_t, alpha_prev, "epsilon")
-    assert torch.allclose(z_s, a * z_t + b * eps_inv, atol=1e-12) and b < 0
-    eps_src, _ = split_prediction(src, z_t, alpha_t, prediction_type)
-    lag = inversion_lag(z_t, z_s, src, alpha_t, alpha_prev, prediction_type)
-    assert torch.allclose(lag, eps_inv - eps_src, atol=1e-10)
-    w, g = 7.5, 3.0
-    guided = ddim_step(uncond + w * (cond - uncond), x_t, alpha_t, alpha_prev, prediction_type)
-    corrected = guided + mask_correction(lag, cond, uncond, x_t, w, g, alpha_t, alpha_prev, prediction_type)
-    eps_c, _ = split_prediction(cond, x_t, alpha_t, prediction_type)
-    eps_u, _ = split_prediction(uncond, x_t, alpha_t, prediction_type)
-    expected = a * x_t + b * (eps_c + lag + (g - 1) * (eps_c - eps_u))
-    assert torch.allclose(corrected, expected, atol=1e-10)
-    # g above the step's guidance is capped at it: the lag alone; no guidance: the lag alone
-    assert torch.allclose(mask_correction(lag, cond, uncond, x_t, 2.0, g, alpha_t, alpha_prev, prediction_type), b * lag)
-    assert torch.allclose(mask_correction(lag, cond, None, x_t, 1.0, g, alpha_t, alpha_prev, prediction_type), b * lag)
-
-
 def test_mask_guidance_one_keeps_an_identical_prompt_exact_inside_the_mask(tiny):
     """With explicit blend words an identical prompt has a mask; at mask guidance 1 the lag is exactly the
     source's guidance-1 correction, so the target stays the reconstruction. Without it the target
@@ -271,124 +292,11 @@ def test_bad_mask_guidance_is_refused(tiny, value):
     assert caught.value.field == "mask_guidance"
 
 
-# ----------------------------------------------------------------------------- blend words and steps
-
-
 def test_default_blend_words_are_the_words_that_differ():
     assert differing_words(SOURCE, TARGET) == ("red", "blue")
     assert differing_words("a red circle", "a striped red circle") == ("striped",)
     assert differing_words("a striped red circle", "a red circle") == ("striped",)
     assert differing_words(SOURCE, SOURCE) == ()
-
-
-@pytest.mark.parametrize("fraction, n, expected", [(0.4, 50, 20), (0.35, 10, 3), (0.6, 4, 2), (1.0, 7, 7), (0.0, 9, 0)])
-def test_injection_covers_int_f_times_n_steps_as_prompt_to_prompt(tiny_model, fraction, n, expected):
-    assert injected_steps(fraction, n) == expected
-    spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(cross_steps=fraction, self_steps=fraction), 77)
-    injected = [i for i in range(n) if spec.cross_edit(i, n) is not None]
-    assert injected == list(range(expected))
-    assert [i for i in range(n) if spec.self_injected(i, n)] == list(range(expected))
-
-
-# ----------------------------------------------------------------------------- local blend vs prompt-to-prompt
-
-
-def p2p_local_blend(step_stores, alpha_layers, latent_hw, threshold=0.3, k=1):
-    """prompt-to-prompt's LocalBlend, written from the paper's code: the reference.
-
-    ``step_stores``: per step, per branch, the list of the voting layers' maps [heads, res, res, L];
-    the attention store sums them over steps; the mask is computed from the sum.
-    """
-    store = None
-    for step in step_stores:
-        store = step if store is None else [[a + b for a, b in zip(sa, sb)] for sa, sb in zip(store, step)]
-    masks = []
-    for branch, layers in enumerate(store):
-        maps = torch.stack(layers)  # [layers, heads, res, res, L]
-        maps = (maps * alpha_layers[branch]).sum(-1).mean((0, 1))  # words summed, layers and heads averaged
-        mask = F.max_pool2d(maps[None, None], (k * 2 + 1, k * 2 + 1), (1, 1), padding=(k, k))
-        mask = F.interpolate(mask, size=latent_hw)
-        mask = mask / mask.max()
-        masks.append(mask.gt(threshold)[0, 0])
-    return masks[0] | masks[1]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_blend_mask_matches_prompt_to_prompts_local_blend(tiny_model, seed):
-    generator = torch.Generator().manual_seed(seed)
-    heads, res, L, latent_hw = 2, 4, 77, (16, 16)
-    words = {"source": [2], "target": [2, 3]}
-    spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(), L)
-    controller = AttentionController(spec, words, blend_side=res, latent_hw=latent_hw)
-    step_stores = []
-    for step in range(3):
-        controller.begin_step(step, 3)
-        per_branch = []
-        for branch in ("source", "target"):
-            layers = []
-            for layer in range(2):  # two voting layers at 4×4 ...
-                probabilities = torch.rand(heads, res * res, L, generator=generator).softmax(-1)
-                controller.store(f"up.{layer}", branch, probabilities.mean(0))
-                layers.append(probabilities.reshape(heads, res, res, L))
-            # ... and one finer layer that must not vote
-            controller.store("down.0", branch, torch.rand(64, L, generator=generator).softmax(-1))
-            per_branch.append(layers)
-        step_stores.append(per_branch)
-    alpha = [torch.zeros(L), torch.zeros(L)]
-    alpha[0][words["source"]] = 1
-    alpha[1][words["target"]] = 1
-    for threshold in (0.3, 0.6, 0.8):
-        expected = p2p_local_blend(step_stores, alpha, latent_hw, threshold)
-        ours = blend_mask(controller.word_maps(), latent_hw, BlendRule(threshold, "max", 1))
-        assert torch.equal(ours, expected)
-
-
-def test_voting_side_is_prompt_to_prompts_16_of_64():
-    assert voting_side([64, 32, 16, 8], 64) == 16
-    assert voting_side([16, 8], 16) == 8  # no 4×4 layer: the nearest finer one
-    assert voting_side([8, 4], 64) == 8
-
-
-def test_pixel_composite_keeps_the_source_outside_the_grown_mask():
-    source = np.full((32, 32, 3), 200, np.uint8)
-    edited = np.zeros((32, 32, 3), np.uint8)
-    mask = torch.zeros(8, 8, dtype=torch.bool)
-    mask[3:5, 3:5] = True
-    soft = soft_pixel_mask(mask, (32, 32), dilate=1, feather=1)
-    assert soft[12:20, 12:20].min() == 1.0  # the mask itself is fully the edit
-    assert soft[0, 0] == 0.0
-    mixed = composite(edited, source, soft)
-    assert (mixed[soft == 0] == 200).all() and (mixed[12:20, 12:20] == 0).all()
-
-
-def test_change_weight_is_a_linear_ramp_of_the_rgb_distance():
-    source = np.zeros((1, 4, 3), np.uint8)
-    edited = np.array([[[12, 16, 0], [24, 32, 0], [30, 40, 0], [60, 80, 0]]], np.uint8)  # distances 20, 40, 50, 100
-    assert change_weight(edited, source, 20, 60).tolist() == [[0.0, 0.5, 0.75, 1.0]]
-    with pytest.raises(PromptError, match="blend_change needs 0 ≤ LOW < HIGH"):
-        change_weight(edited, source, 60, 20)
-
-
-def test_blended_pixels_keep_the_source_where_the_edit_barely_moved():
-    """Inside the mask: a faint change (distance 10) reverts to the source, a strong one (150) stays;
-    outside it the source wins regardless. No pixel ends farther from the source than the edit."""
-    source = np.full((32, 32, 3), 200, np.uint8)
-    edited = source.copy()
-    edited[8:24, 8:24] = (50, 200, 200)  # the edited object: distance 150
-    edited[8:24, 24:32] = (210, 200, 200)  # faint re-rendering next to it: distance 10
-    edited[0:4, 0:4] = (0, 0, 0)  # a strong change outside the mask
-    mask = torch.zeros(8, 8, dtype=torch.bool)
-    mask[2:6, 2:8] = True
-    out = blended_pixels(edited, source, mask, dilate=0, feather=0, change=(20, 60))
-    assert (out[8:24, 8:24] == (50, 200, 200)).all()
-    assert (out[8:24, 24:32] == 200).all() and (out[0:4, 0:4] == 200).all()
-    plain = blended_pixels(edited, source, mask, dilate=0, feather=0, change=None)
-    assert (plain[8:24, 24:32] == (210, 200, 200)).all()
-    for result in (out, plain):
-        assert (np.abs(result.astype(int) - source).sum(-1) <= np.abs(edited.astype(int) - source).sum(-1)).all()
-
-
-# ----------------------------------------------------------------------------- the bundled model
 
 
 @pytest.fixture(scope="module")
@@ -424,81 +332,3 @@ def test_blend_never_lowers_the_background(toy_red_circle):
     blended_image = edited_image(model, blended, image.pixels)
     assert psnr(blended_image, image.pixels, mask=far) >= psnr(plain_image, image.pixels, mask=far)
     assert blended_image[32, 32, 2] > blended_image[32, 32, 0]  # the circle did turn blue
-
-
-# ----------------------------------------------------------------------------- edit-time guidance from the CLI
-
-
-def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_path, tiny_model_dir):
-    import json
-
-    from PIL import Image
-
-    from tests.cli_helpers import run
-
-    pixels = np.full((32, 32, 3), 240, np.uint8)
-    pixels[8:24, 8:24] = (200, 40, 40)
-    Image.fromarray(pixels).save(tmp_path / "red.png")
-    mask = np.zeros((32, 32), np.uint8)
-    mask[8:24, 8:24] = 255
-    Image.fromarray(mask).save(tmp_path / "hole.png")
-    traj = tmp_path / "red.traj.safetensors"
-    common = ["--model", tiny_model_dir, "-q", "--format", "json"]
-    inverted = run("invert", tmp_path / "red.png", "--prompt", SOURCE, "--method", "exact", "--steps", "4",
-                   "-o", traj, *common)
-    assert inverted.exit_code == 0, inverted.output
-    swapped = run("swap", traj, "-t", TARGET, "--guidance", "3", "-o", tmp_path / "blue.png", *common)
-    assert swapped.exit_code == 0, swapped.output
-    assert json.loads(swapped.stdout)["unet_evaluations"] == 3 * 4  # corrections made at guidance 3
-    inpainted = run("inpaint", tmp_path / "red.png", "--mask", tmp_path / "hole.png", "--trajectory", traj,
-                    "--guidance", "3", "-o", tmp_path / "restored.png", *common)
-    assert inpainted.exit_code == 0, inpainted.output
-    refused = run("reconstruct", traj, "--guidance", "3", "-o", tmp_path / "recon.png", *common)
-    assert refused.exit_code == 1 and "exactly at guidance 7.5" in refused.output
-
-
-@pytest.mark.parametrize("flag, value, fragment", [
-    ("--blend-change", "60,20", "0 ≤ LOW < HIGH"), ("--blend-change", "20", "LOW,HIGH or off"),
-    ("--blend-change", "a,b", "expects a number"),
-    ("--late-guidance", "0.5", "--late-guidance must be a guidance ≥ 1"), ("--late-guidance", "x", "expects a number"),
-    ("--guidance-steps", "2", "--guidance-steps must be a fraction"),
-    ("--mask-guidance", "0.5", "--mask-guidance must be a guidance ≥ 1"), ("--mask-guidance", "x", "expects a number")])
-def test_cli_swap_refuses_a_bad_blend_change_or_guidance(tmp_path, tiny_model_dir, flag, value, fragment):
-    from tests.cli_helpers import run
-
-    from PIL import Image
-
-    Image.fromarray(np.full((32, 32, 3), 240, np.uint8)).save(tmp_path / "grey.png")
-    result = run("swap", tmp_path / "grey.png", "-s", SOURCE, "-t", TARGET, flag, value,
-                 "--model", tiny_model_dir, "-q", "-o", tmp_path / "out.png")
-    assert result.exit_code != 0 and fragment in result.output and len(result.output.strip().splitlines()) == 1
-    assert not (tmp_path / "out.png").exists()
-
-
-@pytest.mark.parametrize("flag, value, recorded", [
-    ("--late-guidance", "2", {"late_guidance": 2.0, "guidance_steps": 0.3, "mask_guidance": None}),
-    ("--mask-guidance", "3", {"late_guidance": None, "guidance_steps": None, "mask_guidance": 3.0})])
-def test_cli_swap_late_or_mask_guidance_changes_the_edit_and_is_recorded(tmp_path, tiny_model_dir, flag, value,
-                                                                          recorded):
-    """Each changes the edit at the same cost (both are off by default); the parameters say what ran."""
-    import json
-
-    from PIL import Image
-
-    from ddim_edit.images import read_parameters
-
-    from tests.cli_helpers import run
-
-    pixels = np.full((32, 32, 3), 240, np.uint8)
-    pixels[8:24, 8:24] = (200, 40, 40)
-    Image.fromarray(pixels).save(tmp_path / "red.png")
-    common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
-    given = run("swap", tmp_path / "red.png", flag, value, "-o", tmp_path / "a.png", *common)
-    default = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)
-    assert given.exit_code == 0 and default.exit_code == 0, given.output + default.output
-    first, second = read_parameters(tmp_path / "a.png"), read_parameters(tmp_path / "b.png")
-    assert {key: first[key] for key in recorded} == recorded
-    assert all(second[key] is None for key in recorded)
-    assert json.loads(given.stdout)["unet_evaluations"] == json.loads(default.stdout)["unet_evaluations"]
-    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
-    assert not np.array_equal(a, b)

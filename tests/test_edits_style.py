@@ -1,44 +1,19 @@
 """Style transfer (StyleID through the one sampler): identities, the processor's maths, memory, CLI."""
 
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from ddim_edit.attention import attention_probabilities
-from ddim_edit.edits.style import (
-    CONTENT, OUTPUT, STYLE, InjectionSwitch, StructureAttnProcessor, StyleAttnProcessor, StyleOptionError,
-    StyleOptions, adain, decoder_self_attention, encoder_self_attention, resolve_layers, resolve_structure_layers,
-    structure_spec, style_images, style_transfer, styleid_layers,
-)
+from ddim_edit.edits.style import (adain, CONTENT, decoder_self_attention, encoder_self_attention, InjectionSwitch,
+    OUTPUT, resolve_layers, resolve_structure_layers, structure_spec, StructureAttnProcessor, STYLE, style_images,
+    style_transfer, StyleAttnProcessor, styleid_layers, StyleOptionError, StyleOptions)
 from ddim_edit.errors import TrajectoryError
-from ddim_edit.images import load_image, read_parameters, save_png
 from ddim_edit.inversion import InversionOptions
 from ddim_edit.replay import reconstruct
 from ddim_edit.workflow import invert_image, make_schedule
-
-STEPS = 5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads ran these tiny UNets ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _picture(seed: int, size: tuple[int, int] = (32, 32)) -> np.ndarray:
-    """A smooth random colour picture (blocks upsampled), uint8 [H, W, 3]."""
-    rng = np.random.default_rng(seed)
-    height, width = size[1], size[0]
-    blocks = rng.random((4, 4, 3))
-    image = np.kron(blocks, np.ones((height // 4 + 1, width // 4 + 1, 1)))[:height, :width]
-    return (image * 255).astype(np.uint8)
+from tests.style_helpers import _picture, one_thread, STEPS
 
 
 def _invert(model, pixels, method="exact", guidance=1.0, steps=STEPS, prompt=""):
@@ -308,81 +283,3 @@ def test_style_images_resizes_the_style_to_the_content(tiny_model):
     assert outcome.output.shape == (16, 32, 3)  # content fitted: longer side 32, multiple of 8
     assert outcome.style_source.shape == outcome.content_source.shape == (16, 32, 3)
     assert outcome.inversion_evaluations == 2 * STEPS  # inversion only: the edit makes its own corrections
-
-
-def _cli(args):
-    from cli.main import app
-
-    return CliRunner().invoke(app, args, catch_exceptions=False)
-
-
-def test_cli_style_images_and_trajectory(tiny_model_dir, tiny_pipe, tmp_path):
-    save_png(tmp_path / "content.png", _picture(0))
-    save_png(tmp_path / "style.png", _picture(7, (40, 56)))
-    out = tmp_path / "out.png"
-    result = _cli(["style", "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "style.png"),
-                   "--model", str(tiny_model_dir), "--steps", str(STEPS), "-o", str(out), "--quiet",
-                   "--format", "json", "--grid", "--layers", "up_blocks.1"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == StyleOptions.gamma == 0.0
-    assert report["structure_layers"] == [layer.name for layer in encoder_self_attention(tiny_pipe.unet)]
-    assert load_image(out).shape[:2] == (32, 32)  # the output alone …
-    picture = load_image(tmp_path / "out.grid.png")
-    assert picture.shape[0] > 32 and picture.shape[1] > 3 * 32  # … and content | style | output beside it
-    assert read_parameters(out)["command"] == "style"
-    # the same output exists: refused without --force
-    again = _cli(["style", "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "style.png"),
-                  "--model", str(tiny_model_dir), "--steps", str(STEPS), "-o", str(out), "--quiet"])
-    assert again.exit_code == 1 and "--force" in again.output
-    # a trajectory file for the content side
-    invert = _cli(["invert", str(tmp_path / "content.png"), "--unconditional", "--model", str(tiny_model_dir),
-                   "--steps", str(STEPS), "--guidance", "1", "-o", str(tmp_path / "c.traj.safetensors"), "--quiet"])
-    assert invert.exit_code == 0, invert.output
-    traj_out = tmp_path / "traj.png"
-    result = _cli(["style", "--content", str(tmp_path / "c.traj.safetensors"), "--style", str(tmp_path / "style.png"),
-                   "--model", str(tiny_model_dir), "-o", str(traj_out), "--quiet", "--no-adain", "--gamma", "1",
-                   "--temperature", "1"])
-    assert result.exit_code == 0, result.output
-    assert load_image(traj_out).shape == (32, 32, 3)
-
-
-@pytest.mark.parametrize("extra,message", [
-    (["--gamma", "1.2"], "gamma must be in [0, 1]"),
-    (["--temperature", "0"], "temperature must be a positive"),
-    (["--layers", "mid_block"], "no decoder self-attention"),
-    (["--structure-layers", "up_blocks.1"], "no self-attention layer outside the style layers"),
-])
-def test_cli_bad_settings(tiny_model_dir, tmp_path, extra, message):
-    save_png(tmp_path / "a.png", _picture(0))
-    result = _cli(["style", "--content", str(tmp_path / "a.png"), "--style", str(tmp_path / "a.png"),
-                   "--model", str(tiny_model_dir), "--steps", "2", "-o", str(tmp_path / "o.png"), "--quiet"] + extra)
-    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
-
-
-def test_cli_unreadable_style(tiny_model_dir, tmp_path):
-    save_png(tmp_path / "a.png", _picture(0))
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    result = _cli(["style", "--content", str(tmp_path / "a.png"), "--style", str(tmp_path / "broken.png"),
-                   "--model", str(tiny_model_dir), "--steps", "2", "-o", str(tmp_path / "o.png"), "--quiet"])
-    assert result.exit_code == 1 and "cannot read" in result.output
-    assert not (tmp_path / "o.png").exists()
-
-
-# ------------------------------------------------------------------------------- bench suite
-def test_bench_style_suite_runs_the_cli_function(tiny_model):
-    from ddim_edit.bench.harness import BenchContext, run_suite
-    from ddim_edit.bench.style import variant_options
-
-    ctx = BenchContext(model=tiny_model, steps=2, guidance=1.0, n=2, quiet=True,
-                       options={"variants": ["styleid", "content", "g0.3-t1.5+all"]})
-    summary = run_suite("style", ctx)
-    assert summary["counts"] == {"styleid": 2, "content": 2, "g0.3-t1.5+all": 2}
-    metrics = summary["variants"]["styleid"]
-    assert {"iou", "color_ok", "fill_ok", "background_ok", "psnr", "unet_evals", "seconds", "peak_mb"} <= set(metrics)
-    assert metrics["unet_evals"] == 3 * 2 + 2 * 2  # transfer + inversion of both images (no record pass)
-    assert variant_options("g0.3-t1.5+all") == StyleOptions(gamma=0.3, temperature=1.5, layers=("all",))
-    assert variant_options("styleid") == StyleOptions(gamma=0.75, structure_layers=())  # StyleID as published
-    assert variant_options("query-only") == StyleOptions(gamma=0.5, structure_layers=())  # the previous default
-    with pytest.raises(Exception, match="unknown style variant"):
-        variant_options("sharper")
