@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.inpaint_helpers import one_thread, tiny_model
+from tests.inpaint_helpers import tiny_model
 
 
 def test_bench_suite_runs_every_variant_and_counts_evaluations(tiny_model):

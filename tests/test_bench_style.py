@@ -1,7 +1,6 @@
 import pytest
 
 from ddim_edit.edits.style import StyleOptions
-from tests.style_helpers import one_thread
 
 
 # ------------------------------------------------------------------------------- bench suite

@@ -1,9 +1,13 @@
+from __future__ import annotations
+
 import json
 
 import pytest
 from click.testing import CliRunner
 
 from cli.main import app
+from tests.cli_helpers import run
+from tests.number_helpers import out, refused
 
 
 def test_bench_recon_on_the_bundled_model(tmp_path):
@@ -37,3 +41,10 @@ def test_bench_recon_defaults_to_the_fast_methods_and_shows_each_scene_on_stderr
     assert "2/2" in result.stderr
     quiet = CliRunner().invoke(app, ["bench", "recon", "--n", "1", "--steps", "2", "--method", "ddim", "--quiet"])
     assert quiet.exit_code == 0 and "scene 1" not in quiet.stderr and "variant" in quiet.stderr
+
+
+# ---------------------------------------------------------------------- 11. bench --set keys
+def test_unknown_bench_options_are_refused(out):
+    line = refused(run("bench", "swap", "--n", 1, "--steps", 2, "--set", "blendd=0.3", "--out", out / "g"),
+                   "'blendd'", "--set", "inversion, swap")
+    assert "blendd" in line and not (out / "g").exists()

@@ -8,7 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from ddim_edit.images import load_image, read_parameters
-from tests.inpaint_helpers import hole, one_thread, PROMPT, source_pixels
+from ddim_edit.model import assets_dir
+from tests.cli_helpers import one_line_error, run, SOURCE
+from tests.inpaint_helpers import hole, PROMPT, source_pixels
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -78,3 +80,19 @@ def test_cli_bad_masks_give_one_line_errors(files, tiny_model_dir):
     assert ok.exit_code == 0, ok.output
     no_prompt = run_cli("inpaint", image, "--mask", mask, "-o", folder / "p.png", "--model", tiny_model_dir, "-q")
     assert no_prompt.exit_code == 1 and "--source-prompt" in no_prompt.stderr
+
+
+def test_inpaint_help_shows_its_own_default_method():
+    text = run("inpaint", "--help").output
+    assert "[default: ddim]" in " ".join(text.split()) and "unless --method" not in text
+
+
+def test_the_empty_mask_hint_follows_invert_mask(tmp_path):
+    from PIL import Image
+
+    white = tmp_path / "all-255.png"
+    Image.new("L", (64, 64), 255).save(white)
+    photo = assets_dir() / "examples" / "red-circle.png"
+    line = run("inpaint", photo, "--mask", white, "--source-prompt", SOURCE, "--invert-mask", "-o", tmp_path / "o.png")
+    one_line_error(line, "black", "--invert-mask")
+    assert "paint the region to regenerate white" not in line.stderr

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import json
 
 import pytest
@@ -5,7 +7,9 @@ from click.testing import CliRunner
 
 from ddim_edit.edits.style import encoder_self_attention, StyleOptions
 from ddim_edit.images import load_image, read_parameters, save_png
-from tests.style_helpers import _picture, one_thread, STEPS
+from tests.cli_helpers import run
+from tests.number_helpers import command_line, out, refused, work
+from tests.style_helpers import _picture, STEPS
 
 
 def _cli(args):
@@ -65,3 +69,8 @@ def test_cli_unreadable_style(tiny_model_dir, tmp_path):
                    "--model", str(tiny_model_dir), "--steps", "2", "-o", str(tmp_path / "o.png"), "--quiet"])
     assert result.exit_code == 1 and "cannot read" in result.output
     assert not (tmp_path / "o.png").exists()
+
+
+def test_injection_window_must_be_finite(work, out):
+    refused(run(*command_line("style", work, out), "--injection-window", "0", "nan"), "--injection-window", "finite")
+    assert not list(out.iterdir())

@@ -1,7 +1,10 @@
 """Portable trajectories: model identity independent of dtype and device, older formats, LoRAs, references."""
 
+from __future__ import annotations
+
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,7 +15,9 @@ from ddim_edit.model import EditModel
 from ddim_edit.replay import reconstruct
 from ddim_edit.testing import tiny_pipeline
 from ddim_edit.trajectory import CHECKSUM_KEY, content_checksum, METADATA_KEY, Trajectory
+from tests.cli_helpers import run, SOURCE
 from tests.lora_helpers import _invert
+from tests.output_helpers import FAST, photo, refused
 
 
 def _rounded_copy(pipe, dtype):
@@ -92,3 +97,18 @@ def test_version_2_files_are_checked_with_their_own_fingerprint(base, tmp_path):
     bad = Trajectory.load(_as_version_2(traj, tmp_path / "v2-other.safetensors", other))
     with pytest.raises(TrajectoryError, match="other weights"):
         reconstruct(model, bad, progress=False)
+
+
+def test_same_model_name_with_other_weights_names_the_fingerprints(tmp_path, photo, tiny_pipe):
+    from ddim_edit.testing import tiny_pipeline
+
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model, safe_serialization=True)
+    traj = tmp_path / "t.traj.safetensors"
+    result = run("invert", photo, "-p", SOURCE, "--model", model, "--method", "ddim", "-o", traj, *FAST)
+    assert result.exit_code == 0, result.output
+    shutil.rmtree(model)
+    tiny_pipeline(seed=1).save_pretrained(model, safe_serialization=True)  # same folder, other weights
+    line = refused(tmp_path, ("reconstruct", traj, "--model", model, "-o", tmp_path / "r.png", "-q"),
+                   "fingerprint", "invert the image again")
+    assert "not the loaded" not in line

@@ -1,10 +1,13 @@
 """Inversion methods: closed-form exactness, fixed-point and exact reconstruction, determinism."""
 
+from __future__ import annotations
+
 import math
 
 import pytest
 import torch
 
+from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import InversionOptions, invert, invert_latents
 from ddim_edit.model import EditModel
 from ddim_edit.replay import reconstruct
@@ -204,3 +207,44 @@ def test_v_prediction_inversion_reconstructs_better_with_the_samplers_conversion
     error_ours = float((back_ours - z0.double()).norm())
     error_theirs = float((back_theirs - z0.double()).norm())
     assert error_ours < error_theirs
+
+
+def test_inversion_options_are_checked_in_the_library(tiny_model):
+    from ddim_edit.inversion import InversionOptions, invert
+    from ddim_edit.schedule import Schedule
+
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=3)
+    z0 = torch.zeros(1, 4, 8, 8)
+    for options, field in [(InversionOptions(method="fixed-point", fixed_point_iterations=0), "fixed_point_iterations"),
+                           (InversionOptions(method="null-text", null_text_steps=0), "null_text_steps"),
+                           (InversionOptions(guidance_scale=float("nan")), "guidance_scale"),
+                           (InversionOptions(method="fixed-point", fixed_point_tolerance=float("inf")), "fixed_point_tolerance")]:
+        with pytest.raises(DdimEditError) as caught:
+            invert(tiny_model, schedule, z0, "a cat", options, progress=False)
+        assert caught.value.field == field and field in str(caught.value)
+
+
+# ---------------------------------------------------------------------- 8. null-text learning rate
+@pytest.mark.parametrize("steps", [50, 120])
+def test_null_text_schedule_scales_with_the_step_count(tiny_model, monkeypatch, steps):
+    from ddim_edit import inversion
+    from ddim_edit.schedule import Schedule
+
+    rates = []
+    real_adam = torch.optim.Adam
+
+    def recording_adam(params, lr, **kwargs):
+        rates.append(lr)
+        return real_adam(params, lr=lr, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", recording_adam)
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=steps)
+    latents = torch.randn(steps + 1, 1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cond, null = tiny_model.encode(["a cat"]), tiny_model.encode_negative([""])
+    with torch.no_grad():
+        embeddings = inversion.optimise_null_text(tiny_model, schedule, latents, cond, null, 7.5, inner_steps=1,
+                                                  lr=1e-2, progress=False)
+    assert embeddings.shape[0] == steps and len(rates) == steps
+    assert all(rate > 0 for rate in rates) and min(rates) >= 0.5e-2 - 1e-12
+    if steps == 50:  # the paper's schedule
+        assert rates == pytest.approx([1e-2 * (1 - i / 100) for i in range(50)])

@@ -1,12 +1,18 @@
 """--model: local folders, single .safetensors files, pickle refusal, unknown models, devices."""
 
+from __future__ import annotations
+
+import shutil
+
 import pytest
 import torch
 
-from ddim_edit.errors import ModelLoadError
+from ddim_edit.errors import ModelLoadError, PromptError
 from ddim_edit.model import load_model, resolve_dtype
 from ddim_edit.replay import reconstruct
+from tests.cli_helpers import run, SOURCE
 from tests.lora_helpers import _invert
+from tests.output_helpers import FAST, photo, refused
 
 
 def test_the_model_reference_is_resolved_to_an_absolute_folder(tiny_model_dir, monkeypatch, tmp_path):
@@ -61,3 +67,56 @@ def test_dtype_rules_on_cpu():
         resolve_dtype("fp16", cpu)
     with pytest.raises(ModelLoadError, match="unknown dtype"):
         resolve_dtype("fp8", cpu)
+
+
+def test_prompt_length_is_checked_in_the_library(tiny_model):
+    with pytest.raises(PromptError, match="tokens long"):
+        tiny_model.encode(["a red cat " * 40])
+    with pytest.raises(PromptError, match="tokens long"):
+        tiny_model.prompt_tokens("a red cat " * 40)
+    assert len(tiny_model.encode(["a red cat"])) == 1
+
+
+def test_a_model_folder_missing_unet_names_the_sub_folder(tmp_path, photo, tiny_model_dir):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.rmtree(model / "unet")
+    line = refused(tmp_path, ("invert", photo, "-p", SOURCE, "--model", model, "-o", tmp_path / "t.traj.safetensors",
+                              *FAST), "no unet/ sub-folder")
+    assert "config.json" not in line
+
+
+# ---------------------------------------------------------------------- 10. pickle weights in a folder
+def test_a_folder_of_pickle_weights_needs_allow_pickle(tmp_path, photo, tiny_pipe):
+    model = tmp_path / "pickled"
+    tiny_pipe.save_pretrained(model, safe_serialization=False)
+    assert list(model.glob("unet/*.bin")) and not list(model.glob("unet/*.safetensors"))  # (transformers writes safetensors)
+    out = tmp_path / "t.traj.safetensors"
+    refused(tmp_path, ("invert", photo, "-p", SOURCE, "--model", model, "-o", out, *FAST),
+            "pickle", "--allow-pickle")
+    allowed = run("invert", photo, "-p", SOURCE, "--model", model, "-o", out, "--allow-pickle", *FAST)
+    assert allowed.exit_code == 0 and out.is_file(), allowed.output
+    assert allowed.stderr.strip() == "", allowed.stderr  # no "An error occurred while trying to fetch" lines
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_hub_models_are_read_as_safetensors_only_unless_pickles_are_allowed(monkeypatch, allow_pickle):
+    from diffusers import StableDiffusionPipeline
+
+    from ddim_edit.errors import ModelLoadError
+    from ddim_edit.model import load_model
+
+    seen = {}
+
+    def from_pretrained(name, **kwargs):
+        seen.update(kwargs)
+        raise OSError("offline")
+
+    from diffusers import DiffusionPipeline
+
+    monkeypatch.setattr(DiffusionPipeline, "load_config",
+                        classmethod(lambda cls, name, **kw: {"_class_name": "StableDiffusionPipeline"}))
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_pretrained)
+    with pytest.raises(ModelLoadError):
+        load_model("someone/some-model", device="cpu", allow_pickle=allow_pickle)
+    assert seen.get("use_safetensors") is (None if allow_pickle else True)

@@ -1,3 +1,8 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +71,51 @@ def test_any_shipped_scheduler_gives_ddim_with_its_betas(scheduler_name):
     reference = Schedule.from_scheduler_config(base, num_steps=10)
     assert torch.equal(ours.alphas_cumprod, reference.alphas_cumprod)
     assert ours.fingerprint() == reference.fingerprint() and ours.timesteps == reference.timesteps
+
+
+# ---------------------------------------------------------------------- 7. timesteps
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace", "quadratic"])
+@pytest.mark.parametrize("steps", [1, 10, 30, 50, 100, 500, 999, 1000])
+def test_every_spacing_gives_distinct_descending_timesteps(spacing, steps):
+    from ddim_edit.schedule import make_timesteps
+
+    timesteps = make_timesteps(steps, 1000, spacing, steps_offset=1)  # SD 1.x offset (used by leading)
+    assert len(timesteps) == steps and len(set(timesteps)) == steps
+    assert all(a > b for a, b in zip(timesteps, timesteps[1:])) and 0 <= timesteps[-1] and timesteps[0] <= 999
+
+
+def test_quadratic_keeps_the_papers_timesteps_where_they_are_distinct():
+    from ddim_edit.schedule import make_timesteps
+
+    paper = [int(t) for t in (np.linspace(0, math.sqrt(800), 10) ** 2)][::-1]
+    assert make_timesteps(10, 1000, "quadratic") == paper
+    quad = make_timesteps(50, 1000, "quadratic")
+    assert quad[0] == 800 and quad[-1] == 0  # the paper's range; only repeated small values moved up
+
+
+def test_last_step_from_t0_goes_to_the_clean_sample():
+    """set_alpha_to_one=False and a last timestep of 0: diffusers' last step is the identity; ours goes to ᾱ = 1."""
+    from diffusers import DDIMScheduler
+
+    from ddim_edit.schedule import Schedule, ddim_step
+    from ddim_edit.testing import tiny_pipeline
+
+    config = dict(tiny_pipeline().scheduler.config)
+    assert config["set_alpha_to_one"] is False
+    for spacing in ("linspace", "quadratic"):
+        schedule = Schedule.from_scheduler_config(config, num_steps=10, spacing=spacing)
+        assert schedule.timesteps[-1] == 0 and schedule.final_alpha_prod == 1.0
+    schedule = Schedule.from_scheduler_config(config, num_steps=10, spacing="linspace")
+    sample, output = torch.randn(1, 4, 8, 8, dtype=torch.float64), torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    theirs = DDIMScheduler.from_config({**config, "timestep_spacing": "linspace"})
+    theirs.set_timesteps(10)
+    assert theirs.timesteps[-1] == 0
+    identity = theirs.step(output, 0, sample, eta=0.0).prev_sample
+    assert torch.allclose(identity, sample)  # the UNet call diffusers spends changes nothing
+    ours = ddim_step(output, sample, *schedule.step_pair(9))
+    assert not torch.allclose(ours, sample)
+    alpha = float(schedule.alphas_cumprod[0])
+    assert torch.allclose(ours, (sample - math.sqrt(1 - alpha) * output) / math.sqrt(alpha))  # x̂_0
+    # A last timestep above 0 keeps diffusers' final ᾱ_0 (SD 1.x: leading with steps_offset 1).
+    leading = Schedule.from_scheduler_config(config, num_steps=10)
+    assert leading.timesteps[-1] == 1 and leading.final_alpha_prod == float(leading.alphas_cumprod[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,45 +14,11 @@ import pytest
 from PIL import Image
 
 from ddim_edit.jobs.requests import JobSettings
-from ddim_edit.model import assets_dir
-from tests.cli_helpers import one_line_error, run
+from tests.batch_helpers import photos, records, six_jobs, write_manifest
+from tests.cli_helpers import one_line_error, run, SOURCE, TARGET
+
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = "a solid red circle on a white background"
-TARGET = "a solid blue circle on a white background"
-EDITS = ("invert", "reconstruct", "swap", "inpaint", "style")
-
-
-@pytest.fixture()
-def photos(tmp_path) -> Path:
-    """A 451×300 photo, its mask, a style image and a corrupt file, in their own folder."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    examples = assets_dir() / "examples"
-    Image.open(examples / "red-circle.png").convert("RGB").resize((451, 300), Image.LANCZOS).save(folder / "photo.png")
-    Image.open(examples / "red-circle-mask.png").convert("L").resize((451, 300), Image.NEAREST).save(folder / "mask.png")
-    shutil.copy(examples / "striped-blue-star.png", folder / "star.png")
-    (folder / "broken.png").write_text("not an image")
-    return folder
-
-
-def six_jobs() -> list[dict]:
-    """Every edit once, and one job whose image is corrupt."""
-    return [
-        {"edit": "invert", "image": "photo.png", "prompt": SOURCE, "steps": 4, "output": "photo.traj.safetensors"},
-        {"edit": "reconstruct", "image": "photo.png", "prompt": SOURCE, "steps": 4},
-        {"edit": "swap", "image": "photo.png", "source_prompt": SOURCE, "target_prompt": TARGET, "steps": 4,
-         "output": "photo-blue.png"},
-        {"edit": "inpaint", "image": "photo.png", "mask": "mask.png", "source_prompt": SOURCE, "steps": 4},
-        {"edit": "style", "image": "photo.png", "style": "star.png", "steps": 4},
-        {"edit": "swap", "image": "broken.png", "source_prompt": SOURCE, "target_prompt": TARGET, "steps": 4},
-    ]
-
-
-def write_manifest(folder: Path, jobs: list[dict], name: str = "jobs.jsonl") -> Path:
-    path = folder / name
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
-    return path
 
 
 def cli_env() -> dict:
@@ -70,10 +35,6 @@ def batch_subprocess(manifest: Path, out: Path, processes: int, *extra: str) -> 
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "--main_process_port", "29517", *args]
     return subprocess.run(command, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 def outputs(out: Path) -> dict[str, bytes]:
@@ -158,63 +119,6 @@ def test_an_existing_output_without_a_record_is_not_overwritten(photos, tmp_path
     assert "--force" in records(out)[0]["error"]
 
 
-def test_csv_manifest_gives_the_jobs_of_json_lines(photos, tmp_path):
-    from ddim_edit.jobs.manifest import read_manifest
-
-    jobs = six_jobs()
-    json_jobs = read_manifest(write_manifest(photos, jobs), tmp_path / "out")
-    columns = sorted({key for job in jobs for key in job})
-    lines = [",".join(columns)] + [",".join(f'"{job[key]}"' if key in job else "" for key in columns) for job in jobs]
-    (photos / "jobs.csv").write_text("\n".join(lines) + "\n")
-    csv_jobs = read_manifest(photos / "jobs.csv", tmp_path / "out")
-    assert [(job.edit, job.fields, job.key) for job in csv_jobs] == [(job.edit, job.fields, job.key) for job in json_jobs]
-    assert json_jobs[3].fields["mask"] == str(photos / "mask.png")  # relative to the manifest's folder
-    assert json_jobs[2].output == (tmp_path / "out" / "photo-blue.png").resolve()
-
-
-def test_pie_bench_mapping_file(photos, tmp_path):
-    from ddim_edit.jobs.manifest import decode_rle_mask, read_manifest
-
-    images = photos / "annotation_images" / "0_random_140"
-    images.mkdir(parents=True)
-    shutil.copy(photos / "photo.png", images / "000000000000.png")
-    mapping = {"000000000000": {"image_path": "0_random_140/000000000000.png",
-                                "original_prompt": "a solid [red] circle on a white background",
-                                "editing_prompt": "a solid [blue] circle on a white background",
-                                "editing_instruction": "make it blue", "editing_type_id": "0",
-                                "blended_word": "circle circle", "mask": rle(photos / "mask.png")}}
-    (photos / "mapping_file.json").write_text(json.dumps(mapping))
-    [job] = read_manifest(photos / "mapping_file.json", tmp_path / "out")
-    assert job.edit == "swap" and job.fields["source_prompt"] == SOURCE and job.fields["target_prompt"] == TARGET
-    assert job.fields["blend"] == ["circle"] and job.fields["image"] == str(images / "000000000000.png")
-    assert job.output == (tmp_path / "out" / "0_random_140" / "000000000000.png").resolve()
-    stripe = decode_rle_mask([512 * 200 + 100, 50, 512 * 201 + 100, 50])
-    assert stripe[200, 100:150].all() and not stripe[200, 150] and stripe[0].all() and stripe.sum() == 100 + 4 * 511
-    assert job.evaluation_mask.shape == (512, 512) and 0.05 < job.evaluation_mask.mean() < 0.5
-
-    result = run("batch", photos / "mapping_file.json", "--out", tmp_path / "out", "-q", "--format", "json")
-    assert result.exit_code == 0, result.output
-    [record] = records(tmp_path / "out")
-    # PSNR outside the annotated region (PIE-Bench's background preservation), at the output's size
-    import cv2
-
-    from ddim_edit.metrics import psnr
-
-    edited, photo = np.asarray(Image.open(job.output)), np.asarray(Image.open(photos / "photo.png"))
-    outside = cv2.resize(job.evaluation_mask.astype(np.uint8), (451, 300), interpolation=cv2.INTER_NEAREST) == 0
-    assert record["status"] == "ok" and record["background_psnr"] == pytest.approx(psnr(edited, photo, outside))
-    assert record["background_psnr"] != pytest.approx(record["psnr"])
-    assert Image.open(job.output).size == (451, 300)
-
-
-def rle(mask_path: Path) -> list[int]:
-    """A mask as PIE-Bench encodes it: (start, length) runs over the flattened 512×512 image."""
-    flat = (np.asarray(Image.open(mask_path).convert("L").resize((512, 512), Image.NEAREST)) > 127).ravel()
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat.astype(np.int8), [0]])))
-    starts, ends = edges[0::2], edges[1::2]
-    return [int(value) for pair in zip(starts, ends - starts) for value in pair]
-
-
 @pytest.mark.parametrize("line, fragments", [
     ('{"edit": "warp", "image": "photo.png"}', ("line 1", "invert, reconstruct, swap, inpaint, style")),
     ('{"edit": "swap", "image": "photo.png", "target": "x"}', ("line 1", "'target'", "target_prompt")),
@@ -268,49 +172,6 @@ def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:
 def test_a_folder_or_many_images_point_at_batch(photos, tmp_path):
     one_line_error(run("invert", photos, "-p", SOURCE), "is a folder", "ddim-edit batch")
     one_line_error(run("invert", photos / "photo.png", photos / "star.png", "-p", SOURCE), "one image", "ddim-edit batch")
-
-
-def test_the_job_layer_takes_arrays(photos):
-    from ddim_edit.jobs import JobSettings, ModelCache, SwapRequest, run_request
-
-    pixels = np.asarray(Image.open(photos / "photo.png").convert("RGB"))
-    models = ModelCache(device="cpu")
-    result = run_request(SwapRequest(pixels, TARGET, SOURCE, settings=JobSettings(steps=4)), models)
-    assert result.image.shape == (300, 451, 3) and result.record["working_size"] == [64, 48]
-    again = run_request(SwapRequest(pixels, TARGET, SOURCE, settings=JobSettings(steps=4)), models)
-    assert models.loads == 1 and (again.image == result.image).all()
-
-
-def test_style_structure_layers_from_a_manifest(photos, tmp_path):
-    from ddim_edit.jobs.build import build_request
-    from ddim_edit.jobs.manifest import read_manifest
-
-    lines = ['{"edit": "style", "image": "photo.png", "style": "photo.png", "output": "a.png"}',
-             '{"edit": "style", "image": "photo.png", "style": "photo.png", "structure_layers": "none", "output": "b.png"}',
-             '{"edit": "style", "image": "photo.png", "style": "photo.png", "structure_layers": ["down_blocks.0"], '
-             '"output": "c.png"}']
-    (photos / "styles.jsonl").write_text("\n".join(lines) + "\n")
-    jobs = read_manifest(photos / "styles.jsonl", tmp_path)
-    specs = [build_request(job).options.structure_layers for job in jobs]
-    assert specs == [None, (), ("down_blocks.0",)]  # default (the encoder), none (StyleID), named
-
-
-def test_swap_late_and_mask_guidance_from_a_manifest(photos, tmp_path):
-    from ddim_edit.jobs.build import build_request
-    from ddim_edit.jobs.manifest import ManifestError, read_manifest
-
-    swap = '{"edit": "swap", "image": "photo.png", "source_prompt": "a", "target_prompt": "b", '
-    lines = [swap + '"output": "a.png"}',
-             swap + '"late_guidance": 2, "guidance_steps": 0.5, "mask_guidance": 2, "output": "b.png"}',
-             swap + '"late_guidance": "off", "mask_guidance": "off", "output": "c.png"}']  # off: the default
-    (photos / "swaps.jsonl").write_text("\n".join(lines) + "\n")
-    options = [build_request(job).options for job in read_manifest(photos / "swaps.jsonl", tmp_path)]
-    assert [(o.late_guidance, o.guidance_steps, o.mask_guidance) for o in options] == [
-        (None, 0.3, None), (2.0, 0.5, 2.0), (None, 0.3, None)]
-    for key in ("late_guidance", "mask_guidance"):
-        (photos / "bad.jsonl").write_text(swap + f'"{key}": 0.5, "output": "d.png"}}\n')
-        with pytest.raises(ManifestError, match=f"{key} must be a guidance ≥ 1"):
-            read_manifest(photos / "bad.jsonl", tmp_path)
 
 
 def test_a_job_the_toy_model_does_not_know_records_its_warnings(tmp_path):
