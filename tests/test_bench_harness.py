@@ -1,4 +1,4 @@
-"""The bench harness: `bench recon` on the bundled model through the CLI, JSON and grids."""
+"""The bench harness (ddim_edit/bench/harness.py): suites by name, --out and its grids, suite options."""
 
 from __future__ import annotations
 

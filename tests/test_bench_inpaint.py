@@ -1,8 +1,10 @@
+"""The inpaint bench suite (ddim_edit/bench/inpaint.py): every variant runs and counts its UNet evaluations."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from tests.inpaint_helpers import tiny_model
+from tests.inpaint_helpers import tiny_model  # noqa: F401 (pytest fixtures)
 
 
 def test_bench_suite_runs_every_variant_and_counts_evaluations(tiny_model):

@@ -1,3 +1,5 @@
+"""The style bench suite (ddim_edit/bench/style.py) runs the function the CLI runs."""
+
 import pytest
 
 from ddim_edit.edits.style import StyleOptions

@@ -1,3 +1,5 @@
+"""The swap bench suite (ddim_edit/bench/swap.py): its score and its per-kind report."""
+
 import numpy as np
 import pytest
 

@@ -1,3 +1,5 @@
+"""The real-size UNet configs of the scale benchmark (benchmarks/scale_configs.py)."""
+
 from benchmarks.scale_configs import SD15_UNET, SDXL_UNET
 
 

@@ -1,3 +1,6 @@
+"""The ``batch`` command (cli/batch.py) end to end on the bundled model at --steps 2: outputs stay inside
+--out, concurrent and repeated runs lose nothing, PIE-Bench entries are checked before any work."""
+
 from __future__ import annotations
 
 import json

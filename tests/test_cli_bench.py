@@ -1,3 +1,5 @@
+"""The ``bench`` command (cli/bench.py): suites on the bundled model, the progress it shows, its --set options."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +9,8 @@ from click.testing import CliRunner
 
 from cli.main import app
 from tests.cli_helpers import run
-from tests.number_helpers import out, refused
+from tests.number_helpers import refused
+from tests.number_helpers import out  # noqa: F401 (pytest fixtures)
 
 
 def test_bench_recon_on_the_bundled_model(tmp_path):

@@ -1,9 +1,9 @@
-"""Issue 10, part B: numbers, numerics, trajectory integrity and hints.
+"""What every command shares (cli/common.py): finite numbers, counts, seeds, devices, sizes, schedule
+flags against a trajectory, fields rendered as the running command's flags, grids, trajectory storage.
 
-Every refusal is checked the same way (:func:`refused`): exit code 1 (2 where click itself rejects a
-value), exactly one ``Error:`` line on stderr, no exception other than the CLI's own exit, and no
-output file created. Runs on the bundled model at ``--steps 4`` (or less) and 64×64.
-"""
+Every refusal is checked the same way (``refused`` in tests/number_helpers.py): exit code 1 (2 where
+click itself rejects a value), exactly one ``Error:`` line on stderr, and no output file created.
+Runs on the bundled model at ``--steps 4`` (or less) and 64×64."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from cli.main import app
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.model import assets_dir
 from ddim_edit.trajectory import Trajectory
-from tests.cli_helpers import one_line_error, photo, run, SOURCE, TARGET
-from tests.number_helpers import _strict_loads, command_line, out, refused, work
+from tests.cli_helpers import one_line_error, run, SOURCE, TARGET
+from tests.cli_helpers import photo  # noqa: F401 (pytest fixtures)
+from tests.number_helpers import _strict_loads, command_line, refused
+from tests.number_helpers import out, work  # noqa: F401 (pytest fixtures)
 
 
 def test_grid_is_written_beside_the_output(tmp_path, photo, tiny_model_dir):

@@ -1,3 +1,5 @@
+"""The ``demo`` command (cli/demo.py): the edit and its grid, and hints naming only flags demo has."""
+
 from __future__ import annotations
 
 from tests.cli_helpers import one_line_error, run

@@ -1,3 +1,5 @@
+"""The ``inpaint`` command (cli/inpaint.py): masks from files, trajectories reused, one-line errors, help."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""The CLI on real image files: invert → reconstruct, JSON output, bad input → one line, exit 1."""
+"""The ``invert`` command (cli/invert.py) on real image files: trajectories, JSON output, bad input
+→ one line, exit 1."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 from PIL import Image
 
 from ddim_edit.trajectory import Trajectory
-from tests.cli_helpers import one_line_error, photo, run, SOURCE
-from tests.number_helpers import out, work
+from tests.batch_helpers import photos  # noqa: F401 (pytest fixtures)
+from tests.cli_helpers import one_line_error, run, SOURCE
+from tests.cli_helpers import photo  # noqa: F401 (pytest fixtures)
+from tests.number_helpers import out, work  # noqa: F401 (pytest fixtures)
 
 
 def test_invert_then_reconstruct(tmp_path, photo, tiny_model_dir):
@@ -74,3 +77,8 @@ def test_quadratic_default_steps_on_the_cli(work, out):
                  "ddim", "--size", 32, "-o", out / "q.traj.safetensors", "-q")
     assert result.exit_code == 0, result.output
     assert Trajectory.load(out / "q.traj.safetensors").num_steps == 30
+
+
+def test_a_folder_or_many_images_point_at_batch(photos, tmp_path):
+    one_line_error(run("invert", photos, "-p", SOURCE), "is a folder", "ddim-edit batch")
+    one_line_error(run("invert", photos / "photo.png", photos / "star.png", "-p", SOURCE), "one image", "ddim-edit batch")

@@ -1,3 +1,5 @@
+"""The ``ddim-edit`` app (cli/main.py): help with examples and the toy grammar, usage errors in one line."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,10 @@
+"""The ``reconstruct`` command (cli/reconstruct.py): the trajectory's model by default, bad trajectories."""
+
 import numpy as np
 from PIL import Image
 
-from tests.cli_helpers import one_line_error, photo, run
+from tests.cli_helpers import one_line_error, run
+from tests.cli_helpers import photo  # noqa: F401 (pytest fixtures)
 
 
 def test_reconstruct_uses_the_trajectory_model_by_default(tmp_path, photo, tiny_model_dir):

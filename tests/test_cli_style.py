@@ -1,3 +1,5 @@
+"""The ``style`` command (cli/style.py): images and trajectories, bad settings, unreadable style images."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +10,8 @@ from click.testing import CliRunner
 from ddim_edit.edits.style import encoder_self_attention, StyleOptions
 from ddim_edit.images import load_image, read_parameters, save_png
 from tests.cli_helpers import run
-from tests.number_helpers import command_line, out, refused, work
+from tests.number_helpers import command_line, refused
+from tests.number_helpers import out, work  # noqa: F401 (pytest fixtures)
 from tests.style_helpers import _picture, STEPS
 
 

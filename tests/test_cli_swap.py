@@ -1,3 +1,5 @@
+"""The ``swap`` command (cli/swap.py): images then trajectories, guidance, late and mask guidance, bad input."""
+
 import json
 
 import numpy as np
@@ -8,7 +10,8 @@ from PIL import Image
 from ddim_edit.inversion import InversionOptions, invert
 from ddim_edit.workflow import make_schedule
 from tests.cli_helpers import one_line_error, run
-from tests.swap_helpers import SOURCE, TARGET, trajectories
+from tests.swap_helpers import SOURCE, TARGET
+from tests.swap_helpers import trajectories  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Inpainting by mask blending: the library on a tiny pipeline, and the CLI."""
+"""Inpainting by mask blending (ddim_edit/edits/inpaint.py) on a tiny pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from ddim_edit.edits.inpaint import chunks, inpaint, inpaint_latents, InpaintErr
 from ddim_edit.masks import MaskError, MaskOptions
 from ddim_edit.replay import reconstruct, replay_plan
 from ddim_edit.sampler import sample
-from tests.inpaint_helpers import hole, invert, one_thread, PROMPT, source_pixels, STEPS, tiny_model
+from tests.inpaint_helpers import hole, invert, PROMPT, source_pixels, STEPS
+from tests.inpaint_helpers import one_thread, tiny_model  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,19 @@
+"""Local blend (ddim_edit/edits/local_blend.py): the mask of prompt-to-prompt's LocalBlend, pixel composites."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ddim_edit.edits.local_blend import (blend_mask, blended_pixels, BlendRule, change_weight, composite,
-    soft_pixel_mask, voting_side)
+from ddim_edit.edits.local_blend import (
+    blend_mask,
+    blended_pixels,
+    BlendRule,
+    change_weight,
+    composite,
+    soft_pixel_mask,
+    voting_side,
+)
 from ddim_edit.edits.p2p_control import AttentionController
 from ddim_edit.edits.prompt_swap import build_spec, SwapOptions
 from ddim_edit.errors import PromptError

@@ -1,3 +1,5 @@
+"""Mask guidance (ddim_edit/edits/mask_guidance.py): DDIM coefficients and the correction in closed form."""
+
 import pytest
 import torch
 

@@ -1,9 +1,22 @@
+"""Prompt-to-prompt attention control (ddim_edit/edits/p2p_control.py): SDPA edits against materialised
+probabilities, token alignment, injected steps, processors installed and removed bitwise."""
+
 import pytest
 import torch
 
 from ddim_edit.attention import attention_probabilities, installed_processors
-from ddim_edit.edits.p2p_control import (align_tokens, AttentionController, BranchLayout, cross_attention_edit,
-    injected_steps, make_processors, refine_map, self_attention_edit, token_positions, TokenMap)
+from ddim_edit.edits.p2p_control import (
+    align_tokens,
+    AttentionController,
+    BranchLayout,
+    cross_attention_edit,
+    injected_steps,
+    make_processors,
+    refine_map,
+    self_attention_edit,
+    token_positions,
+    TokenMap,
+)
 from ddim_edit.edits.prompt_swap import build_spec, SwapOptions
 from tests.swap_helpers import SOURCE, TARGET
 

@@ -1,4 +1,5 @@
-"""Prompt swap: SDPA edits against materialised probabilities, clean processors, exact identity edit, CLI."""
+"""Prompt swap (ddim_edit/edits/prompt_swap.py): the exact identity edit, UNet evaluations, edits that
+change only what the words name, edit-time, late and mask guidance, clear errors."""
 
 from dataclasses import replace
 
@@ -13,7 +14,8 @@ from ddim_edit.inversion import InversionOptions, invert, METHODS
 from ddim_edit.metrics import psnr
 from ddim_edit.replay import reconstruct
 from ddim_edit.workflow import decode, make_schedule
-from tests.swap_helpers import SOURCE, TARGET, trajectories
+from tests.swap_helpers import SOURCE, TARGET
+from tests.swap_helpers import trajectories  # noqa: F401 (pytest fixtures)
 
 
 def test_same_prompt_reproduces_the_reconstruction_exactly(trajectories):

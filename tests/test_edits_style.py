@@ -1,4 +1,5 @@
-"""Style transfer (StyleID through the one sampler): identities, the processor's maths, memory, CLI."""
+"""Style transfer (ddim_edit/edits/style.py, StyleID through the one sampler): identities, the
+processor's maths, memory."""
 
 import math
 
@@ -6,14 +7,31 @@ import pytest
 import torch
 
 from ddim_edit.attention import attention_probabilities
-from ddim_edit.edits.style import (adain, CONTENT, decoder_self_attention, encoder_self_attention, InjectionSwitch,
-    OUTPUT, resolve_layers, resolve_structure_layers, structure_spec, StructureAttnProcessor, STYLE, style_images,
-    style_transfer, StyleAttnProcessor, styleid_layers, StyleOptionError, StyleOptions)
+from ddim_edit.edits.style import (
+    adain,
+    CONTENT,
+    decoder_self_attention,
+    encoder_self_attention,
+    InjectionSwitch,
+    OUTPUT,
+    resolve_layers,
+    resolve_structure_layers,
+    structure_spec,
+    StructureAttnProcessor,
+    STYLE,
+    style_images,
+    style_transfer,
+    StyleAttnProcessor,
+    styleid_layers,
+    StyleOptionError,
+    StyleOptions,
+)
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.inversion import InversionOptions
 from ddim_edit.replay import reconstruct
 from ddim_edit.workflow import invert_image, make_schedule
-from tests.style_helpers import _picture, one_thread, STEPS
+from tests.style_helpers import _picture, STEPS
+from tests.style_helpers import one_thread  # noqa: F401 (pytest fixtures)
 
 
 def _invert(model, pixels, method="exact", guidance=1.0, steps=STEPS, prompt=""):

@@ -1,3 +1,5 @@
+"""Library errors (ddim_edit/errors.py): fields rendered per caller, and messages that name no CLI flag."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
-"""Portable trajectories: model identity independent of dtype and device, older formats, LoRAs, references."""
+"""Model fingerprints (ddim_edit/fingerprint.py): trajectories replay across dtypes, other weights are
+refused, older files keep their own fingerprint."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from ddim_edit.testing import tiny_pipeline
 from ddim_edit.trajectory import CHECKSUM_KEY, content_checksum, METADATA_KEY, Trajectory
 from tests.cli_helpers import run, SOURCE
 from tests.lora_helpers import _invert
-from tests.output_helpers import FAST, photo, refused
+from tests.output_helpers import FAST, refused
+from tests.output_helpers import photo  # noqa: F401 (pytest fixtures)
 
 
 def _rounded_copy(pipe, dtype):

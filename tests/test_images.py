@@ -13,7 +13,8 @@ from PIL import Image
 from ddim_edit.errors import ImageError
 from ddim_edit.images import fit_size, load_image, read_parameters, save_png
 from tests.cli_helpers import SOURCE
-from tests.output_helpers import FAST, photo, refused
+from tests.output_helpers import FAST, refused
+from tests.output_helpers import photo  # noqa: F401 (pytest fixtures)
 
 
 def test_modes_become_rgb8(tmp_path):

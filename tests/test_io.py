@@ -1,9 +1,8 @@
-"""Issue 10, part A: outputs, files and messages.
+"""Outputs (ddim_edit/io.py): default names, suffixes, folders, unwritable places, full disks, what was written.
 
 Every refusal here is one ``Error:`` line on stderr, exit code 1, no traceback, and leaves the
-folder exactly as it was (no file created, changed or lost). Runs on the bundled toy model (64×64)
-with 4 steps, and on tiny pipelines built in code.
-"""
+folder exactly as it was (``refused`` in tests/output_helpers.py). Runs on the bundled toy model
+(64×64) with 4 steps."""
 
 from __future__ import annotations
 
@@ -18,7 +17,8 @@ from PIL import Image
 from ddim_edit.io import default_output
 from ddim_edit.model import assets_dir
 from tests.cli_helpers import one_line_error, run, SOURCE, TARGET
-from tests.output_helpers import FAST, mask, photo, refused, snapshot
+from tests.output_helpers import FAST, refused, snapshot
+from tests.output_helpers import mask, photo  # noqa: F401 (pytest fixtures)
 
 
 def test_an_output_inside_a_file_is_called_a_file(tmp_path):

@@ -1,8 +1,10 @@
+"""Requests built from manifest jobs (ddim_edit/jobs/build.py)."""
+
 from __future__ import annotations
 
 import pytest
 
-from tests.batch_helpers import photos
+from tests.batch_helpers import photos  # noqa: F401 (pytest fixtures)
 
 
 def test_style_structure_layers_from_a_manifest(photos, tmp_path):

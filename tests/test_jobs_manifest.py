@@ -1,3 +1,5 @@
+"""Manifests (ddim_edit/jobs/manifest.py): CSV as JSON lines, PIE-Bench mapping files."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.batch_helpers import photos, records, six_jobs, write_manifest
+from tests.batch_helpers import records, six_jobs, write_manifest
+from tests.batch_helpers import photos  # noqa: F401 (pytest fixtures)
 from tests.cli_helpers import run, SOURCE, TARGET
 
 

@@ -1,9 +1,11 @@
+"""Job requests (ddim_edit/jobs/requests.py) take arrays as well as files."""
+
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from tests.batch_helpers import photos
+from tests.batch_helpers import photos  # noqa: F401 (pytest fixtures)
 from tests.cli_helpers import SOURCE, TARGET
 
 

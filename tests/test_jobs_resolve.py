@@ -1,9 +1,12 @@
+"""Inputs resolved for a job (ddim_edit/jobs/resolve.py): a folder given as a file is called a folder."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.cli_helpers import SOURCE, TARGET
-from tests.output_helpers import FAST, mask, photo, refused
+from tests.output_helpers import FAST, refused
+from tests.output_helpers import mask, photo  # noqa: F401 (pytest fixtures)
 
 
 # ---------------------------------------------------------------------- 7. messages that said the wrong thing

@@ -1,3 +1,5 @@
+"""Strict JSON (ddim_edit/json_output.py): non-finite numbers become null, in the CLI and the bench."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +8,8 @@ import numpy as np
 import torch
 
 from tests.cli_helpers import run
-from tests.number_helpers import _strict_loads, out, work
+from tests.number_helpers import _strict_loads
+from tests.number_helpers import out, work  # noqa: F401 (pytest fixtures)
 
 
 def test_json_output_is_strict(work, out):

@@ -1,3 +1,5 @@
+"""LoRAs (ddim_edit/lora.py): fused equals the adapter, recorded and checked on replay, bad specs refused."""
+
 import sys
 
 import pytest

@@ -1,3 +1,5 @@
+"""Metrics (ddim_edit/metrics.py): the centroid shift tells a moved mask from a misshapen one."""
+
 import numpy as np
 import pytest
 

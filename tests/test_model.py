@@ -1,4 +1,4 @@
-"""--model: local folders, single .safetensors files, pickle refusal, unknown models, devices."""
+"""--model (ddim_edit/model.py): local folders, pickle refusal, unknown models, devices, model references, prompts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from ddim_edit.model import load_model, resolve_dtype
 from ddim_edit.replay import reconstruct
 from tests.cli_helpers import run, SOURCE
 from tests.lora_helpers import _invert
-from tests.output_helpers import FAST, photo, refused
+from tests.output_helpers import FAST, refused
+from tests.output_helpers import photo  # noqa: F401 (pytest fixtures)
 
 
 def test_the_model_reference_is_resolved_to_an_absolute_folder(tiny_model_dir, monkeypatch, tmp_path):

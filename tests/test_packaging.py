@@ -1,3 +1,5 @@
+"""Packaging (setup.py, MANIFEST.in): the wheel carries the bundled model and a non-editable install runs."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Our DDIM sampler against diffusers' StableDiffusionPipeline, and the schedule maths."""
+"""Our DDIM sampler (ddim_edit/sampler.py) against diffusers' StableDiffusionPipeline; eta > 0 is seeded."""
 
 import pytest
 import torch

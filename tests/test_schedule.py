@@ -1,3 +1,5 @@
+"""The DDIM schedule (ddim_edit/schedule.py): timesteps for every spacing, steps and their inverses in closed form."""
+
 from __future__ import annotations
 
 import math

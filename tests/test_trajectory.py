@@ -18,7 +18,8 @@ from ddim_edit.schedule import Schedule
 from ddim_edit.testing import tiny_pipeline
 from ddim_edit.trajectory import CHECKSUM_KEY, content_checksum, FORMAT_VERSION, METADATA_KEY, Trajectory
 from tests.cli_helpers import run, SOURCE, TARGET
-from tests.number_helpers import files, out, refused, work
+from tests.number_helpers import files, refused
+from tests.number_helpers import out, work  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture()

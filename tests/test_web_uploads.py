@@ -1,3 +1,5 @@
+"""Uploads to the web page (ddim_edit/web/uploads.py): a size limit, and removed when the server stops."""
+
 from __future__ import annotations
 
 import os

@@ -1,3 +1,5 @@
+"""The workflow steps (ddim_edit/workflow.py): decoding refuses non-finite latents."""
+
 from __future__ import annotations
 
 import pytest

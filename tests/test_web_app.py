@@ -1,15 +1,12 @@
-"""The web page (issue #14): ``ddim-edit serve`` driven through ``gradio_client`` on the toy model.
+"""The web page (issue #14: ``ddim_edit/web/app.py`` over its ``Editor``) driven through ``gradio_client``
+on the toy model.
 
-A server is started in this process on a free 127.0.0.1 port (and, once, the real command in a
-subprocess) and stopped at the end; every request is bounded in time.
+A server is started in this process on a free 127.0.0.1 port and stopped at the end; every request is
+bounded in time. The ``serve`` command itself is tested in test_cli_serve.py.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -25,15 +22,12 @@ pytest.importorskip("gradio_client", reason="the web tests need gradio_client: p
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from ddim_edit.errors import PromptError  # noqa: E402
 from ddim_edit.images import read_parameters  # noqa: E402
-from ddim_edit.masks import MaskError  # noqa: E402
 from ddim_edit.metrics import psnr  # noqa: E402
 from ddim_edit.model import assets_dir  # noqa: E402
 from ddim_edit.trajectory import Trajectory  # noqa: E402
-from ddim_edit.web import Editor, EditorSettings, forms  # noqa: E402
-from ddim_edit.web.server import free_port, is_loopback, start  # noqa: E402
-from ddim_edit.web.trajectory_cache import TrajectoryCache, TrajectoryKey  # noqa: E402
+from ddim_edit.web import Editor, EditorSettings  # noqa: E402
+from ddim_edit.web.server import free_port, start  # noqa: E402
 from tests.cli_helpers import one_line_error, run  # noqa: E402
 
 EXAMPLES = assets_dir() / "examples"
@@ -254,88 +248,6 @@ def test_the_editor_lock_serialises_direct_callers(served, monkeypatch):
         thread.join(TIMEOUT)
     assert len(results) == 2
     assert most[0] == 1
-
-
-# ---------------------------------------------------------------------- the command
-def test_serve_command_binds_to_localhost_and_stops(tmp_path):
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    process = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port),
-                                "--steps", "5", "--workdir", str(tmp_path)],
-                               cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
-    reader.start()
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None and not any("Serving" in line for line in lines):
-            time.sleep(0.2)
-        assert any(url in line for line in lines), "".join(lines) or "no 'Serving' line in 120 s"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            assert response.status == 200 and "ddim-edit" in response.read().decode()
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        reader.join(5)
-    assert process.returncode == 0 and lines[-1].strip() == "Stopped.", "".join(lines)
-    assert not any("Error" in line or "Traceback" in line for line in lines), "".join(lines)
-
-
-def test_serve_refuses_a_bad_model_with_one_line():
-    one_line_error(run("serve", "--model", "no/such-model-here", "--port", "0"), "no/such-model-here")
-
-
-def test_serve_has_no_share_option():
-    result = run("serve", "--help")
-    assert result.exit_code == 0 and "--share" not in result.output and "127.0.0.1" in result.output
-
-
-# ---------------------------------------------------------------------- pieces
-def test_trajectory_cache_keys_and_eviction(tmp_path):
-    cache = TrajectoryCache(tmp_path, capacity=2)
-    calls = []
-
-    def inverter(name):
-        def invert():
-            calls.append(name)
-            return object(), {"unet_evaluations": 3}
-        return invert
-
-    keys = [TrajectoryKey("toy", "hash", "a prompt", "exact", 10, guidance) for guidance in (7.5, 5.0, 3.0)]
-    assert cache.get(keys[0], inverter("a"))[1] is False
-    assert cache.get(keys[0], inverter("a"))[1] is True
-    cache.get(keys[1], inverter("b"))
-    cache.get(keys[2], inverter("c"))  # evicts the least recently used (keys[0])
-    assert keys[0] not in cache and keys[1] in cache and len(cache) == 2
-    cache.get(keys[0], inverter("a"))
-    assert calls == ["a", "b", "c", "a"] and cache.hits == 1 and cache.misses == 4
-    assert keys[0].digest() != keys[1].digest()
-
-
-def test_forms():
-    assert forms.words("red, circle  blue") == ("red", "circle", "blue")
-    assert forms.word_values("blue=2, red=0.5", "reweight", "blue=2") == {"blue": 2.0, "red": 0.5}
-    with pytest.raises(PromptError, match="WORD=NUMBER"):
-        forms.word_values("blue", "reweight", "blue=2")
-    with pytest.raises(PromptError, match="finite"):
-        forms.word_values("blue=inf", "reweight", "blue=2")
-    assert forms.blend_choice(True, "") is None and forms.blend_choice(False, "red") == ()
-    assert forms.blend_choice(True, "red circle") == ("red", "circle")
-    layer = np.zeros((4, 4, 4), np.uint8)
-    layer[1, 2, 3] = 200
-    assert forms.painted_mask({"layers": [layer]}).nonzero() == (np.array([1]), np.array([2]))
-    with pytest.raises(MaskError, match="no mask"):
-        forms.painted_mask({"layers": []})
-    uploaded = np.zeros((4, 4, 3), np.uint8)
-    uploaded[0, 0] = 255
-    assert forms.painted_mask({"layers": [layer]}, uploaded)[0, 0] == 255
-    assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
 
 
 def page_components(page) -> list[dict]:

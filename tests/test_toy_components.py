@@ -1,4 +1,4 @@
-"""Fast tests of the bundled toy model folder (assets/toy-model) and of the component builders."""
+"""The toy model's components (ddim_edit/toy/components.py) and the bundled toy model folder (assets/toy-model)."""
 
 import os
 from pathlib import Path

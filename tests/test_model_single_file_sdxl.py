@@ -1,18 +1,4 @@
-"""The single-file ``.safetensors`` path of ``load_model`` for SDXL, for real and offline.
-
-A tiny SDXL pipeline is written in the original SGM key layout of downloaded SDXL checkpoints
-(``tests/ldm_layout_sdxl.py``), then loaded back through ``load_model(file, config=<local diffusers
-folder>)``, i.e. ``StableDiffusionXLPipeline.from_single_file`` with diffusers' own SGM → diffusers
-conversion (both text encoders included: CLIP-L in transformers layout, OpenCLIP in open_clip
-layout). No mocks: every weight must come back bit-identical and sampling must give identical latents.
-
-The pipeline written to the file is ``tiny_sdxl_pipeline`` with a wider second text encoder
-(``wide_sdxl_pipeline``): diffusers' ``from_single_file`` picks the conversion of each CLIP class by
-the width of text encoder 1's position embedding, so two encoders of the same width (as in
-``tiny_sdxl_pipeline``, 32 and 32) would load text encoder 1's weights into text encoder 2. Real
-SDXL's are 768 and 1280 wide. ``tiny_sdxl_pipeline`` itself is round-tripped through diffusers'
-converter functions (``test_converters_round_trip_tiny_sdxl``).
-"""
+"""The single-file ``.safetensors`` path of ``load_model`` (ddim_edit/model.py) for SDXL, for real and offline."""
 
 import os
 

@@ -1,10 +1,4 @@
-"""The single-file ``.safetensors`` path of ``load_model``, for real and offline.
-
-A tiny pipeline (``ddim_edit.testing.tiny_pipeline``) is written in the original LDM/CompVis key layout (what downloaded SD
-checkpoints use), then loaded back through ``load_model(file, config=<local diffusers folder>)``,
-i.e. ``StableDiffusionPipeline.from_single_file`` with diffusers' own LDM → diffusers conversion.
-No mocks: every weight must come back bit-identical and sampling must give identical latents.
-"""
+"""The single-file ``.safetensors`` path of ``load_model`` (ddim_edit/model.py), for real and offline."""
 
 import os
 
