@@ -20,7 +20,7 @@ sampler's ε function at t, evaluated at z_s instead of z_t, so the only approxi
 DDIM's ε(z_t, t) ≈ ε(z_s, t). diffusers' ``DDIMInverseScheduler`` converts with ᾱ_s, the level of
 the latent it was given; for ε models the two agree to float precision, for v models they differ
 (by ~1e-2 per step on a tiny model) and the ᾱ_t conversion reconstructs closer to z_0
-(tests/test_v_prediction.py). Fixed-point, null-text and exact inversion use the same conversion.
+(tests/test_inversion.py). Fixed-point, null-text and exact inversion use the same conversion.
 """
 
 from __future__ import annotations

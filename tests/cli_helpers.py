@@ -1,8 +1,15 @@
-"""Helpers for CLI tests: run the click app, check the one-line error contract."""
+"""Helpers for CLI tests: run the click app, check the one-line error contract, the toy model's prompts."""
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cli.main import app
+
+# The bundled toy model's caption of the example red-circle.png, and the swap to blue.
+SOURCE = "a solid red circle on a white background"
+TARGET = "a solid blue circle on a white background"
 
 
 def run(*args):
@@ -17,3 +24,12 @@ def one_line_error(result, *fragments):
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    image = np.full((40, 48, 3), 240, np.uint8)
+    image[8:30, 10:34] = (200, 40, 40)
+    path = tmp_path / "photo.png"
+    Image.fromarray(image).save(path)
+    return path

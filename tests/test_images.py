@@ -1,11 +1,20 @@
 """Image reading: EXIF orientation, alpha, grayscale, 16-bit, bad files; PNG parameters."""
 
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from ddim_edit.errors import ImageError
 from ddim_edit.images import fit_size, load_image, read_parameters, save_png
+from tests.cli_helpers import SOURCE
+from tests.output_helpers import FAST, refused
+from tests.output_helpers import photo  # noqa: F401 (pytest fixtures)
 
 
 def test_modes_become_rgb8(tmp_path):
@@ -59,3 +68,28 @@ def test_fit_size_keeps_aspect_and_multiples():
 def test_png_parameters_round_trip(tmp_path):
     path = save_png(tmp_path / "o.png", np.zeros((4, 4, 3), np.uint8), {"prompt": "a cat", "steps": 5})
     assert read_parameters(path) == {"prompt": "a cat", "steps": 5}
+
+
+def write_huge_png(path: Path, width: int, height: int) -> None:
+    """A valid 1-bit PNG of ``width``×``height`` white pixels, compressed while it is generated (tiny file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)
+    packer = zlib.compressobj(9)
+    block = row * 1000
+    body = b"".join(packer.compress(block) for _ in range(height // 1000))
+    body += packer.compress(row * (height % 1000)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("role", ["image", "mask"])
+def test_a_valid_400_megapixel_png_is_too_large_not_corrupt(tmp_path, photo, role):
+    big = tmp_path / "big.png"
+    write_huge_png(big, 20_000, 20_000)
+    assert big.stat().st_size < 200_000
+    args = {"image": ("invert", big, "-p", SOURCE, "-o", tmp_path / "t.traj.safetensors", *FAST),
+            "mask": ("inpaint", photo, "--mask", big, "--source-prompt", SOURCE, "-o", tmp_path / "o.png", *FAST)}[role]
+    line = refused(tmp_path, args, "20000x20000", "400 megapixels", "40-megapixel limit", "resize")
+    assert "corrupt" not in line  # and no DecompressionBombWarning before it: refused() wants one stderr line

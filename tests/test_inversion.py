@@ -1,14 +1,19 @@
 """Inversion methods: closed-form exactness, fixed-point and exact reconstruction, determinism."""
 
+from __future__ import annotations
+
 import math
 
 import pytest
 import torch
 
+from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import InversionOptions, invert, invert_latents
+from ddim_edit.model import EditModel
 from ddim_edit.replay import reconstruct
 from ddim_edit.sampler import Conditioning, sample
-from ddim_edit.schedule import Schedule, ddim_inverse_step
+from ddim_edit.schedule import ddim_inverse_step, Schedule
+from ddim_edit.testing import tiny_pipeline
 
 
 class TimeOnlyDenoiser:
@@ -130,3 +135,116 @@ def test_two_runs_are_bitwise_equal(tiny_model, method):
         runs.append((traj, reconstruct(tiny_model, traj, progress=False)))
     assert torch.equal(runs[0][0].latents, runs[1][0].latents)
     assert torch.equal(runs[0][1], runs[1][1])
+
+
+PROMPT = "a red circle on a white background"
+
+
+def diffusers_inversion(pipe, z0, cond, steps):
+    """Plain DDIM inversion with diffusers' DDIMInverseScheduler (the DiffEdit / pix2pix-zero loop)."""
+    from diffusers import DDIMInverseScheduler
+
+    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    inverse.set_timesteps(steps)
+    z = z0.clone()
+    with torch.no_grad():
+        for t in inverse.timesteps:
+            out = pipe.unet(z, t, encoder_hidden_states=cond).sample
+            z = inverse.step(out, t, z).prev_sample
+    return z
+
+
+def _setup(prediction_type, steps):
+    pipe = tiny_pipeline(prediction_type=prediction_type)
+    model = EditModel.from_pipeline(pipe, name="tiny")
+    schedule = Schedule.from_scheduler_config(model.scheduler_config, num_steps=steps)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    return pipe, model, schedule, z0, model.encode([PROMPT])
+
+
+def test_epsilon_inversion_equals_diffusers_inverse_scheduler():
+    pipe, model, schedule, z0, cond = _setup("epsilon", 10)
+    with torch.no_grad():
+        ours, _ = invert_latents(model, schedule, z0, cond, progress=False)
+    theirs = diffusers_inversion(pipe, z0, cond.hidden, 10)
+    assert (ours[0].float() - theirs).abs().max() <= 1e-5
+
+
+def test_v_prediction_inversion_converts_with_the_models_timestep():
+    """One middle step, float64 by hand: ours uses ᾱ_t, diffusers ᾱ_s; each matches its formula."""
+    from diffusers import DDIMInverseScheduler
+
+    pipe, model, schedule, z0, cond = _setup("v_prediction", 10)
+    with torch.no_grad():
+        ours, _ = invert_latents(model, schedule, z0, cond, progress=False)
+        k = 5  # the step from s = timesteps[k + 1] up to t = timesteps[k]
+        t, z = schedule.timesteps[k], ours[k + 1].float()
+        v = pipe.unet(z, t, encoder_hidden_states=cond.hidden).sample.double()
+    a_s, a_t = schedule.alpha_prod(k + 1), schedule.alpha_prod(k)
+
+    def step(a_conv):
+        eps = math.sqrt(a_conv) * v + math.sqrt(1 - a_conv) * z.double()
+        x0 = (z.double() - math.sqrt(1 - a_s) * eps) / math.sqrt(a_s)
+        return math.sqrt(a_t) * x0 + math.sqrt(1 - a_t) * eps
+
+    assert (ours[k] - step(a_t)).abs().max() <= 1e-5
+    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    inverse.set_timesteps(10)
+    theirs = inverse.step(v.float(), t, z).prev_sample.double()
+    assert (theirs - step(a_s)).abs().max() <= 1e-5
+    assert (ours[k] - theirs).abs().max() > 1e-2  # the conventions really differ
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+def test_v_prediction_inversion_reconstructs_better_with_the_samplers_conversion(steps):
+    """Plain DDIM inversion then sampling (guidance 1): ᾱ_t (ours) lands closer to z_0 than ᾱ_s."""
+    pipe, model, schedule, z0, cond = _setup("v_prediction", steps)
+    with torch.no_grad():
+        ours, _ = invert_latents(model, schedule, z0, cond, progress=False)
+        theirs = diffusers_inversion(pipe, z0, cond.hidden, steps)
+        back_ours = sample(model, schedule, ours[0], Conditioning(cond), 1.0, progress=False)
+        back_theirs = sample(model, schedule, theirs.double(), Conditioning(cond), 1.0, progress=False)
+    error_ours = float((back_ours - z0.double()).norm())
+    error_theirs = float((back_theirs - z0.double()).norm())
+    assert error_ours < error_theirs
+
+
+def test_inversion_options_are_checked_in_the_library(tiny_model):
+    from ddim_edit.inversion import InversionOptions, invert
+    from ddim_edit.schedule import Schedule
+
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=3)
+    z0 = torch.zeros(1, 4, 8, 8)
+    for options, field in [(InversionOptions(method="fixed-point", fixed_point_iterations=0), "fixed_point_iterations"),
+                           (InversionOptions(method="null-text", null_text_steps=0), "null_text_steps"),
+                           (InversionOptions(guidance_scale=float("nan")), "guidance_scale"),
+                           (InversionOptions(method="fixed-point", fixed_point_tolerance=float("inf")), "fixed_point_tolerance")]:
+        with pytest.raises(DdimEditError) as caught:
+            invert(tiny_model, schedule, z0, "a cat", options, progress=False)
+        assert caught.value.field == field and field in str(caught.value)
+
+
+# ---------------------------------------------------------------------- 8. null-text learning rate
+@pytest.mark.parametrize("steps", [50, 120])
+def test_null_text_schedule_scales_with_the_step_count(tiny_model, monkeypatch, steps):
+    from ddim_edit import inversion
+    from ddim_edit.schedule import Schedule
+
+    rates = []
+    real_adam = torch.optim.Adam
+
+    def recording_adam(params, lr, **kwargs):
+        rates.append(lr)
+        return real_adam(params, lr=lr, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", recording_adam)
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=steps)
+    latents = torch.randn(steps + 1, 1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cond, null = tiny_model.encode(["a cat"]), tiny_model.encode_negative([""])
+    with torch.no_grad():
+        embeddings = inversion.optimise_null_text(tiny_model, schedule, latents, cond, null, 7.5, inner_steps=1,
+                                                  lr=1e-2, progress=False)
+    assert embeddings.shape[0] == steps and len(rates) == steps
+    assert all(rate > 0 for rate in rates) and min(rates) >= 0.5e-2 - 1e-12
+    if steps == 50:  # the paper's schedule
+        assert rates == pytest.approx([1e-2 * (1 - i / 100) for i in range(50)])

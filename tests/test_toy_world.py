@@ -1,25 +1,22 @@
-"""Fast tests of the toy world: deterministic rendering, captions, sampling, ground-truth edits, and
-the attribute reader."""
+"""Fast tests of the toy world: deterministic rendering, captions, sampling, ground-truth edits."""
 
 import hashlib
 
-import cv2
 import numpy as np
 import pytest
 
-from ddim_edit.toy.reader import ATTRIBUTES, attribute_accuracy, read_scene
 from ddim_edit.toy.world import (
-    BACKGROUNDS,
-    COLORS,
-    FILLS,
-    SHAPES,
-    Scene,
     all_captions,
+    BACKGROUNDS,
     caption,
     caption_words,
+    COLORS,
+    FILLS,
     render,
     sample_scenes,
+    Scene,
     shape_mask,
+    SHAPES,
     style_truth,
     with_changes,
 )
@@ -88,44 +85,6 @@ def test_fills_differ_and_outline_is_thick():
     assert row[: 32].sum() >= 3 and row[32:].sum() >= 3 and not row[28:36].any()
     column = np.all(striped[:, 32] == red, axis=1)  # stripes alternate down the middle
     assert 0 < column[20:44].sum() < 24
-
-
-def test_reader_is_exact_on_clean_renders():
-    scenes = sample_scenes(123, 320)
-    accuracy = attribute_accuracy([render(s) for s in scenes], scenes)
-    for name in ATTRIBUTES:
-        assert accuracy[name] >= 0.99, accuracy
-
-
-def test_reader_survives_blur_and_noise():
-    rng = np.random.default_rng(5)
-    scenes = sample_scenes(77, 60)
-    images = []
-    for scene in scenes:
-        blurred = cv2.GaussianBlur(render(scene).astype(np.float64), (5, 5), 1.0)
-        noisy = blurred + rng.normal(0.0, 10.0, blurred.shape)
-        images.append(np.clip(noisy, 0, 255).astype(np.uint8))
-    accuracy = attribute_accuracy(images, scenes)
-    for name in ATTRIBUTES:
-        assert accuracy[name] >= 0.95, accuracy
-
-
-def test_reader_mask_matches_silhouette_and_float_input():
-    scene = Scene("star", "blue", "outlined", "beige", 30.0, 33.0, 42.0)
-    result = read_scene(render(scene).astype(np.float32) / 255.0)
-    assert (result.shape, result.color, result.fill, result.background) == (
-        "star", "blue", "outlined", "beige")
-    truth = shape_mask(scene)
-    iou = (result.mask & truth).sum() / (result.mask | truth).sum()
-    assert iou > 0.9
-    assert abs(result.cx - 30.0) < 1.5 and abs(result.cy - 33.0) < 1.5
-    assert abs(result.size - 42.0) < 3.0
-
-
-def test_reader_on_empty_image():
-    image = np.full((64, 64, 3), BACKGROUNDS["gray"], dtype=np.uint8)
-    result = read_scene(image)
-    assert result.background == "gray" and result.shape is None and not result.mask.any()
 
 
 def test_with_changes_keeps_geometry():

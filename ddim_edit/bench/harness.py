@@ -28,7 +28,7 @@ from ..workflow import PreparedImage
 
 SUITES = ("recon", "swap", "inpaint", "style")
 # The ``options`` keys (``bench --set KEY=VALUE``) each suite reads; a suite that reads a new key
-# must be listed here too (tests/test_reliability_numbers.py compares this with the suites' code).
+# must be listed here too (tests/test_bench_harness.py compares this with the suites' code).
 SUITE_OPTIONS: dict[str, tuple[str, ...]] = {
     "recon": ("inversion",),
     "swap": ("by_kind", "inversion", "swap"),
