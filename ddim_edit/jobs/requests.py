@@ -16,6 +16,7 @@ import numpy as np
 from ..edits.inpaint import InpaintOptions
 from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
+from ..inversion import InversionOptions
 from ..masks import MaskOptions
 from ..trajectory import Trajectory
 
@@ -24,7 +25,8 @@ ImageInput = Union[str, Path, np.ndarray]
 SourceInput = Union[str, Path, np.ndarray, Trajectory]
 """An image (file or pixels), a trajectory file (``.safetensors``) or a loaded :class:`Trajectory`."""
 
-DEFAULT_GUIDANCE = 7.5
+DEFAULT_GUIDANCE = InversionOptions.guidance_scale
+"""The guidance of an inversion and its edits when a job names none (the library's default)."""
 EDITS = ("invert", "reconstruct", "swap", "inpaint", "style")
 
 
