@@ -14,7 +14,7 @@ from ddim_edit.edits.inpaint import InpaintOptions
 from ddim_edit.edits.prompt_swap import SwapOptions
 from ddim_edit.edits.style import StyleOptions
 from ddim_edit.jobs.manifest import KEYS, OPTIONS, ManifestError, manifest_keys, read_manifest
-from ddim_edit.jobs.requests import DEFAULT_GUIDANCE
+from ddim_edit.jobs.requests import DEFAULT_GUIDANCE, ReconstructRequest
 from ddim_edit.masks import MaskOptions
 from ddim_edit.model import assets_dir
 from ddim_edit.options import from_values, option, option_specs, spec_for
@@ -32,8 +32,9 @@ def command(edit: str) -> click.Command:
     return app.commands[edit]
 
 
-REQUIRED_ARGS = {"swap": ["image.png", "-t", TARGET], "inpaint": ["image.png", "-m", "mask.png"],
-                 "style": ["--content", "a.png", "--style", "b.png", "-o", "c.png"]}
+REQUIRED_ARGS = {"reconstruct": ["a.traj.safetensors"], "swap": ["image.png", "-t", TARGET],
+                 "inpaint": ["image.png", "-m", "mask.png"], "style": ["--content", "a.png", "--style", "b.png", "-o", "c.png"]}
+REQUIRED_FIELDS = {ReconstructRequest: {"source": "a.traj.safetensors"}}  # fields without a default
 
 
 def cli_defaults(edit: str) -> dict:
@@ -52,8 +53,9 @@ def test_every_declared_option_is_a_flag_and_a_manifest_key_with_the_library_def
         if spec.off_key:
             assert spec.off_key in params and spec.off_key in KEYS[edit]
     # no flag given: the CLI's values become the library's defaults; an empty manifest line too
-    assert from_values(cls, cli_defaults(edit), cli=True) == cls()
-    assert from_values(cls, {}, parsed=True) == cls()
+    required = REQUIRED_FIELDS.get(cls, {})
+    assert from_values(cls, cli_defaults(edit), cli=True, **required) == cls(**required)
+    assert from_values(cls, {}, parsed=True, **required) == cls(**required)
 
 
 def test_fields_without_a_declaration_are_not_options():

@@ -38,8 +38,8 @@ def build_request(job: Job, defaults: JobSettings = JobSettings(), force: bool =
     if job.edit == "invert":
         return InvertRequest(f["image"], caption(f, "prompt"), settings)
     if job.edit == "reconstruct":
-        return ReconstructRequest(f.get("trajectory") or f["image"], caption(f, "prompt"), f.get("eta", 0.0),
-                                  f.get("source"), settings)
+        return from_values(ReconstructRequest, f, parsed=True, source=f.get("trajectory") or f["image"],
+                           prompt=caption(f, "prompt"), reference=f.get("source"), settings=settings)
     if job.edit == "swap":
         options = from_values(SwapOptions, f, parsed=True)
         return SwapRequest(f.get("trajectory") or f["image"], f["target_prompt"], f.get("source_prompt"), options,

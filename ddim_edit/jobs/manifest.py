@@ -31,7 +31,7 @@ from ..errors import DdimEditError
 from ..io import check_output_suffix
 from ..masks import MaskOptions
 from ..options import check_off_flags, option_specs
-from .requests import EDITS
+from .requests import EDITS, ReconstructRequest
 
 PIE_BENCH_NAME = "mapping_file.json"
 
@@ -154,14 +154,14 @@ INVERSION: dict[str, Callable] = {
     "method": as_text, "inversion_guidance": as_float(), "negative_prompt": as_text,
     "fixed_point_iterations": as_int(1), "tolerance": as_float(0.0), "null_text_steps": as_int(1),
 }
-OPTIONS: dict[str, tuple[type, ...]] = {"swap": (SwapOptions,), "inpaint": (MaskOptions, InpaintOptions),
-                                         "style": (StyleOptions,)}
-"""The options dataclasses of each edit: their declared options are the edit's keys (see manifest_keys)."""
+OPTIONS: dict[str, tuple[type, ...]] = {"reconstruct": (ReconstructRequest,), "swap": (SwapOptions,),
+                                         "inpaint": (MaskOptions, InpaintOptions), "style": (StyleOptions,)}
+"""The dataclasses whose declared options are an edit's keys (see manifest_keys)."""
 KEYS: dict[str, dict[str, Callable]] = {
     "invert": {**COMMON, **INVERSION, "image": as_text, "prompt": as_text, "unconditional": as_bool,
                "trajectory_storage": as_storage},
     "reconstruct": {**COMMON, **INVERSION, "trajectory": as_text, "image": as_text, "prompt": as_text,
-                    "unconditional": as_bool, "eta": as_float(0.0), "source": as_text},
+                    "unconditional": as_bool, **manifest_keys(*OPTIONS["reconstruct"]), "source": as_text},
     "swap": {**COMMON, **INVERSION, "image": as_text, "trajectory": as_text, "source_prompt": as_text,
              "target_prompt": as_text, **manifest_keys(*OPTIONS["swap"]), "save_trajectory": as_text,
              "trajectory_storage": as_storage},

@@ -18,6 +18,7 @@ from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
 from ..inversion import InversionOptions
 from ..masks import MaskOptions
+from ..options import option
 from ..trajectory import Trajectory
 
 ImageInput = Union[str, Path, np.ndarray]
@@ -86,7 +87,7 @@ class ReconstructRequest:
 
     source: SourceInput
     prompt: str | None = None
-    eta: float = 0.0
+    eta: float = option(0.0, minimum=0.0, example="0", help="DDIM η (0: deterministic; > 0 uses --seed).")
     reference: ImageInput | None = None
     settings: JobSettings = JobSettings()
     edit: str = field(default="reconstruct", init=False)
