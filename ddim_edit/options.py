@@ -79,11 +79,6 @@ class OptionSpec:
     def off_key(self) -> str | None:
         return self.off_flag.lstrip("-").replace("-", "_") if self.off_flag else None
 
-    @property
-    def negated(self) -> bool:
-        """A flag that turns a default-on switch off (``--no-paste`` → ``paste=False``)."""
-        return self.kind is bool and self.default is True
-
     def shown_default(self) -> str:
         """The default as the CLI writes it: the off word for None, else ``format(default)``."""
         if self.default is None:
@@ -97,7 +92,7 @@ class OptionSpec:
             return self.default
         if given is None:
             return None
-        if self.kind is bool:
+        if self.kind is bool:  # a flag flips the default: --blend-latents → True, --no-paste → False
             return (not self.default) if given else self.default
         if parsed:
             return tuple(given) if isinstance(given, list) else given
