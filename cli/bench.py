@@ -17,7 +17,7 @@ from ddim_edit.schedule import SPACINGS
 
 from .common import model_extras
 from .common import emit, handle_errors, model_options
-from .common import SEED, STEPS, FiniteFloat, POSITIVE_INT
+from .common import SEED, STEPS, POSITIVE_INT, guidance_option
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:
@@ -40,7 +40,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--n", "count", default=10, show_default=True, type=POSITIVE_INT, help="Number of scenes (pairs for style).")
 @click.option("--steps", default=50, show_default=True, type=STEPS, help="DDIM steps.")
 @click.option("--spacing", default=None, type=click.Choice(SPACINGS), help="Timestep spacing (default: the model's).")
-@click.option("--guidance", default=7.5, show_default=True, type=FiniteFloat(example="7.5"), help="Guidance of replays and edits.")
+@guidance_option()
 @click.option("--method", "methods", multiple=True, type=click.Choice(METHODS),
               help=f"Inversion method(s) to compare; repeat the option (default: the suite's; recon: "
                    f"{', '.join(RECON_METHODS)}; the slow {' and '.join(SLOW_METHODS)} only when named).")

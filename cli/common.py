@@ -17,6 +17,7 @@ import click
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
 from ddim_edit.jobs.advice import ToyModelWarning
+from ddim_edit.jobs.requests import DEFAULT_GUIDANCE
 from ddim_edit.toy.vocabulary import GRAMMAR_HINT
 from ddim_edit.io import check_outputs as io_check_outputs
 from ddim_edit.io import default_output as io_default_output
@@ -128,7 +129,7 @@ def inversion_options(default_method: str = "exact") -> Callable:
     """--method (default ``default_method``) and its settings, --guidance, --inversion-guidance, --negative-prompt."""
     return functools.partial(_add_options, [
         click.option("--method", default=default_method, show_default=True, type=click.Choice(METHODS), help="Inversion method."),
-        click.option("--guidance", default=7.5, show_default=True, type=FiniteFloat(example="7.5"), help="Guidance of replays and edits."),
+        guidance_option(),
         click.option("--inversion-guidance", default=None, type=FiniteFloat(example="1"),
                      help="Guidance while inverting (default 1; fixed-point: --guidance)."),
         click.option("--negative-prompt", default="", help="Negative prompt for guided replay."),
@@ -136,6 +137,54 @@ def inversion_options(default_method: str = "exact") -> Callable:
         click.option("--tolerance", default=1e-5, show_default=True, type=FiniteFloat(min=0.0, example="1e-5"), help="fixed-point: relative change to stop at."),
         click.option("--null-text-steps", default=10, show_default=True, type=POSITIVE_INT, help="null-text: most Adam steps per timestep."),
     ])
+
+
+def click_options(cls: type) -> Callable:
+    """The flags of the options declared on dataclass ``cls`` (see :mod:`ddim_edit.options`), in field order.
+
+    Each flag's value reaches the command under the option's key; build the options object with
+    :func:`ddim_edit.options.from_values` (``cli=True``).
+    """
+    from ddim_edit.options import option_specs
+
+    options = []
+    for spec in option_specs(cls):
+        if not spec.cli:
+            continue
+        names = [spec.flag, *([spec.short] if spec.short else [])]
+        settings: dict[str, Any] = {"help": spec.help.replace("{default}", spec.shown_default())}
+        if spec.metavar:
+            settings["metavar"] = spec.metavar
+        if spec.kind is bool:
+            settings["is_flag"] = True
+        elif spec.multiple:
+            settings["multiple"] = True
+        elif spec.parse is not None and spec.nargs == 1:  # text the option's parser reads
+            settings.update(default=spec.shown_default() or None, show_default=bool(spec.shown_default()))
+        else:
+            settings.update(default=spec.default, show_default=spec.default is not None, nargs=spec.nargs,
+                            type=_click_type(spec))
+        options.append(click.option(*names, **settings))
+        if spec.off_flag:
+            options.append(click.option(spec.off_flag, is_flag=True, help=spec.off_help))
+    return functools.partial(_add_options, options)
+
+
+def _click_type(spec: Any) -> Any:
+    """The click type of a declared option without a parser of its own (or a pair of numbers)."""
+    if spec.choices:
+        return click.Choice(spec.choices)
+    if spec.kind is float:
+        return FiniteFloat(min=spec.minimum, example=spec.example)
+    if spec.kind is int:
+        return int if spec.minimum is None else BoundedInt(min=int(spec.minimum), example=spec.example)
+    return str
+
+
+def guidance_option() -> Callable:
+    """``--guidance``, by default the job layer's :data:`~ddim_edit.jobs.requests.DEFAULT_GUIDANCE`."""
+    return click.option("--guidance", default=DEFAULT_GUIDANCE, show_default=True,
+                        type=FiniteFloat(example=f"{DEFAULT_GUIDANCE:g}"), help="Guidance of replays and edits.")
 
 
 def grid_option(panels: str) -> Callable:
@@ -317,17 +366,6 @@ POSITIVE_INT = BoundedInt(min=1, example="10")
 STEPS = BoundedInt(min=1, example="50")
 SEED = BoundedInt(min=0, max=2**64 - 1, example="0", what="a seed in [0, 2^64 - 1]")
 SIZE = BoundedInt(min=1, example="512", what="a positive image side in pixels")
-
-
-def parse_finite(text: str, what: str, example: str) -> float:
-    """``text`` as a finite float, or a one-line :class:`DdimEditError` naming ``what``."""
-    try:
-        number = float(text)
-    except (TypeError, ValueError):
-        raise DdimEditError(f"{what} expects a number, got {text!r}; e.g. {example}") from None
-    if not math.isfinite(number):
-        raise DdimEditError(f"{what} expects a finite number, got {text!r}; e.g. {example}")
-    return number
 
 
 def explicit(name: str) -> bool:

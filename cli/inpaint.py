@@ -6,17 +6,18 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.edits.inpaint import HOLE_STARTS, KNOWN_SOURCES, InpaintOptions
+from ddim_edit.edits.inpaint import InpaintOptions
 from ddim_edit.errors import TrajectoryError
 from ddim_edit.io import file_sha256
 from ddim_edit.jobs import InpaintRequest, JobSettings, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.masks import MaskOptions, check_mask_file
+from ddim_edit.options import from_values
 from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, FiniteFloat, explicit, grid_option, grid_outputs, refuse_schedule_options
+from .common import SIZE, click_options, explicit, grid_option, grid_outputs, refuse_schedule_options
 from .common import TOY_EPILOG
 from .invert import check_prompt
 
@@ -37,19 +38,8 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @click.option("--source-prompt", default=None, help="Caption of IMAGE, to invert it (not needed with --trajectory).")
 @click.option("--unconditional", is_flag=True, help="Invert IMAGE with the empty prompt.")
 @click.option("--trajectory", default=None, help="Reuse the trajectory of IMAGE made by `ddim-edit invert`.")
-@click.option("--dilate", default=0, show_default=True, type=int, help="Grow the mask by PX pixels.")
-@click.option("--feather", default=None, type=int, help="Soft edge outside the mask, PX pixels (default: one latent cell).")
-@click.option("--mask-threshold", default=0.5, show_default=True, type=FiniteFloat(example="0.5"), help="Mask values ≥ this (0–1) are masked.")
-@click.option("--invert-mask", is_flag=True, help="Black = regenerate instead of white.")
-@click.option("--resize-mask", is_flag=True, help="Resize a mask whose size differs from the image's.")
-@click.option("--resample", default=0, show_default=True, type=int, help="RePaint: resampling passes per jump (0 = off).")
-@click.option("--jump-length", default=10, show_default=True, type=int, help="RePaint: steps per jump.")
-@click.option("--start-step", default=0.0, show_default=True, type=FiniteFloat(example="0.2"), help="Skip this fraction of the steps (0–1).")
-@click.option("--blend", default="shared", show_default=True, type=click.Choice(KNOWN_SOURCES),
-              help="Known region from the shared trajectory, or fresh noise each step (Blended Latent Diffusion).")
-@click.option("--hole-noise", default="trajectory", show_default=True, type=click.Choice(HOLE_STARTS),
-              help="The masked region starts from the inverted latent, or from fresh noise.")
-@click.option("--no-paste", is_flag=True, help="Keep the decoded image; do not paste the input's unmasked pixels.")
+@click_options(MaskOptions)
+@click_options(InpaintOptions)
 @click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
@@ -59,12 +49,11 @@ def _load_trajectory(path: str, image: str) -> Trajectory:
 @inversion_options(default_method="ddim")
 @run_options
 @handle_errors
-def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, dilate, feather, mask_threshold,
-            invert_mask, resize_mask, resample, jump_length, start_step, blend, hole_noise, no_paste, size, keep_working_size,
+def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, size, keep_working_size,
             output, with_grid,
             model_name, model_config, device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance,
             inversion_guidance, negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet,
-            output_format, seed):
+            output_format, seed, **flags):
     """Regenerate the masked region of IMAGE (white in MASK) and keep the rest of it.
 
     The known region follows IMAGE's own inverted trajectory; the hole is sampled from the same x_T
@@ -85,8 +74,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     """
     output = Path(output) if output else default_output(image, ".inpaint.png")
     check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force, inputs=(image, mask_path, trajectory))
-    mask_options = MaskOptions(threshold=mask_threshold, dilate=dilate, feather=feather, invert=invert_mask,
-                               resize=resize_mask)
+    mask_options = from_values(MaskOptions, flags, cli=True)
     check_mask_file(mask_path, mask_options)  # missing, unreadable, empty, full: fail before loading the model
     check_input_file(image)
     traj = _load_trajectory(trajectory, image) if trajectory else None
@@ -94,9 +82,8 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
         refuse_schedule_options(f"the trajectory {trajectory}", lambda: traj)
     if traj is None:
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
-    edit_options = InpaintOptions(prompt=prompt, known=blend, start_step=start_step, resample=resample,
-                                  jump_length=jump_length, guidance_scale=guidance if explicit("guidance") else None,
-                                  paste=not no_paste, seed=seed, hole_start=hole_noise)
+    edit_options = from_values(InpaintOptions, flags, cli=True, prompt=prompt, seed=seed,
+                               guidance_scale=guidance if explicit("guidance") else None)
     edit_options.check(traj.num_steps if traj else len(timesteps.split(",")) if timesteps else steps)
     # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer
     # guided steps, unless --method is given.

@@ -6,20 +6,19 @@ from pathlib import Path
 
 import click
 
-from ddim_edit.errors import DdimEditError
 from ddim_edit.jobs import JobSettings, ReconstructRequest, run_request, write_result
 from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, model_options, run_options
-from .common import FiniteFloat, grid_option, grid_outputs
+from .common import FiniteFloat, click_options, grid_option, grid_outputs
 
 
 @click.command("reconstruct")
 @click.argument("trajectory")
 @click.option("--output", "-o", default=None, help="PNG to write (default: TRAJECTORY stem + .recon.png).")
 @click.option("--guidance", default=None, type=FiniteFloat(example="7.5"), help="Guidance (default: the trajectory's).")
-@click.option("--eta", default=0.0, show_default=True, type=FiniteFloat(min=0.0, example="0"), help="DDIM η (0: deterministic; > 0 uses --seed).")
+@click_options(ReconstructRequest)
 @click.option("--source", default=None, help="Source image to report PSNR against (default: the one recorded, if unchanged).")
 @grid_option("source | reconstruction")
 @click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
@@ -37,8 +36,6 @@ def command(trajectory, output, guidance, eta, source, with_grid, keep_working_s
     Example:
       ddim-edit reconstruct cat.traj.safetensors -o cat.recon.png
     """
-    if eta < 0:
-        raise DdimEditError(f"--eta must be ≥ 0, got {eta}")
     traj = Trajectory.load(trajectory)
     output = Path(output) if output else default_output(trajectory, ".recon.png")
     check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force, inputs=(trajectory, source))

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import ImageError
 from .images import header_size, image_size_error
+from .options import option
 
 MAX_MASK_PIXELS = 40_000_000
 
@@ -49,11 +50,13 @@ class MaskOptions:
         resize: accept a mask whose size differs from the image's, resizing it to fit.
     """
 
-    threshold: float = 0.5
-    dilate: int = 0
-    feather: int | None = None
-    invert: bool = False
-    resize: bool = False
+    dilate: int = option(0, minimum=0, help="Grow the mask by PX pixels.", web={"label": "Dilate (px)"})
+    feather: int | None = option(None, kind=int, minimum=0,
+                                 help="Soft edge outside the mask, PX pixels (default: one latent cell).",
+                                 web={"label": "Feather (px; default: one latent cell)"})
+    threshold: float = option(0.5, flag="--mask-threshold", help="Mask values ≥ this (0–1) are masked.")
+    invert: bool = option(False, flag="--invert-mask", help="Black = regenerate instead of white.")
+    resize: bool = option(False, flag="--resize-mask", help="Resize a mask whose size differs from the image's.")
 
 
 @dataclass

@@ -45,6 +45,7 @@ import torch
 
 from ..errors import DdimEditError, ImageError
 from ..masks import MaskOptions, PreparedMask, paste, prepare_mask
+from ..options import option
 from ..replay import ReplayPlan, replay_plan
 from ..sampler import SamplerHook, StepInfo, sample
 from ..schedule import Schedule, work_dtype
@@ -80,14 +81,18 @@ class InpaintOptions:
     """
 
     prompt: str | None = None
-    known: str = "shared"
-    start_step: float = 0.0
-    resample: int = 0
-    jump_length: int = 10
+    resample: int = option(0, minimum=0, help="RePaint: resampling passes per jump (0 = off).")
+    jump_length: int = option(10, minimum=1, help="RePaint: steps per jump.")
+    start_step: float = option(0.0, example="0.2", help="Skip this fraction of the steps (0–1).")
+    known: str = option("shared", flag="--blend", choices=KNOWN_SOURCES,
+                        help="Known region from the shared trajectory, or fresh noise each step (Blended Latent "
+                             "Diffusion).")
+    hole_start: str = option("trajectory", flag="--hole-noise", choices=HOLE_STARTS,
+                             help="The masked region starts from the inverted latent, or from fresh noise.")
+    paste: bool = option(True, flag="--no-paste",
+                         help="Keep the decoded image; do not paste the input's unmasked pixels.")
     guidance_scale: float | None = None
-    paste: bool = True
     seed: int = 0
-    hole_start: str = "trajectory"
 
     def check(self, num_steps: int) -> None:
         if self.known not in KNOWN_SOURCES:

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError
+from ..options import pair
 
 NORMALISATIONS = ("max", "minmax")
 
@@ -130,6 +132,13 @@ def check_change_ramp(change: tuple[float, float]) -> None:
     if not (math.isfinite(high) and 0 <= low < high):
         raise PromptError(f"{{field}} needs 0 ≤ LOW < HIGH, got {low:g},{high:g}; e.g. {{field}} 20,60",
                           field="blend_change", value=change)
+
+
+def parse_change_ramp(value: Any, key: str = "blend_change", example: str = "20,60") -> tuple[float, float]:
+    """``blend_change`` from the CLI (``"20,60"``) or a manifest (``[20, 60]``): checked (LOW, HIGH)."""
+    ramp = pair(value, key, example, what="LOW,HIGH or off")
+    check_change_ramp(ramp)
+    return ramp
 
 
 def change_weight(edited: np.ndarray, source: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ from ..conditioning import PromptEmbeds
 from ..sampler import SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
 from ..schedule import Schedule
-from .local_blend import BlendRule, blend_mask, blended_pixels, check_change_ramp, voting_side
+from ..options import finite, items, option, words
+from .local_blend import BlendRule, blend_mask, blended_pixels, check_change_ramp, parse_change_ramp, voting_side
 from .mask_guidance import inversion_lag, mask_correction
 from .p2p_control import (
     AttentionController,
@@ -57,6 +59,12 @@ from .p2p_control import (
 )
 
 MODES = ("replace", "refine")
+
+
+def _guidance_or_off(example: str, help: str) -> Any:
+    """A guidance option that is a guidance ≥ 1 or "off" (None): ``late_guidance``, ``mask_guidance``."""
+    return option(None, kind=float, parse=lambda value, key, example: parse_guidance(value, key, example),
+                  off="off", metavar="W|off", example=example, help=help)
 
 
 @dataclass(frozen=True)
@@ -125,27 +133,59 @@ class SwapOptions:
         self_max_tokens: self-attention layers with more queries than this are not injected.
     """
 
-    mode: str = "replace"
-    cross_steps: float | dict[str, float] = 0.4
-    self_steps: float = 0.6
-    reweight: dict[str, float] = field(default_factory=dict)
-    blend_words: tuple[str, ...] | None = None
-    blend_threshold: float = 0.3
+    mode: str = option("replace", choices=MODES,
+                       help="replace: swap words (same token count); refine: words added or removed.",
+                       web={"label": "Mode", "info": "replace: swap words; refine: add or remove words"})
+    blend_words: tuple[str, ...] | None = option(
+        None, flag="--blend", multiple=True, parse=lambda value, key, example: words(value) or None,
+        help="Local blend: word whose attention marks what may change (repeatable; default: the words that "
+             "differ between --source and --target).",
+        off_flag="--no-blend", off_help="No local blend: every pixel comes from the edit.",
+        web={"label": "Blend words (default: the words that differ)", "placeholder": "circle"})
+    blend_latents: bool = option(
+        False, help="Also blend the latents at each step (prompt-to-prompt's LocalBlend); default: pixels only.")
+    blend_threshold: float = option(
+        0.3, help="Local blend: keep latent pixels whose accumulated, max-normalised map is above this.")
+    blend_change: tuple[float, float] | None = option(
+        (20.0, 60.0), parse=parse_change_ramp, off="off", metavar="LOW,HIGH|off",
+        format=lambda ramp: ",".join(f"{value:g}" for value in ramp),
+        help="Local blend: inside the mask, pixels the edit moved by at most LOW (RGB distance, 0-255) keep "
+             "the source's values, by HIGH or more the edit's; off: the edit everywhere inside the mask.")
+    reweight: dict[str, float] = option(
+        factory=dict, multiple=True, example="blue=2", parse=lambda value, key, example: parse_word_values(
+            items(value), key, example),
+        help="Scale a target word's attention, WORD=SCALE (repeatable).",
+        web={"label": "Reweight (WORD=SCALE, …)", "placeholder": "blue=2"})
+    cross_steps: float | dict[str, float] = option(
+        0.4, multiple=True, parse=lambda value, key, example: parse_cross_steps(value, key, example),
+        help="Fraction of steps with cross-attention injection, or WORD=F per word [default: {default}].",
+        web={"label": "Cross-attention steps", "minimum": 0, "maximum": 1, "step": 0.05})
+    self_steps: float = option(
+        0.6, example="0.4",
+        help="Fraction of steps with self-attention injection (lower it for edits that change a shape).",
+        web={"label": "Self-attention steps", "minimum": 0, "maximum": 1, "step": 0.05})
+    late_guidance: float | None = _guidance_or_off(
+        example="2",
+        help="Guidance after the first --guidance-steps of an exact trajectory's edit, e.g. 2: the edited "
+             "object keeps the source's outline and background better, but edits are weaker; off: "
+             "--guidance at every step.")
+    mask_guidance: float | None = _guidance_or_off(
+        example="3",
+        help="Guidance of the edit inside the blend mask of an exact trajectory, where the target then keeps "
+             "the inversion's own correction, e.g. 3: outlines and colours nearer the source's, but some "
+             "edits weaker; off: --guidance there, without correction.")
+    guidance_steps: float = option(
+        0.3, minimum=0.0, help="Fraction of the steps at full --guidance before --late-guidance.")
     blend_normalise: str = "max"
     blend_pool_radius: int = 1
     blend_start: float = 0.2
     blend_side: int | None = None
-    blend_latents: bool = False
     blend_dilate: int = 1
     blend_feather: int = 1
-    blend_change: tuple[float, float] | None = (20.0, 60.0)
     correct_target: bool = True
     correct_inside_mask: bool = False
-    mask_guidance: float | None = None
     reuse_source: bool = True
     shared_uncond: bool | None = None
-    late_guidance: float | None = None
-    guidance_steps: float = 0.3
     keep_maps: bool = False
     self_max_tokens: int = 32 ** 2
 
@@ -248,6 +288,28 @@ def parse_word_values(items, field: str, example: str) -> dict[str, float]:
                               field=field, value=item)
         parsed[word.strip()] = value
     return parsed
+
+
+def parse_cross_steps(value: Any, key: str = "cross_steps", example: str = "0.4") -> float | dict[str, float]:
+    """``cross_steps`` from the CLI (``("0.8", "red=0.3")``) or a manifest (``0.8``, ``"0.8,red=0.3"``,
+    ``{"default": 0.8, "red": 0.3}``): a fraction, or fractions per word (``"default"``: the other tokens)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return finite(value, key, example)
+    per_word: dict[str, float] = {}
+    for item in items(value):
+        text = str(item).strip()
+        if "=" in text:
+            per_word.update(parse_word_values((text,), key, "blue=0.3"))
+        else:
+            per_word["default"] = finite(text, key, example)
+    return per_word["default"] if list(per_word) == ["default"] else per_word
+
+
+def parse_guidance(value: Any, key: str, example: str) -> float:
+    """``late_guidance`` / ``mask_guidance`` (``key``): a guidance ≥ 1 ("off" is handled by the option)."""
+    number = finite(value, key, example)
+    check_guidance_options(SwapOptions(**{key: number}))
+    return number
 
 
 def differing_words(source: str, target: str) -> tuple[str, ...]:

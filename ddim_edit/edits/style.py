@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 
 from ..attention import EditAttnProcessor, LayerInfo, attention_layers, installed_processors
 from ..errors import DdimEditError, TrajectoryError
+from ..options import option, pair, words
 from ..replay import trajectory_schedule
 from ..sampler import Conditioning, SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
@@ -53,6 +55,13 @@ OUTPUT_CORRECTIONS = ("content", "none")
 
 class StyleOptionError(DdimEditError):
     """A style-transfer setting is out of range or names no layer of the model."""
+
+
+def layers_spec(value: Any) -> tuple[str, ...] | None:
+    """The CLI's and manifests' ``layers``: names or prefixes (comma-separated text or a list);
+    nothing or ``styleid`` → None (StyleID's choice)."""
+    names = words(value)
+    return None if names in ((), ("styleid",)) else names
 
 
 @dataclass(frozen=True)
@@ -85,15 +94,34 @@ class StyleOptions:
         guidance_scale: classifier-free guidance (None: 1, no guidance, as in StyleID).
     """
 
-    gamma: float = 0.0
-    temperature: float = 1.5
-    layers: tuple[str, ...] | None = None
-    structure_layers: tuple[str, ...] | None = None
-    injection_start: float = 0.0
+    gamma: float = option(
+        0.0, example="0.5",
+        help="Query preservation γ in [0, 1]: higher keeps more content (StyleID: 0.75; here the "
+             "structure layers keep the layout).",
+        web={"label": "γ (keep the content's query)", "minimum": 0, "maximum": 1, "step": 0.05})
+    temperature: float = option(1.5, help="Attention temperature T > 0 on the injected layers' logits.",
+                                web={"label": "Temperature", "minimum": 0.5, "maximum": 3, "step": 0.1})
+    layers: tuple[str, ...] | None = option(
+        None, kind=str, parse=lambda value, key, example: layers_spec(value),
+        help="Decoder self-attention layers to inject into: comma-separated names or prefixes "
+             "(e.g. up_blocks.2,up_blocks.3), 'all', or 'styleid' (default: all but the lowest-resolution "
+             "attention block).")
+    structure_layers: tuple[str, ...] | None = option(
+        None, kind=str, parse=lambda value, key, example: structure_spec(value), off="encoder",
+        help="Self-attention layers where the output takes the content's attention maps (Plug-and-Play): "
+             "comma-separated names or prefixes (e.g. down_blocks.0), 'all' (every one outside --layers), "
+             "'encoder', or 'none' (StyleID).")
+    injection_start: float = option(
+        0.0, kind=float, flag="--injection-window", also=("injection_end",), example="0 1",
+        parse=lambda value, key, example: pair(value, key, example, what="two numbers [START, END]"),
+        help="Inject at steps whose fraction i/N lies in [START, END).")
     injection_end: float = 1.0
-    adain: bool = True
-    inject_key_value: bool = True
-    output_corrections: str = "content"
+    adain: bool = option(True, flag="--no-adain", help="Start from the content's x_T without the style's statistics.",
+                         web={"label": "AdaIN start"})
+    inject_key_value: bool = option(True, flag="--no-kv-injection", help="Ablation: keep the output's own keys/values.")
+    output_corrections: str = option(
+        "content", choices=OUTPUT_CORRECTIONS,
+        help="The output branch gets the content branch's per-step corrections, or none.")
     prompt: str = ""
     guidance_scale: float | None = None
 
@@ -160,17 +188,13 @@ def resolve_structure_layers(unet, spec: tuple[str, ...] | list[str] | None, sty
     return _match_layers(spec, available, "self-attention layer outside the style layers")
 
 
-def structure_spec(words: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+def structure_spec(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
     """The CLI's and manifests' ``structure_layers``: ``encoder`` or nothing → None (the default),
     ``none`` → ``()``, else the names or prefixes (comma-separated text or a list)."""
-    if words is None:
+    names = words(value) if value is not None else ()
+    if names in ((), ("encoder",)):
         return None
-    if isinstance(words, str):
-        words = words.split(",")
-    words = tuple(word.strip() for word in words if word.strip())
-    if not words or words == ("encoder",):
-        return None
-    return () if words == ("none",) else words
+    return () if names == ("none",) else names
 
 
 def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:

@@ -24,9 +24,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..edits.inpaint import InpaintOptions
+from ..edits.prompt_swap import SwapOptions
+from ..edits.style import StyleOptions
 from ..errors import DdimEditError
 from ..io import check_output_suffix
-from .requests import EDITS
+from ..masks import MaskOptions
+from ..options import check_off_flags, option_specs
+from .requests import EDITS, ReconstructRequest
 
 PIE_BENCH_NAME = "mapping_file.json"
 
@@ -90,79 +95,6 @@ def as_storage(value: Any, key: str) -> str:
     return text
 
 
-def as_words(value: Any, key: str) -> list[str]:
-    """A list of words: a JSON list, or text separated by commas or spaces."""
-    if isinstance(value, list):
-        return [as_text(item, key).strip() for item in value if str(item).strip()]
-    return [word for word in re.split(r"[,\s]+", as_text(value, key)) if word]
-
-
-def as_word_values(value: Any, key: str) -> dict[str, float]:
-    """``{"fluffy": 2}``, ``["fluffy=2"]`` or ``"fluffy=2,red=0.5"`` → a dict of finite numbers."""
-    if isinstance(value, dict):
-        items = list(value.items())
-    else:
-        items = []
-        for item in (value if isinstance(value, list) else as_text(value, key).split(",")):
-            word, sep, number = str(item).partition("=")
-            if not sep or not word.strip():
-                raise ManifestError(f"{key} expects WORD=NUMBER items, got {item!r}; e.g. \"{key}\": {{\"blue\": 2}}")
-            items.append((word.strip(), number))
-    return {str(word): _number(number, key) for word, number in items}
-
-
-def as_cross_steps(value: Any, key: str) -> float | dict[str, float]:
-    """A fraction, or per word fractions (``{"default": 0.8, "red": 0.3}`` / ``"0.8,red=0.3"``)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _number(value, key)
-    if isinstance(value, str) and "=" not in value:
-        return _number(value, key)
-    parts = value if isinstance(value, (dict, list)) else value.split(",")
-    if isinstance(parts, list):
-        plain = [part for part in parts if "=" not in str(part)]
-        words = as_word_values([part for part in parts if "=" in str(part)], key)
-        if plain:
-            words["default"] = _number(plain[-1], key)
-        return words
-    return as_word_values(parts, key)
-
-
-def as_pair(value: Any, key: str) -> tuple[float, float]:
-    items = value if isinstance(value, list) else re.split(r"[,\s]+", as_text(value, key).strip())
-    if len(items) != 2:
-        raise ManifestError(f"{key} expects two numbers [START, END], got {value!r}")
-    return _number(items[0], key), _number(items[1], key)
-
-
-def as_guidance_or_off(value: Any, key: str) -> float | None:
-    """A swap's ``late_guidance`` or ``mask_guidance`` (``key``, the option's name): "off" (or false)
-    or a guidance ≥ 1."""
-    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
-        return None
-    from ..edits.prompt_swap import SwapOptions, check_guidance_options
-
-    number = _number(value, key)
-    try:
-        check_guidance_options(SwapOptions(**{key: number}))
-    except DdimEditError as exc:
-        raise ManifestError(f"{exc.render(key)} (or \"off\")") from None
-    return number
-
-
-def as_change_ramp(value: Any, key: str) -> tuple[float, float] | None:
-    """A swap's ``blend_change``: "off" (or false) or two numbers LOW, HIGH."""
-    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
-        return None
-    from ..edits.local_blend import check_change_ramp
-
-    ramp = as_pair(value, key)
-    try:
-        check_change_ramp(ramp)
-    except DdimEditError as exc:
-        raise ManifestError(f"{exc.render(key)} (or \"off\")") from None
-    return ramp
-
-
 def choice(*options: str) -> Callable[[Any, str], str]:
     def convert(value: Any, key: str) -> str:
         text = as_text(value, key)
@@ -170,6 +102,36 @@ def choice(*options: str) -> Callable[[Any, str], str]:
             raise ManifestError(f"{key} must be one of {', '.join(options)}, got {value!r}")
         return text
     return convert
+
+
+def manifest_keys(*classes: type) -> dict[str, Callable[[Any, str], Any]]:
+    """The manifest keys of the options declared on the dataclasses ``classes`` (see
+    :mod:`ddim_edit.options`), each with its converter: the option's own parser, else its kind's."""
+    keys: dict[str, Callable[[Any, str], Any]] = {}
+    for spec in (spec for cls in classes for spec in option_specs(cls)):
+        if not spec.manifest:
+            continue
+        if spec.kind is bool:
+            keys[spec.key] = as_bool
+        elif spec.multiple:  # a repeatable option's items stay a JSON-like list
+            keys[spec.key] = lambda value, key, spec=spec: _as_list(spec.value(value, key))
+        elif spec.parse is not None or spec.off is not None:
+            keys[spec.key] = spec.value
+        elif spec.choices:
+            keys[spec.key] = choice(*spec.choices)
+        elif spec.kind is float:
+            keys[spec.key] = as_float(spec.minimum)
+        elif spec.kind is int:
+            keys[spec.key] = as_int(None if spec.minimum is None else int(spec.minimum))
+        else:
+            keys[spec.key] = as_text
+        if spec.off_key:
+            keys[spec.off_key] = as_bool
+    return keys
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _choices(module: str, name: str) -> tuple[str, ...]:
@@ -192,29 +154,21 @@ INVERSION: dict[str, Callable] = {
     "method": as_text, "inversion_guidance": as_float(), "negative_prompt": as_text,
     "fixed_point_iterations": as_int(1), "tolerance": as_float(0.0), "null_text_steps": as_int(1),
 }
+OPTIONS: dict[str, tuple[type, ...]] = {"reconstruct": (ReconstructRequest,), "swap": (SwapOptions,),
+                                         "inpaint": (MaskOptions, InpaintOptions), "style": (StyleOptions,)}
+"""The dataclasses whose declared options are an edit's keys (see manifest_keys)."""
 KEYS: dict[str, dict[str, Callable]] = {
     "invert": {**COMMON, **INVERSION, "image": as_text, "prompt": as_text, "unconditional": as_bool,
                "trajectory_storage": as_storage},
     "reconstruct": {**COMMON, **INVERSION, "trajectory": as_text, "image": as_text, "prompt": as_text,
-                    "unconditional": as_bool, "eta": as_float(0.0), "source": as_text},
+                    "unconditional": as_bool, **manifest_keys(*OPTIONS["reconstruct"]), "source": as_text},
     "swap": {**COMMON, **INVERSION, "image": as_text, "trajectory": as_text, "source_prompt": as_text,
-             "target_prompt": as_text, "mode": as_text, "blend": as_words, "no_blend": as_bool,
-             "blend_latents": as_bool, "blend_threshold": as_float(), "blend_change": as_change_ramp,
-             "reweight": as_word_values,
-             "cross_steps": as_cross_steps, "self_steps": as_float(), "late_guidance": as_guidance_or_off,
-             "mask_guidance": as_guidance_or_off,
-             "guidance_steps": as_float(0.0), "save_trajectory": as_text,
+             "target_prompt": as_text, **manifest_keys(*OPTIONS["swap"]), "save_trajectory": as_text,
              "trajectory_storage": as_storage},
     "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,
-                "unconditional": as_bool, "trajectory": as_text, "dilate": as_int(0), "feather": as_int(0),
-                "mask_threshold": as_float(), "invert_mask": as_bool, "resize_mask": as_bool, "resample": as_int(0),
-                "jump_length": as_int(1), "start_step": as_float(), "blend": as_text, "hole_noise": as_text,
-                "no_paste": as_bool},
+                "unconditional": as_bool, "trajectory": as_text, **manifest_keys(*OPTIONS["inpaint"])},
     "style": {**COMMON, "method": as_text, "image": as_text, "content": as_text, "style": as_text,
-              "gamma": as_float(), "temperature": as_float(), "layers": as_words, "structure_layers": as_words,
-              "injection_window": as_pair,
-              "no_adain": as_bool, "no_kv_injection": as_bool, "output_corrections": as_text, "prompt": as_text,
-              "style_prompt": as_text},
+              **manifest_keys(*OPTIONS["style"]), "prompt": as_text, "style_prompt": as_text},
 }
 REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {  # each inner tuple: one of these keys
     "invert": (("image",),), "reconstruct": (("trajectory", "image"),),
@@ -272,21 +226,21 @@ def check_job(raw: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     for key, value in values.items():
         try:
             converted[key] = allowed[key](value, key)
-        except ManifestError as exc:
-            raise ManifestError(f"{where}: {exc}") from None
+        except DdimEditError as exc:
+            raise ManifestError(f"{where}: {exc.render(key)}") from None
         except (TypeError, ValueError):
             raise ManifestError(f"{where}: {key} has an unusable value {value!r}") from None
+    for options in OPTIONS.get(edit, ()):
+        try:
+            check_off_flags(options, converted)
+        except DdimEditError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
     for one_of in REQUIRED[edit]:
         if not any(name in converted for name in one_of):
             raise ManifestError(f"{where}: {edit} needs \"{one_of[0]}\"" + (f" (or \"{one_of[1]}\")" if len(one_of) > 1 else ""))
-    for key, options in (("method", _choices("inversion", "METHODS")), ("spacing", _choices("schedule", "SPACINGS")),
-                         ("mode", _choices("edits.prompt_swap", "MODES")),
-                         ("hole_noise", _choices("edits.inpaint", "HOLE_STARTS")),
-                         ("output_corrections", ("content", "none"))):
+    for key, options in (("method", _choices("inversion", "METHODS")), ("spacing", _choices("schedule", "SPACINGS"))):
         if key in converted and converted[key] not in options:
             raise ManifestError(f"{where}: {key} must be one of {', '.join(options)}, got {converted[key]!r}")
-    if edit == "inpaint" and converted.get("blend", "shared") not in _choices("edits.inpaint", "KNOWN_SOURCES"):
-        raise ManifestError(f"{where}: an inpaint's blend must be one of shared, fresh, got {converted['blend']!r}")
     return edit, converted
 
 

@@ -16,7 +16,9 @@ import numpy as np
 from ..edits.inpaint import InpaintOptions
 from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
+from ..inversion import InversionOptions
 from ..masks import MaskOptions
+from ..options import option
 from ..trajectory import Trajectory
 
 ImageInput = Union[str, Path, np.ndarray]
@@ -24,7 +26,8 @@ ImageInput = Union[str, Path, np.ndarray]
 SourceInput = Union[str, Path, np.ndarray, Trajectory]
 """An image (file or pixels), a trajectory file (``.safetensors``) or a loaded :class:`Trajectory`."""
 
-DEFAULT_GUIDANCE = 7.5
+DEFAULT_GUIDANCE = InversionOptions.guidance_scale
+"""The guidance of an inversion and its edits when a job names none (the library's default)."""
 EDITS = ("invert", "reconstruct", "swap", "inpaint", "style")
 
 
@@ -84,7 +87,7 @@ class ReconstructRequest:
 
     source: SourceInput
     prompt: str | None = None
-    eta: float = 0.0
+    eta: float = option(0.0, minimum=0.0, example="0", help="DDIM η (0: deterministic; > 0 uses --seed).")
     reference: ImageInput | None = None
     settings: JobSettings = JobSettings()
     edit: str = field(default="reconstruct", init=False)

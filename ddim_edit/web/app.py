@@ -17,13 +17,15 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from ..edits.prompt_swap import MODES, SwapOptions
+from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
 from ..errors import DdimEditError
 from ..inversion import METHODS
 from ..jobs.requests import DEFAULT_GUIDANCE
 from ..json_output import json_safe
+from ..masks import MaskOptions
 from ..model import assets_dir
+from ..options import spec_for
 from . import forms
 from .editor import Editor, PageResult
 from .messages import one_line
@@ -81,6 +83,24 @@ def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown
                           elem_id=f"{prefix}-steps")
         guidance = gr.Number(value=DEFAULT_GUIDANCE, label="Guidance", minimum=0, elem_id=f"{prefix}-guidance")
     return chosen, steps, guidance
+
+
+def _option_field(options: type, name: str, elem_id: str, **changes: Any) -> gr.components.Component:
+    """The widget of a declared option (:mod:`ddim_edit.options`): its label, range and placeholder from
+    the declaration's ``web``, its default and choices from the field (``changes`` override them)."""
+    spec = spec_for(options, name)
+    plain = isinstance(spec.default, (bool, int, float, str))  # not None, a word list or a dict
+    settings = {"value": spec.default if plain else "", "elem_id": elem_id,
+                **(spec.web or {}), **changes}
+    if spec.choices:
+        return gr.Radio(list(spec.choices), **settings)
+    if spec.kind is bool:
+        return gr.Checkbox(**settings)
+    if spec.kind is float:
+        return gr.Slider(**settings)
+    if spec.kind is int:
+        return gr.Number(minimum=spec.minimum, precision=0, **settings)
+    return gr.Textbox(**settings)
 
 
 def _prompt_hint(editor: Editor, prefix: str) -> None:
@@ -182,20 +202,15 @@ def build_app(editor: Editor) -> gr.Blocks:
                         target = gr.Textbox(label="Target prompt", value=TARGET_EXAMPLE, elem_id="swap-target")
                         _prompt_hint(editor, "swap")
                         with gr.Row():
-                            mode = gr.Radio(list(MODES), value="replace", label="Mode", elem_id="swap-mode",
-                                            info="replace: swap words; refine: add or remove words")
+                            mode = _option_field(SwapOptions, "mode", "swap-mode")
                             local_blend = gr.Checkbox(True, label="Local blend (keep the source outside the edit)",
                                                       elem_id="swap-local-blend")
                         with gr.Row():
-                            blend_words = gr.Textbox(label="Blend words (default: the words that differ)", value="",
-                                                     placeholder="circle", elem_id="swap-blend")
-                            reweight = gr.Textbox(label="Reweight (WORD=SCALE, …)", value="", placeholder="blue=2",
-                                                  elem_id="swap-reweight")
+                            blend_words = _option_field(SwapOptions, "blend_words", "swap-blend")
+                            reweight = _option_field(SwapOptions, "reweight", "swap-reweight")
                         with gr.Row():
-                            cross = gr.Slider(0, 1, value=SwapOptions.cross_steps, step=0.05,
-                                              label="Cross-attention steps", elem_id="swap-cross")
-                            self_steps = gr.Slider(0, 1, value=SwapOptions.self_steps, step=0.05,
-                                                   label="Self-attention steps", elem_id="swap-self")
+                            cross = _option_field(SwapOptions, "cross_steps", "swap-cross")
+                            self_steps = _option_field(SwapOptions, "self_steps", "swap-self")
                         method, steps, guidance = _settings_row("swap", editor, "exact")
                         run = gr.Button("Swap", variant="primary", elem_id="swap-run")
                 panel_swap = ResultPanel("swap", ("source", "reconstruction", "edit"), attention=True)
@@ -231,10 +246,10 @@ def build_app(editor: Editor) -> gr.Blocks:
                                           elem_id="inpaint-prompt")
                         _prompt_hint(editor, "inpaint")
                         with gr.Row():
-                            dilate = gr.Number(0, label="Dilate (px)", minimum=0, precision=0, elem_id="inpaint-dilate")
+                            dilate = _option_field(MaskOptions, "dilate", "inpaint-dilate")
                             # the library's default (None) is one latent cell; a blank browser field would send 0
-                            feather = gr.Number(editor.load().vae_scale_factor, label="Feather (px; default: one latent cell)",
-                                                minimum=0, precision=0, elem_id="inpaint-feather")
+                            feather = _option_field(MaskOptions, "feather", "inpaint-feather",
+                                                    value=editor.load().vae_scale_factor)
                             seed = gr.Number(0, label="Seed", precision=0, elem_id="inpaint-seed")
                         method, steps, guidance = _settings_row("inpaint", editor, "ddim")
                         run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
@@ -258,12 +273,9 @@ def build_app(editor: Editor) -> gr.Blocks:
                     content = _upload("Content", "style-content")
                     style = _upload("Style", "style-style")
                     with gr.Column():
-                        gamma = gr.Slider(0, 1, value=StyleOptions.gamma, step=0.05,
-                                          label="γ (keep the content's query)",
-                                          elem_id="style-gamma")
-                        temperature = gr.Slider(0.5, 3, value=StyleOptions.temperature, step=0.1,
-                                                label="Temperature", elem_id="style-temperature")
-                        adain = gr.Checkbox(StyleOptions.adain, label="AdaIN start", elem_id="style-adain")
+                        gamma = _option_field(StyleOptions, "gamma", "style-gamma")
+                        temperature = _option_field(StyleOptions, "temperature", "style-temperature")
+                        adain = _option_field(StyleOptions, "adain", "style-adain")
                         steps = gr.Slider(1, max(200, editor.settings.steps), value=editor.settings.steps, step=1,
                                           label="Steps", elem_id="style-steps")
                         run = gr.Button("Transfer style", variant="primary", elem_id="style-run")

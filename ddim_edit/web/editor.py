@@ -226,7 +226,7 @@ class Editor:
                               self.trajectories.file_for(entry))
         return self._run(work)
 
-    def swap(self, image: np.ndarray, source_prompt: str | None, target_prompt: str, mode: str = "replace",
+    def swap(self, image: np.ndarray, source_prompt: str | None, target_prompt: str, mode: str = SwapOptions.mode,
              local_blend: bool = True, blend_words: str = "", reweight: str = "",
              cross_steps: float = SwapOptions.cross_steps, self_steps: float = SwapOptions.self_steps,
              guidance: Any = DEFAULT_GUIDANCE, method: str = "exact", steps: Any = None) -> PageResult:
@@ -250,7 +250,7 @@ class Editor:
         return self._run(work)
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, source_prompt: str | None, prompt: str | None = None,
-                dilate: Any = 0, feather: Any = None, method: str = "ddim", steps: Any = None,
+                dilate: Any = MaskOptions.dilate, feather: Any = MaskOptions.feather, method: str = "ddim", steps: Any = None,
                 guidance: Any = DEFAULT_GUIDANCE, seed: Any = 0) -> PageResult:
         """Regenerate the masked region (white/painted) with ``prompt`` (empty: restore); keep the rest."""
         def work():

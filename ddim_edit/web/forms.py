@@ -7,7 +7,6 @@ A field that cannot be read raises the library's own error (:class:`~ddim_edit.e
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -15,13 +14,11 @@ import numpy as np
 from ..edits.prompt_swap import parse_word_values
 from ..errors import PromptError
 from ..masks import MaskError
-
-_SEPARATORS = re.compile(r"[,\s]+")
-
+from ..options import words as split_words
 
 def words(text: str | None) -> tuple[str, ...]:
     """``"red, circle"`` or ``"red circle"`` → ``("red", "circle")``."""
-    return tuple(word for word in _SEPARATORS.split(text or "") if word)
+    return split_words(text or "")
 
 
 def word_values(text: str | None, what: str, example: str) -> dict[str, float]:
