@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ddim_edit.model import assets_dir
+from tests.batch_helpers import records, write_manifest
 from tests.cli_helpers import one_line_error, run, SOURCE, TARGET
 
 
@@ -24,14 +25,6 @@ def swap_job(output: str | None, target: str = TARGET, **extra) -> dict:
     return job if output is None else {**job, "output": output}
 
 
-def manifest(folder: Path, jobs: list[dict], name: str = "jobs.jsonl") -> Path:
-    path = folder / name
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
-    return path
-
-
-def records_in(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture()
@@ -51,7 +44,7 @@ def test_a_job_output_outside_out_is_refused_before_any_work(photos, tmp_path, o
     victim.write_bytes(b"keep me")
     (out / "link").symlink_to(tmp_path)  # inside --out by name, outside once the link is followed
     output = str(victim) if output == "ABSOLUTE" else output
-    jobs = manifest(photos, [swap_job("fine.png"), swap_job(output)])
+    jobs = write_manifest(photos, [swap_job("fine.png"), swap_job(output)])
     one_line_error(run("batch", jobs, "--out", out, "--force", "-q"), "line 2", "outside the output folder")
     assert victim.read_bytes() == b"keep me" and not (out / "results.jsonl").exists() and not (out / "fine.png").exists()
 
@@ -75,9 +68,9 @@ def batch_process(jobs: Path, out: Path) -> subprocess.Popen:
 
 
 def test_two_batches_on_one_out_keep_every_record_and_a_rerun_does_nothing(photos, tmp_path):
-    first = manifest(photos, [swap_job(f"a{i}.png", TARGET.replace("blue", colour)) for i, colour in
+    first = write_manifest(photos, [swap_job(f"a{i}.png", TARGET.replace("blue", colour)) for i, colour in
                               enumerate(["blue", "green", "black"])], "first.jsonl")
-    second = manifest(photos, [swap_job(f"b{i}.png", TARGET.replace("blue", colour)) for i, colour in
+    second = write_manifest(photos, [swap_job(f"b{i}.png", TARGET.replace("blue", colour)) for i, colour in
                                enumerate(["blue", "green"])], "second.jsonl")
     out = tmp_path / "out"
     runs = [batch_process(first, out), batch_process(first, out), batch_process(second, out)]
@@ -86,38 +79,38 @@ def test_two_batches_on_one_out_keep_every_record_and_a_rerun_does_nothing(photo
         assert process.returncode == 0 and "Traceback" not in stderr, stderr
     # the two runs of one manifest: one made the outputs, the other waited and found them made
     assert sorted(json.loads(stdout)["total"]["skipped"] for stdout, _ in results[:2]) == [0, 3]
-    saved = records_in(out)
+    saved = records(out)
     assert sorted(record["name"] for record in saved) == ["a0.png", "a1.png", "a2.png", "b0.png", "b1.png"]
     assert all(record["status"] == "ok" and len(record["sha256"]) == 64 for record in saved)
     stamps = {path.name: path.stat().st_mtime_ns for path in out.glob("*.png")}
     for jobs, count in ((first, 3), (second, 2)):
         again = run("batch", jobs, "--out", out, "-q", "--format", "json")
         assert again.exit_code == 0 and json.loads(again.stdout)["total"]["skipped"] == count, again.output
-    assert len(records_in(out)) == 5 and {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    assert len(records(out)) == 5 and {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
 
 
 def test_a_rerun_redoes_exactly_the_missing_incomplete_and_out_of_date_outputs(photos, tmp_path):
     jobs = [swap_job(f"{name}.png", TARGET.replace("blue", colour)) for name, colour in
             [("missing", "blue"), ("truncated", "green"), ("changed", "black"), ("kept", "blue")]]
     out = tmp_path / "out"
-    assert run("batch", manifest(photos, jobs), "--out", out, "-q").exit_code == 0
+    assert run("batch", write_manifest(photos, jobs), "--out", out, "-q").exit_code == 0
     kept = (out / "kept.png").stat().st_mtime_ns
     (out / "missing.png").unlink()
     (out / "truncated.png").write_bytes((out / "truncated.png").read_bytes()[:100])
     jobs[2]["target_prompt"] = TARGET.replace("blue", "green")  # the line changed: its output is out of date
-    again = run("batch", manifest(photos, jobs), "--out", out, "-q", "--format", "json")
+    again = run("batch", write_manifest(photos, jobs), "--out", out, "-q", "--format", "json")
     assert again.exit_code == 0, again.output
-    assert [record.get("skipped", False) for record in records_in(out)] == [False, False, False, True]
+    assert [record.get("skipped", False) for record in records(out)] == [False, False, False, True]
     assert (out / "kept.png").stat().st_mtime_ns == kept and len((out / "truncated.png").read_bytes()) > 100
-    assert len(records_in(out)) == 4  # the changed line's old record is replaced, not kept beside it
+    assert len(records(out)) == 4  # the changed line's old record is replaced, not kept beside it
 
     # another manifest naming an output this one made does not take it over (nor its record) without --force
-    other = manifest(photos, [swap_job("kept.png", TARGET.replace("blue", "black"))], "other.jsonl")
+    other = write_manifest(photos, [swap_job("kept.png", TARGET.replace("blue", "black"))], "other.jsonl")
     taken = run("batch", other, "--out", out, "-q")
     assert taken.exit_code == 1 and (out / "kept.png").stat().st_mtime_ns == kept
-    failed = [record for record in records_in(out) if record["status"] == "failed"]
+    failed = [record for record in records(out) if record["status"] == "failed"]
     assert len(failed) == 1 and "jobs.jsonl" in failed[0]["error"] and "--force" in failed[0]["error"]
-    assert sum(record["status"] == "ok" for record in records_in(out)) == 4
+    assert sum(record["status"] == "ok" for record in records(out)) == 4
 
 
 @pytest.mark.parametrize("mask, fragment", [
@@ -144,4 +137,4 @@ def test_pie_bench_values_must_be_text(photos, tmp_path, key, value):
 def test_batch_out_that_cannot_be_made_is_one_line(photos, tmp_path, where):
     (tmp_path / "file.txt").write_text("x")
     out = tmp_path / "file.txt" / "out" if where == "under-a-file" else Path("/sys/ddim-edit-test-out/out")
-    one_line_error(run("batch", manifest(photos, [swap_job("a.png")]), "--out", out, "-q"), "--out", str(out))
+    one_line_error(run("batch", write_manifest(photos, [swap_job("a.png")]), "--out", out, "-q"), "--out", str(out))
