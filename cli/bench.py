@@ -73,4 +73,4 @@ def command(suite, seed, count, steps, spacing, guidance, methods, settings, out
     ctx.methods = tuple(methods) or default_methods(suite)
     summary = run_suite(suite, ctx)
     click.echo(format_table(summary), err=True)
-    emit(summary, output_format, f"bench {suite}: {count} scenes in {summary['seconds']}s")
+    emit(summary, output_format, f"bench {suite}: {count} scene{'' if count == 1 else 's'} in {summary['seconds']}s")
