@@ -27,7 +27,7 @@ from ..trajectory import Trajectory
 from ..workflow import (PreparedImage, invert_image, make_schedule, prepare_pixels, reconstruct_image,
                         recorded_original_size, source_image_for)
 from .advice import warn_toy_model
-from .requests import (DEFAULT_GUIDANCE, InpaintRequest, InvertRequest, JobResult, JobSettings, ReconstructRequest,
+from .requests import (InpaintRequest, InvertRequest, JobResult, JobSettings, ReconstructRequest,
                        Request, StyleRequest, SwapRequest)
 from .output_size import blend_at_size, output_size, paste_at_size, size_of, to_size
 from .resolve import as_provider, check_same_image, is_trajectory, load_trajectory, original_pixels, read_image
@@ -38,7 +38,7 @@ def inversion_options(settings: JobSettings, default_method: str = "exact", **ch
     """The settings' inversion options (``None`` method/guidance: the edit's defaults)."""
     options = InversionOptions(
         method=settings.method or default_method,
-        guidance_scale=DEFAULT_GUIDANCE if settings.guidance is None else settings.guidance,
+        guidance_scale=settings.guidance_for(trajectory=False),
         inversion_guidance=settings.inversion_guidance, negative_prompt=settings.negative_prompt,
         fixed_point_iterations=settings.fixed_point_iterations, fixed_point_tolerance=settings.tolerance,
         null_text_steps=settings.null_text_steps)
@@ -184,10 +184,7 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
             traj.save(request.save_trajectory, force=request.force, storage=settings.trajectory_storage)
         working_source = prepared.pixels
     warn_toy_model(model, [request.source_prompt, request.target_prompt], [working_source])
-    if settings.guidance is not None:
-        guidance = settings.guidance
-    else:
-        guidance = None if from_trajectory else DEFAULT_GUIDANCE
+    guidance = settings.guidance_for(from_trajectory)
     result = swap(model, traj, request.target_prompt, request.options, request.source_prompt, guidance,
                   progress=settings.progress)
     original = original_pixels(traj, given)

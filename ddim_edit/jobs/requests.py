@@ -37,7 +37,8 @@ class JobSettings:
 
     ``None`` means "the edit's default": ``model`` → the trajectory's model, else the bundled toy;
     ``method`` → ``exact`` (``ddim`` for inpainting, whose blend never uses the exact corrections);
-    ``guidance`` → 7.5 when inverting an image, the trajectory's own guidance when replaying one.
+    ``guidance`` → :data:`DEFAULT_GUIDANCE` when inverting an image, the trajectory's own guidance
+    when replaying one (:meth:`guidance_for`; style transfer: 1, no guidance, as StyleID).
 
     Attributes:
         keep_working_size: return the image at the size the model worked at instead of the
@@ -64,6 +65,13 @@ class JobSettings:
     keep_working_size: bool = False
     progress: bool = False
     trajectory_storage: str = "float64"
+
+    def guidance_for(self, trajectory: bool) -> float | None:
+        """The guidance a job runs at: its own; else :data:`DEFAULT_GUIDANCE` for an image inverted
+        now, and None (the recorded guidance) for a trajectory."""
+        if self.guidance is not None:
+            return self.guidance
+        return None if trajectory else DEFAULT_GUIDANCE
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ class Editor:
             raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
                               field="source_prompt")
         path, digest = self.uploads.keep(image)
-        guidance = DEFAULT_GUIDANCE if settings.guidance is None else settings.guidance
+        guidance = settings.guidance_for(trajectory=False)
         method = settings.method or default_method
         key = TrajectoryKey(self.model_name, digest, prompt.strip(), method, settings.steps, float(guidance),
                             settings.size, settings.negative_prompt)
