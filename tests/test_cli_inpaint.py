@@ -98,3 +98,15 @@ def test_the_empty_mask_hint_follows_invert_mask(tmp_path):
     line = run("inpaint", photo, "--mask", white, "--source-prompt", SOURCE, "--invert-mask", "-o", tmp_path / "o.png")
     one_line_error(line, "black", "--invert-mask")
     assert "paint the region to regenerate white" not in line.stderr
+
+
+def test_a_trajectory_of_another_image_is_refused_naming_the_flag(files, tiny_model_dir):
+    folder, image, mask = files
+    other = folder / "other.png"
+    pixels = load_image(image)
+    cv2.imwrite(str(other), cv2.cvtColor(255 - pixels, cv2.COLOR_RGB2BGR))
+    traj = folder / "other.traj.safetensors"
+    assert run_cli("invert", other, "-p", PROMPT, "--model", tiny_model_dir, "--steps", 2, "-q", "-o", traj).exit_code == 0
+    result = run_cli("inpaint", image, "--mask", mask, "--trajectory", traj, "-o", folder / "x.png", "-q")
+    one_line_error(result, f"{traj} was made from another image than {image}", "drop --trajectory")
+    assert not (folder / "x.png").exists()

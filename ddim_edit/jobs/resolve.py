@@ -158,4 +158,5 @@ def check_same_image(traj: Trajectory, image: str | Path | np.ndarray, label: st
     recorded = (traj.metadata.get("source") or {}).get("sha256")
     if recorded and isinstance(image, (str, Path)) and recorded != file_sha256(image):
         raise TrajectoryError(f"{label} was made from another image than {image}; "
-                              "pass the image it was inverted from, or drop the trajectory to invert this one")
+                              "pass the image it was inverted from, or drop {field} to invert this one",
+                              field="trajectory")
