@@ -1,4 +1,4 @@
-"""What the bundled toy model cannot do, said in one warning line before it gives colour blobs.
+"""What the bundled toy model cannot do, said in one warning line rather than in silent colour blobs.
 
 The toy model (``--model toy``) was trained on one caption grammar over a few dozen words and on
 rendered shapes only (:mod:`ddim_edit.toy.world`). Two things tell a user that an edit left that
