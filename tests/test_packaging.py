@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,14 @@ def test_the_wheel_carries_the_bundled_model_and_examples(tmp_path):
 def test_a_non_editable_install_runs_the_demo(tmp_path):
     wheel = _build_wheel(tmp_path)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    # The dependencies come from the running environment (itself often a venv, which
+    # --system-site-packages would skip): its site-packages as a plain path, so its .pth files (an
+    # editable ddim-edit among them) stay inactive and only the wheel provides ddim_edit.
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "parent-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
                    timeout=300)
     elsewhere = tmp_path / "elsewhere"
