@@ -39,6 +39,15 @@ from .trajectory import FORMAT_VERSION, METHODS, Trajectory
 
 
 
+def require_caption(prompt: str | None, field: str = "prompt") -> str:
+    """The caption an image is inverted with, stripped ("" inverts without one); a one-line
+    :class:`PromptError` naming ``field`` when it is missing (None)."""
+    if prompt is None:
+        raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
+                          field=field)
+    return prompt.strip()
+
+
 @dataclass(frozen=True)
 class InversionOptions:
     """Settings of :func:`invert` beyond the prompt and schedule.
@@ -271,8 +280,7 @@ def invert(
         progress: progress bars on stderr.
     """
     check_inversion_options(options)
-    if prompt is None:
-        raise PromptError('the source {field} is missing: give the caption of the image, or "" for none', field="prompt")
+    require_caption(prompt)
     z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device, torch.float32)
     size = model.image_size(z0)
     cond = model.encode([prompt], size)

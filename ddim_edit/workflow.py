@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ImageError, PromptError
+from .errors import ImageError
 from .images import fit_size, load_image, resize_rgb, to_tensor, to_uint8
 from .inversion import InversionOptions, invert
 from .io import file_sha256
@@ -75,10 +75,7 @@ def make_schedule(model, steps: int, spacing: str | None = None, timesteps: str 
 
 def invert_image(model, image: PreparedImage, prompt: str, schedule: Schedule,
                  options: InversionOptions = InversionOptions(), progress: bool = True) -> Trajectory:
-    """VAE-encode the prepared image and invert it."""
-    if prompt is None:
-        raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
-                          field="prompt")
+    """VAE-encode the prepared image and invert it (a missing prompt is refused by :func:`invert`)."""
     z0 = model.encode_image(to_tensor(image.pixels))
     return invert(model, schedule, z0, prompt, options, source=image.source, progress=progress)
 

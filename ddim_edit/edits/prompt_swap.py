@@ -533,10 +533,8 @@ def swap(
             reweight words, fractions outside [0, 1].
         TrajectoryError: source prompt different from the trajectory's, trajectory not for this model.
     """
+    check_source_prompt(traj, source_prompt)
     source = traj.metadata["prompt"]
-    if source_prompt is not None and source_prompt.strip() != source:
-        raise TrajectoryError(f"the source prompt {source_prompt!r} differs from the trajectory's {source!r}; "
-                              "pass the trajectory's prompt or invert the image again with yours")
     if target_prompt is None or not target_prompt.strip():
         raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
                           field="target_prompt")
@@ -621,6 +619,14 @@ def shares_uncond(options: SwapOptions, blended: bool) -> bool:
     return blended if options.shared_uncond is None else bool(options.shared_uncond)
 
 
+def check_source_prompt(traj, prompt: str | None) -> None:
+    """A source prompt given with a trajectory must be the trajectory's own (surrounding spaces aside)."""
+    recorded = traj.metadata["prompt"]
+    if prompt is not None and prompt.strip() != recorded:
+        raise TrajectoryError(f"{{field}} {prompt!r} differs from the trajectory's prompt {recorded!r}; "
+                              "give the trajectory's prompt, or the image to invert it again", field="source_prompt")
+
+
 def decoded(model, result: SwapResult, branch: str) -> np.ndarray:
     """The final latents of ``branch`` (``source``: the reconstruction, or ``target``: the edit)
     decoded to uint8 [H, W, 3], once per result (later calls return the same pixels)."""
@@ -663,7 +669,7 @@ def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
                   latent_hw: tuple[int, int]) -> dict[str, list[torch.Tensor]]:
     """Per branch and prompt token, the accumulated map averaged over layers, [h, w] in [0, 1]."""
     result: dict[str, list[torch.Tensor]] = {}
-    for branch, words in tokens.items():
+    for branch, branch_tokens in tokens.items():
         layers = []
         for per_branch in controller.accumulated.values():
             if branch not in per_branch:
@@ -676,7 +682,7 @@ def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
             continue
         mean = torch.stack(layers).mean(0)
         result[branch] = []
-        for position in range(1, len(words) + 1):
+        for position in range(1, len(branch_tokens) + 1):
             heat = mean[position]
             heat = heat - heat.min()
             result[branch].append((heat / heat.max().clamp_min(1e-12)).float().cpu())  # pictures are numpy

@@ -17,10 +17,10 @@ import torch
 
 from .. import __version__
 from ..edits.inpaint import inpaint
-from ..edits.prompt_swap import decoded, edited_image, swap
+from ..edits.prompt_swap import check_source_prompt, decoded, edited_image, swap
 from ..edits.style import style_images
-from ..errors import PromptError, TrajectoryError
-from ..inversion import InversionOptions
+from ..errors import PromptError
+from ..inversion import InversionOptions, require_caption
 from ..masks import check_mask_file, prepare_mask
 from ..metrics import psnr
 from ..trajectory import Trajectory
@@ -43,21 +43,6 @@ def inversion_options(settings: JobSettings, default_method: str = "exact", **ch
         fixed_point_iterations=settings.fixed_point_iterations, fixed_point_tolerance=settings.tolerance,
         null_text_steps=settings.null_text_steps)
     return dataclasses.replace(options, **changes)
-
-
-def require_caption(prompt: str | None, field: str = "prompt") -> str:
-    """A caption to invert an image with ("" asks for unconditional inversion; None is missing)."""
-    if prompt is None:
-        raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
-                          field=field)
-    return prompt.strip()
-
-
-def check_source_prompt(traj: Trajectory, prompt: str | None) -> None:
-    """A source prompt given with a trajectory must be the trajectory's own."""
-    if prompt is not None and prompt != traj.metadata["prompt"]:
-        raise TrajectoryError(f"{{field}} {prompt!r} differs from the trajectory's prompt {traj.metadata['prompt']!r}; "
-                              "give the trajectory's prompt, or the image to invert it again", field="source_prompt")
 
 
 def prepare(model, pixels: np.ndarray, source: dict | None, settings: JobSettings) -> PreparedImage:

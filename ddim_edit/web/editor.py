@@ -27,7 +27,7 @@ import numpy as np
 from ..edits.inpaint import InpaintOptions
 from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
-from ..errors import PromptError
+from ..inversion import require_caption
 from ..io import make_output_folder
 from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, ModelCache, ReconstructRequest, StyleRequest,
                     SwapRequest, run_request, write_result)
@@ -166,9 +166,7 @@ class Editor:
     def _inverted(self, image: np.ndarray, prompt: str | None, settings: JobSettings, default_method: str
                   ) -> tuple[Path, CachedTrajectory, bool]:
         """(the kept image file, its trajectory, whether that came from the cache)."""
-        if prompt is None:
-            raise PromptError('the {field} is missing: give the caption of the image, or "" to invert without one',
-                              field="source_prompt")
+        prompt = require_caption(prompt, "source_prompt")
         path, digest = self.uploads.keep(image)
         guidance = settings.guidance_for(trajectory=False)
         method = settings.method or default_method
