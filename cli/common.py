@@ -129,7 +129,7 @@ def inversion_options(default_method: str = "exact") -> Callable:
     """--method (default ``default_method``) and its settings, --guidance, --inversion-guidance, --negative-prompt."""
     return functools.partial(_add_options, [
         click.option("--method", default=default_method, show_default=True, type=click.Choice(METHODS), help="Inversion method."),
-        guidance_option(),
+        guidance_option(job_default=True),
         click.option("--inversion-guidance", default=None, type=FiniteFloat(example="1"),
                      help="Guidance while inverting (default 1; fixed-point: --guidance)."),
         click.option("--negative-prompt", default="", help="Negative prompt for guided replay."),
@@ -181,10 +181,18 @@ def _click_type(spec: Any) -> Any:
     return str
 
 
-def guidance_option() -> Callable:
-    """``--guidance``, by default the job layer's :data:`~ddim_edit.jobs.requests.DEFAULT_GUIDANCE`."""
+def guidance_option(job_default: bool = False) -> Callable:
+    """``--guidance``, by default the job layer's :data:`~ddim_edit.jobs.requests.DEFAULT_GUIDANCE`;
+    ``job_default``: None when not given, so the job decides (a trajectory's own guidance, or that
+    default for an image: :meth:`~ddim_edit.jobs.requests.JobSettings.guidance_for`)."""
     return click.option("--guidance", default=DEFAULT_GUIDANCE, show_default=True,
-                        type=FiniteFloat(example=f"{DEFAULT_GUIDANCE:g}"), help="Guidance of replays and edits.")
+                        type=FiniteFloat(example=f"{DEFAULT_GUIDANCE:g}"), help="Guidance of replays and edits.",
+                        callback=_none_unless_given if job_default else None)
+
+
+def _none_unless_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: the value given on the command line, None when the option was left at its default."""
+    return value if explicit(param.name, ctx) else None
 
 
 def grid_option(panels: str) -> Callable:
@@ -368,9 +376,9 @@ SEED = BoundedInt(min=0, max=2**64 - 1, example="0", what="a seed in [0, 2^64 - 
 SIZE = BoundedInt(min=1, example="512", what="a positive image side in pixels")
 
 
-def explicit(name: str) -> bool:
+def explicit(name: str, ctx: click.Context | None = None) -> bool:
     """True when the running command's parameter ``name`` was given on the command line (or env)."""
-    source = click.get_current_context().get_parameter_source(name)
+    source = (ctx or click.get_current_context()).get_parameter_source(name)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 

@@ -14,7 +14,7 @@ from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, click_options, explicit, grid_option, grid_outputs, refuse_schedule_options
+from .common import SIZE, click_options, grid_option, grid_outputs, refuse_schedule_options
 from .common import TOY_EPILOG
 from .invert import check_prompt
 
@@ -68,7 +68,7 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
     else:
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
     edit_options = from_values(InpaintOptions, flags, cli=True, prompt=prompt, seed=seed,
-                               guidance_scale=guidance if explicit("guidance") else None)
+                               guidance_scale=guidance)
     # The job checks the mask, the image, the trajectory (made from this image) and the options
     # before it loads the model.
     # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer

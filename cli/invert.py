@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ddim_edit.errors import ImageError, PromptError
-from ddim_edit.inversion import InversionOptions
 from ddim_edit.jobs import InvertRequest, JobSettings, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 
@@ -15,13 +14,6 @@ from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
 from .common import SIZE, flag_for
 from .common import TOY_EPILOG
-
-
-def inversion_settings(method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations, tolerance,
-                       null_text_steps) -> InversionOptions:
-    return InversionOptions(method=method, guidance_scale=guidance, inversion_guidance=inversion_guidance,
-                            negative_prompt=negative_prompt, fixed_point_iterations=fixed_point_iterations,
-                            fixed_point_tolerance=tolerance, null_text_steps=null_text_steps)
 
 
 def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "--prompt") -> str:

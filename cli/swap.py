@@ -40,8 +40,7 @@ from .invert import check_prompt
 @inversion_options()
 @run_options
 @handle_errors
-@click.pass_context
-def command(ctx, image_or_trajectory, source_prompt, target_prompt, output, save_trajectory, trajectory_storage,
+def command(image_or_trajectory, source_prompt, target_prompt, output, save_trajectory, trajectory_storage,
             save_attention, with_grid, size, keep_working_size, model_name, model_config,
             device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
             negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed,
@@ -70,9 +69,8 @@ def command(ctx, image_or_trajectory, source_prompt, target_prompt, output, save
                    ("--save-attention", save_attention, "image"), *grid_outputs(output, with_grid)], force, inputs=(image_or_trajectory,))
     options = from_values(SwapOptions, flags, cli=True, keep_maps=bool(save_attention))
     check_guidance_options(options)
-    guidance_given = ctx.get_parameter_source("guidance") != click.core.ParameterSource.DEFAULT
     settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
-                           timesteps=timesteps, method=method, guidance=guidance if guidance_given else None,
+                           timesteps=timesteps, method=method, guidance=guidance,
                            inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
                            fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
                            null_text_steps=null_text_steps, size=size, seed=seed,
