@@ -8,7 +8,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +15,7 @@ import click
 
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
-from ddim_edit.jobs.advice import ToyModelWarning
+from ddim_edit.jobs.advice import collected_advice
 from ddim_edit.jobs.requests import DEFAULT_GUIDANCE
 from ddim_edit.toy.vocabulary import GRAMMAR_HINT
 from ddim_edit.io import check_outputs as io_check_outputs
@@ -237,7 +236,7 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet_libraries()
         reset_written()
-        with warnings.catch_warnings(record=True) as caught:  # the active filters still apply
+        with collected_advice() as advice:  # other warnings: shown after success, dropped after an error
             try:
                 value = func(*args, **kwargs)
             except DdimEditError as exc:
@@ -248,11 +247,8 @@ def handle_errors(func: Callable) -> Callable:
                 written = written_note()
                 click.echo(f"Interrupted; {written}." if written else "Interrupted; no output was written.", err=True)
                 sys.exit(130)
-        for item in caught:
-            if issubclass(item.category, ToyModelWarning):  # advice for the user: one line
-                click.echo(f"Warning: {item.message}", err=True)
-            else:
-                warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+        for line in advice:
+            click.echo(f"Warning: {line}", err=True)
         return value
     return wrapper
 

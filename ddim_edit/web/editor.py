@@ -29,6 +29,7 @@ from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
 from ..inversion import require_caption
 from ..io import make_output_folder
+from ..jobs.advice import collected_advice
 from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, ModelCache, ReconstructRequest, StyleRequest,
                     SwapRequest, run_request, write_result)
 from ..jobs.requests import DEFAULT_GUIDANCE
@@ -36,7 +37,6 @@ from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
 from ..metrics import psnr
 from ..model import TOY_ALIASES, MemoryOptions
-from ..jobs.advice import collected_advice
 from ..toy.vocabulary import GRAMMAR_HINT
 from . import forms
 from .attention_gallery import attention_tiles
@@ -170,7 +170,7 @@ class Editor:
         path, digest = self.uploads.keep(image)
         guidance = settings.guidance_for(trajectory=False)
         method = settings.method or default_method
-        key = TrajectoryKey(self.model_name, digest, prompt.strip(), method, settings.steps, float(guidance),
+        key = TrajectoryKey(self.model_name, digest, prompt, method, settings.steps, float(guidance),
                             settings.size, settings.negative_prompt)
 
         def invert():
