@@ -17,7 +17,7 @@ from ddim_edit.jobs.batch import BatchOptions, format_summary, run_batch
 from ddim_edit.jobs.manifest import read_manifest
 from ddim_edit.jobs.requests import JobSettings
 
-from .common import emit, handle_errors, model_extra_options, model_extras
+from .common import click_options, emit, handle_errors, model_extra_options, model_extras, settings_from_command
 from .common import TOY_EPILOG
 
 MAX_EXIT_CODE = 100  # exit codes wrap at 256; more failures than this still exit with 100
@@ -27,7 +27,8 @@ MAX_EXIT_CODE = 100  # exit codes wrap at 256; more failures than this still exi
 @click.argument("manifest")
 @click.option("--out", "out_dir", required=True, help="Folder for the outputs and results.jsonl (created if missing).")
 @click.option("--force", is_flag=True, help="Redo finished jobs and overwrite their outputs.")
-@click.option("--keep-working-size", is_flag=True, help="Outputs at the model's working size (default: the source's).")
+@click_options(JobSettings, "keep_working_size",
+               keep_working_size={"help": "Outputs at the model's working size (default: the source's)."})
 @click.option("--model", "model_name", default=None,
               help="Model of jobs that name none (default: a trajectory's own model, else 'toy').")
 @click.option("--model-config", default=None, help="Config folder for a single-file checkpoint (offline use).")
@@ -40,8 +41,8 @@ MAX_EXIT_CODE = 100  # exit codes wrap at 256; more failures than this still exi
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]),
               help="json: the summary on stdout (the table goes to stderr either way).")
 @handle_errors
-def command(manifest, out_dir, force, keep_working_size, model_name, model_config, device, dtype, allow_pickle, quiet,
-            output_format):
+def command(manifest, out_dir, force, model_name, model_config, device, dtype, allow_pickle, quiet, output_format,
+            **settings):
     """Run every job of MANIFEST and write the outputs and DIR/results.jsonl.
 
     MANIFEST is JSON Lines (one job a line), CSV with the same columns, or PIE-Bench's
@@ -62,7 +63,7 @@ def command(manifest, out_dir, force, keep_working_size, model_name, model_confi
     out = Path(out_dir)
     jobs = read_manifest(manifest, out)
     options = BatchOptions(out_dir=out.resolve(), force=force, progress=not quiet,
-                           defaults=JobSettings(model=model_name, keep_working_size=keep_working_size),
+                           defaults=settings_from_command(progress=False),
                            device=device, dtype=dtype, allow_pickle=allow_pickle, model_config=model_config,
                            on_wait=lambda line: click.echo(line, err=True), **model_extras())
     report = run_batch(jobs, options)

@@ -14,16 +14,15 @@ from typing import Any, Callable
 import click
 
 from ddim_edit.errors import DdimEditError
-from ddim_edit.inversion import METHODS
 from ddim_edit.jobs.advice import collected_advice
-from ddim_edit.jobs.requests import DEFAULT_GUIDANCE
+from ddim_edit.jobs.requests import DEFAULT_GUIDANCE, JobSettings
+from ddim_edit.options import from_values
 from ddim_edit.toy.vocabulary import GRAMMAR_HINT
 from ddim_edit.io import check_outputs as io_check_outputs
 from ddim_edit.io import default_output as io_default_output
 from ddim_edit.io import grid_output
 from ddim_edit.json_output import strict_json
 from ddim_edit.io import reset_written, written_paths
-from ddim_edit.schedule import SPACINGS
 
 
 def quiet_libraries() -> None:
@@ -114,43 +113,38 @@ def model_extra_options(func: Callable) -> Callable:
 
 def schedule_options(func: Callable) -> Callable:
     """--steps, --spacing, --timesteps."""
-    for option in reversed([
-        click.option("--steps", default=50, show_default=True, type=STEPS, help="Number of DDIM steps."),
-        click.option("--spacing", default=None, type=click.Choice(SPACINGS),
-                     help="Timestep spacing (default: the model's scheduler config)."),
-        click.option("--timesteps", default=None, help="Custom descending list, e.g. '999,750,500,250,100,20'."),
-    ]):
-        func = option(func)
-    return func
+    return click_options(JobSettings, "steps", "spacing", "timesteps")(func)
 
 
 def inversion_options(default_method: str = "exact") -> Callable:
     """--method (default ``default_method``) and its settings, --guidance, --inversion-guidance, --negative-prompt."""
-    return functools.partial(_add_options, [
-        click.option("--method", default=default_method, show_default=True, type=click.Choice(METHODS), help="Inversion method."),
-        guidance_option(job_default=True),
-        click.option("--inversion-guidance", default=None, type=FiniteFloat(example="1"),
-                     help="Guidance while inverting (default 1; fixed-point: --guidance)."),
-        click.option("--negative-prompt", default="", help="Negative prompt for guided replay."),
-        click.option("--fixed-point-iterations", default=10, show_default=True, type=POSITIVE_INT, help="fixed-point: most iterations per step."),
-        click.option("--tolerance", default=1e-5, show_default=True, type=FiniteFloat(min=0.0, example="1e-5"), help="fixed-point: relative change to stop at."),
-        click.option("--null-text-steps", default=10, show_default=True, type=POSITIVE_INT, help="null-text: most Adam steps per timestep."),
-    ])
+    return click_options(JobSettings, "method", "guidance", "inversion_guidance", "negative_prompt",
+                         "fixed_point_iterations", "tolerance", "null_text_steps",
+                         method={"default": default_method, "show_default": True}, guidance=JOB_GUIDANCE)
 
 
-def click_options(cls: type) -> Callable:
-    """The flags of the options declared on dataclass ``cls`` (see :mod:`ddim_edit.options`), in field order.
+def settings_from_command(**fixed: Any) -> JobSettings:
+    """The running command's :class:`JobSettings`: its setting flags (declared on JobSettings), --model,
+    progress bars unless --quiet; ``fixed`` overrides."""
+    params = click.get_current_context().params
+    values = dict(params, model=params.get("model_name"))
+    return from_values(JobSettings, values, cli=True, **{"progress": not params.get("quiet"), **fixed})
 
-    Each flag's value reaches the command under the option's key; build the options object with
-    :func:`ddim_edit.options.from_values` (``cli=True``).
+
+def click_options(cls: type, *names: str, **overrides: dict[str, Any]) -> Callable:
+    """The flags of the options declared on dataclass ``cls`` (see :mod:`ddim_edit.options`).
+
+    ``names``: only those fields, in that order (default: every CLI option, in field order).
+    ``overrides``: click settings per field where a command words or defaults a shared option its
+    own way (``method={"default": "ddim", "show_default": True}``). Each flag's value reaches the
+    command under the option's key; build the object with :func:`ddim_edit.options.from_values` (``cli=True``).
     """
     from ddim_edit.options import option_specs
 
+    specs = {spec.name: spec for spec in option_specs(cls) if spec.cli}
     options = []
-    for spec in option_specs(cls):
-        if not spec.cli:
-            continue
-        names = [spec.flag, *([spec.short] if spec.short else [])]
+    for spec in [specs[name] for name in names] if names else specs.values():
+        names_ = [spec.flag, *([spec.short] if spec.short else [])]
         settings: dict[str, Any] = {"help": spec.help.replace("{default}", spec.shown_default())}
         if spec.metavar:
             settings["metavar"] = spec.metavar
@@ -161,9 +155,10 @@ def click_options(cls: type) -> Callable:
         elif spec.parse is not None and spec.nargs == 1:  # text the option's parser reads
             settings.update(default=spec.shown_default() or None, show_default=bool(spec.shown_default()))
         else:
-            settings.update(default=spec.default, show_default=spec.default is not None, nargs=spec.nargs,
+            settings.update(default=spec.default, show_default=spec.default not in (None, ""), nargs=spec.nargs,
                             type=_click_type(spec))
-        options.append(click.option(*names, **settings))
+        settings.update(overrides.get(spec.name, {}))
+        options.append(click.option(*names_, **settings))
         if spec.off_flag:
             options.append(click.option(spec.off_flag, is_flag=True, help=spec.off_help))
     return functools.partial(_add_options, options)
@@ -174,24 +169,28 @@ def _click_type(spec: Any) -> Any:
     if spec.choices:
         return click.Choice(spec.choices)
     if spec.kind is float:
-        return FiniteFloat(min=spec.minimum, example=spec.example)
+        return FiniteFloat(min=spec.minimum, max=spec.maximum, example=spec.example)
     if spec.kind is int:
-        return int if spec.minimum is None else BoundedInt(min=int(spec.minimum), example=spec.example)
+        if spec.minimum is None and spec.maximum is None:
+            return int
+        return BoundedInt(min=None if spec.minimum is None else int(spec.minimum),
+                          max=None if spec.maximum is None else int(spec.maximum), example=spec.example, what=spec.what)
     return str
 
 
-def guidance_option(job_default: bool = False) -> Callable:
-    """``--guidance``, by default the job layer's :data:`~ddim_edit.jobs.requests.DEFAULT_GUIDANCE`;
-    ``job_default``: None when not given, so the job decides (a trajectory's own guidance, or that
-    default for an image: :meth:`~ddim_edit.jobs.requests.JobSettings.guidance_for`)."""
-    return click.option("--guidance", default=DEFAULT_GUIDANCE, show_default=True,
-                        type=FiniteFloat(example=f"{DEFAULT_GUIDANCE:g}"), help="Guidance of replays and edits.",
-                        callback=_none_unless_given if job_default else None)
+def guidance_option() -> Callable:
+    """``--guidance``, by default the job layer's :data:`~ddim_edit.jobs.requests.DEFAULT_GUIDANCE`."""
+    return click_options(JobSettings, "guidance", guidance={"default": DEFAULT_GUIDANCE, "show_default": True})
 
 
 def _none_unless_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A click callback: the value given on the command line, None when the option was left at its default."""
     return value if explicit(param.name, ctx) else None
+
+
+JOB_GUIDANCE = {"default": DEFAULT_GUIDANCE, "show_default": True, "callback": _none_unless_given}
+"""--guidance shown with :data:`~ddim_edit.jobs.requests.DEFAULT_GUIDANCE` but None unless given, so the job
+decides (a trajectory's own guidance, or that default for an image: :meth:`JobSettings.guidance_for`)."""
 
 
 def grid_option(panels: str) -> Callable:
@@ -213,12 +212,12 @@ def _add_options(options: list[Callable], func: Callable) -> Callable:
 
 def run_options(func: Callable) -> Callable:
     """--force, --quiet, --format, --seed."""
+    func = click_options(JobSettings, "seed")(func)
     for option in reversed([
         click.option("--force", is_flag=True, help="Overwrite existing outputs."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
         click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]),
                      help="json: print a machine-readable result on stdout."),
-        click.option("--seed", default=0, show_default=True, type=SEED, help="Seed for anything random (eta > 0)."),
     ]):
         func = option(func)
     return func

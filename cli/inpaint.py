@@ -14,7 +14,7 @@ from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, click_options, grid_option, grid_outputs, refuse_schedule_options
+from .common import click_options, settings_from_command, grid_option, grid_outputs, refuse_schedule_options
 from .common import TOY_EPILOG
 from .invert import check_prompt
 
@@ -28,8 +28,7 @@ from .invert import check_prompt
 @click.option("--trajectory", default=None, help="Reuse the trajectory of IMAGE made by `ddim-edit invert`.")
 @click_options(MaskOptions)
 @click_options(InpaintOptions)
-@click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
-@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
+@click_options(JobSettings, "size", "keep_working_size")
 @click.option("--output", "-o", default=None, help="PNG to write (default: IMAGE stem + .inpaint.png).")
 @grid_option("input | mask | result")
 @model_options(default_model=None)
@@ -37,11 +36,8 @@ from .invert import check_prompt
 @inversion_options(default_method="ddim")
 @run_options
 @handle_errors
-def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, size, keep_working_size,
-            output, with_grid,
-            model_name, model_config, device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance,
-            inversion_guidance, negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet,
-            output_format, seed, **flags):
+def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, output, with_grid, device, dtype,
+            allow_pickle, force, output_format, **flags):
     """Regenerate the masked region of IMAGE (white in MASK) and keep the rest of it.
 
     The known region follows IMAGE's own inverted trajectory; the hole is sampled from the same x_T
@@ -67,18 +63,13 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
         refuse_schedule_options(f"the trajectory {trajectory}", lambda: Trajectory.load(trajectory))
     else:
         source_prompt = check_prompt(source_prompt, unconditional, what="--source-prompt")
-    edit_options = from_values(InpaintOptions, flags, cli=True, prompt=prompt, seed=seed,
-                               guidance_scale=guidance)
-    # The job checks the mask, the image, the trajectory (made from this image) and the options
-    # before it loads the model.
     # The blend never uses exact-inversion corrections: plain DDIM gives the same latents for N fewer
     # guided steps, unless --method is given.
-    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
-                           timesteps=timesteps, method=method, guidance=guidance,
-                           inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
-                           fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
-                           null_text_steps=null_text_steps, size=size, seed=seed,
-                           keep_working_size=keep_working_size, progress=not quiet)
+    settings = settings_from_command()
+    edit_options = from_values(InpaintOptions, flags, cli=True, prompt=prompt, seed=settings.seed,
+                               guidance_scale=settings.guidance)
+    # The job checks the mask, the image, the trajectory (made from this image) and the options
+    # before it loads the model.
     request = InpaintRequest(image, mask_path, source_prompt, trajectory, mask_options, edit_options, settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))
     job.parameters["trajectory"] = trajectory

@@ -12,7 +12,7 @@ from ddim_edit.jobs.resolve import check_input_file
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, flag_for
+from .common import click_options, flag_for, settings_from_command
 from .common import TOY_EPILOG
 
 
@@ -32,17 +32,14 @@ def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "-
 @click.option("--prompt", "-p", default=None, help="Caption of the image (the source prompt).")
 @click.option("--unconditional", is_flag=True, help="Invert with the empty prompt.")
 @click.option("--output", "-o", default=None, help="Trajectory file (default: IMAGE stem + .traj.safetensors).")
-@click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
-@click.option("--trajectory-storage", type=click.Choice(["float64", "float16"]), default="float64", show_default=True,
-              help="float16: intermediate latents in float16, a file ~2.6x smaller; x_T, z_0 and corrections exact enough for replays.")
+@click_options(JobSettings, "size")
+@click_options(JobSettings, "trajectory_storage")
 @model_options()
 @schedule_options
 @inversion_options()
 @run_options
 @handle_errors
-def command(image, prompt, unconditional, output, size, trajectory_storage, model_name, model_config, device, dtype, allow_pickle, steps,
-            spacing, timesteps, method, guidance, inversion_guidance, negative_prompt, fixed_point_iterations, tolerance,
-            null_text_steps, force, quiet, output_format, seed):
+def command(image, prompt, unconditional, output, device, dtype, allow_pickle, force, output_format, **settings):
     """Invert IMAGE to the model's noise x_T and save the whole trajectory.
 
     For a folder or many images, write a manifest and use `ddim-edit batch`.
@@ -55,23 +52,18 @@ def command(image, prompt, unconditional, output, size, trajectory_storage, mode
     prompt = check_prompt(prompt, unconditional)
     output = Path(output) if output else default_output(image, ".traj.safetensors")
     check_outputs([("-o", output, "trajectory")], force, inputs=(image,))
-    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
-                           timesteps=timesteps, method=method, guidance=guidance,
-                           inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
-                           fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
-                           null_text_steps=null_text_steps, size=size, seed=seed, progress=not quiet,
-                           trajectory_storage=trajectory_storage)
+    settings = settings_from_command()
     result = run_request(InvertRequest(image, prompt, settings), model_cache(device, dtype, allow_pickle))
     write_result(result, output, force=force)
     record = result.record
-    summary = {"output": str(output), "method": method, "steps": record["steps"], "size": record["size"],
+    summary = {"output": str(output), "method": settings.method, "steps": record["steps"], "size": record["size"],
                "unet_evaluations": record["unet_evaluations"], "seconds": record["seconds"]}
     unconverged = record.get("fixed_point_unconverged")
     if unconverged:
         summary["fixed_point_unconverged"] = unconverged
         click.echo(f"note: {len(unconverged)} of {record['steps']} fixed-point steps stayed above --tolerance "
-                   f"{tolerance} (also with damping); the closest iterate was kept", err=True)
-    emit(summary, output_format, f"wrote {output} ({method}, {record['steps']} steps, "
+                   f"{settings.tolerance} (also with damping); the closest iterate was kept", err=True)
+    emit(summary, output_format, f"wrote {output} ({settings.method}, {record['steps']} steps, "
                                  f"{record['unet_evaluations']} UNet evaluations, {record['seconds']:.1f}s)")
 
 

@@ -11,22 +11,22 @@ from ddim_edit.trajectory import Trajectory
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, model_options, run_options
-from .common import FiniteFloat, click_options, grid_option, grid_outputs
+from .common import click_options, settings_from_command, grid_option, grid_outputs
 
 
 @click.command("reconstruct")
 @click.argument("trajectory")
 @click.option("--output", "-o", default=None, help="PNG to write (default: TRAJECTORY stem + .recon.png).")
-@click.option("--guidance", default=None, type=FiniteFloat(example="7.5"), help="Guidance (default: the trajectory's).")
+@click_options(JobSettings, "guidance", guidance={"help": "Guidance (default: the trajectory's)."})
 @click_options(ReconstructRequest)
 @click.option("--source", default=None, help="Source image to report PSNR against (default: the one recorded, if unchanged).")
 @grid_option("source | reconstruction")
-@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
+@click_options(JobSettings, "keep_working_size")
 @model_options(default_model=None)
 @run_options
 @handle_errors
-def command(trajectory, output, guidance, eta, source, with_grid, keep_working_size, model_name, model_config, device,
-            dtype, allow_pickle, force, quiet, output_format, seed):
+def command(trajectory, output, eta, source, with_grid, device, dtype, allow_pickle, force, output_format,
+            **settings):
     """Regenerate the image of TRAJECTORY through the DDIM sampler; report PSNR against the source.
 
     The image comes back at the source's resolution (recorded in the trajectory) unless
@@ -39,8 +39,7 @@ def command(trajectory, output, guidance, eta, source, with_grid, keep_working_s
     traj = Trajectory.load(trajectory)
     output = Path(output) if output else default_output(trajectory, ".recon.png")
     check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force, inputs=(trajectory, source))
-    settings = JobSettings(model=model_name, model_config=model_config, guidance=guidance, seed=seed,
-                           keep_working_size=keep_working_size, progress=not quiet)
+    settings = settings_from_command()
     result = run_request(ReconstructRequest(traj, eta=eta, reference=source, settings=settings),
                          model_cache(device, dtype, allow_pickle))
     result.parameters["trajectory"] = str(trajectory)

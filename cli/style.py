@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ddim_edit.edits.style import StyleOptions
-from ddim_edit.images import load_image
-from ddim_edit.inversion import METHODS
-from ddim_edit.io import file_sha256
 from ddim_edit.jobs import JobSettings, StyleRequest, run_request, write_result
 from ddim_edit.jobs.resolve import check_input_file
 from ddim_edit.options import from_values
@@ -18,16 +13,8 @@ from ddim_edit.workflow import is_trajectory_path
 
 from .common import model_cache
 from .common import check_outputs, emit, handle_errors, model_options, run_options, schedule_options
-from .common import FiniteFloat, click_options, grid_option, grid_outputs, refuse_schedule_options
+from .common import FiniteFloat, click_options, settings_from_command, grid_option, grid_outputs, refuse_schedule_options
 from .common import TOY_EPILOG
-
-
-def read_side(path: str):
-    """A trajectory file as is, or an image file as uint8 RGB with its source record."""
-    if is_trajectory_path(path):
-        return Trajectory.load(path), None
-    pixels = load_image(path)
-    return pixels, {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
 
 
 @click.command("style", epilog=TOY_EPILOG)
@@ -39,20 +26,20 @@ def read_side(path: str):
               help="Prompt of the three branches while sampling, and caption to invert images with "
                    "(default: '' as in StyleID).")
 @click.option("--style-prompt", default=None, help="Caption to invert the style image with (default: --prompt).")
-@click.option("--method", default="exact", show_default=True, type=click.Choice(METHODS),
-              help="Inversion method for images given as pixels.")
-@click.option("--guidance", default=None, type=FiniteFloat(example="1"),
-              help="Guidance while sampling (default 1: StyleID samples without text guidance). Trajectories "
-                   "made with any guidance work.")
+@click_options(JobSettings, "method", "guidance",
+               method={"default": "exact", "show_default": True, "help": "Inversion method for images given as pixels."},
+               guidance={"type": FiniteFloat(example="1"),
+                         "help": "Guidance while sampling (default 1: StyleID samples without text guidance). "
+                                 "Trajectories made with any guidance work."})
 @grid_option("content | style | output")
-@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the content's resolution.")
+@click_options(JobSettings, "keep_working_size",
+               keep_working_size={"help": "Write the model's working size, not the content's resolution."})
 @model_options(default_model=None)
 @schedule_options
 @run_options
 @handle_errors
-def command(content, style_path, output, prompt, style_prompt, method, guidance, with_grid, keep_working_size,
-            model_name, model_config, device, dtype, allow_pickle, steps, spacing, timesteps, force, quiet, output_format,
-            seed, **flags):
+def command(content, style_path, output, prompt, style_prompt, with_grid, device, dtype, allow_pickle, force,
+            output_format, **flags):
     """Render the layout of --content in the colours and textures of --style.
 
     Both images are inverted (or read from trajectory files) and sampled as one batch; in the
@@ -64,7 +51,7 @@ def command(content, style_path, output, prompt, style_prompt, method, guidance,
     Example:
       ddim-edit style --content photo.png --style painting.png -o stylised.png --grid
     """
-    options = from_values(StyleOptions, flags, cli=True, prompt=prompt or "", guidance_scale=guidance)
+    options = from_values(StyleOptions, flags, cli=True, prompt=prompt or "", guidance_scale=flags["guidance"])
     output = check_outputs([("-o", output, "image"), *grid_outputs(output, with_grid)], force,
                            inputs=(content, style_path))[0]
     sides = [Trajectory.load(side) if is_trajectory_path(side) else check_input_file(side)
@@ -72,9 +59,7 @@ def command(content, style_path, output, prompt, style_prompt, method, guidance,
     recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
     if recorded is not None:
         refuse_schedule_options("the trajectory given", lambda: recorded)
-    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
-                           timesteps=timesteps, method=method, guidance=guidance, seed=seed,
-                           keep_working_size=keep_working_size, progress=not quiet)
+    settings = settings_from_command()
     request = StyleRequest(sides[0], sides[1], options, prompt or "", style_prompt, settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))
     job.parameters.update(content=str(content), style=str(style_path))

@@ -17,7 +17,7 @@ from ddim_edit.workflow import is_trajectory_path
 
 from .common import model_cache
 from .common import check_outputs, default_output, emit, handle_errors, inversion_options, model_options, run_options, schedule_options
-from .common import SIZE, click_options, grid_option, grid_outputs, refuse_schedule_options
+from .common import click_options, settings_from_command, grid_option, grid_outputs, refuse_schedule_options
 from .common import TOY_EPILOG
 from .invert import check_prompt
 
@@ -29,22 +29,18 @@ from .invert import check_prompt
 @click_options(SwapOptions)
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
 @click.option("--save-trajectory", default=None, help="Keep the inverted image's trajectory here (.safetensors).")
-@click.option("--trajectory-storage", type=click.Choice(["float64", "float16"]), default="float64", show_default=True,
-              help="How --save-trajectory stores the latents (float16: intermediate latents, ~2.6x smaller).")
+@click_options(JobSettings, "trajectory_storage", trajectory_storage={
+    "help": "How --save-trajectory stores the latents (float16: intermediate latents, ~2.6x smaller)."})
 @click.option("--save-attention", default=None, help="PNG grid of per-token cross-attention maps.")
 @grid_option("source | reconstruction | edit")
-@click.option("--size", default=None, type=SIZE, help="Longer image side to work at (default: the model's).")
-@click.option("--keep-working-size", is_flag=True, help="Write the model's working size, not the source's resolution.")
+@click_options(JobSettings, "size", "keep_working_size")
 @model_options(default_model=None)
 @schedule_options
 @inversion_options()
 @run_options
 @handle_errors
-def command(image_or_trajectory, source_prompt, target_prompt, output, save_trajectory, trajectory_storage,
-            save_attention, with_grid, size, keep_working_size, model_name, model_config,
-            device, dtype, allow_pickle, steps, spacing, timesteps, method, guidance, inversion_guidance,
-            negative_prompt, fixed_point_iterations, tolerance, null_text_steps, force, quiet, output_format, seed,
-            **flags):
+def command(image_or_trajectory, source_prompt, target_prompt, output, save_trajectory, save_attention, with_grid,
+            device, dtype, allow_pickle, force, output_format, **flags):
     """Edit IMAGE_OR_TRAJECTORY from --source to --target with prompt-to-prompt attention control.
 
     An image is inverted first (--method, default exact); a .safetensors trajectory is used as is.
@@ -69,13 +65,7 @@ def command(image_or_trajectory, source_prompt, target_prompt, output, save_traj
                    ("--save-attention", save_attention, "image"), *grid_outputs(output, with_grid)], force, inputs=(image_or_trajectory,))
     options = from_values(SwapOptions, flags, cli=True, keep_maps=bool(save_attention))
     check_guidance_options(options)
-    settings = JobSettings(model=model_name, model_config=model_config, steps=steps, spacing=spacing,
-                           timesteps=timesteps, method=method, guidance=guidance,
-                           inversion_guidance=inversion_guidance, negative_prompt=negative_prompt,
-                           fixed_point_iterations=fixed_point_iterations, tolerance=tolerance,
-                           null_text_steps=null_text_steps, size=size, seed=seed,
-                           keep_working_size=keep_working_size, progress=not quiet,
-                           trajectory_storage=trajectory_storage)
+    settings = settings_from_command()
     request = SwapRequest(image_or_trajectory, target_prompt, source_prompt, options, save_trajectory=save_trajectory,
                           force=force, settings=settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))

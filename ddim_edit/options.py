@@ -63,8 +63,11 @@ class OptionSpec:
     multiple: bool = False
     nargs: int = 1
     minimum: float | None = None
+    maximum: float | None = None
+    what: str | None = None
     example: str | None = None
     format: Callable[[Any], str] = str
+    group: str = ""
     fields: tuple[str, ...] = ()
     cli: bool = True
     manifest: bool = True
@@ -105,7 +108,8 @@ def option(default: Any = _MISSING, *, help: str, factory: Callable[[], Any] | N
            parse: Parse | None = None, flag: str | None = None, short: str | None = None, off: str | None = None,
            off_flag: str | None = None, off_help: str | None = None, choices: tuple[str, ...] | None = None,
            metavar: str | None = None, multiple: bool = False, minimum: float | None = None,
-           example: str | None = None, format: Callable[[Any], str] = str, also: tuple[str, ...] = (),
+           maximum: float | None = None, what: str | None = None, example: str | None = None,
+           format: Callable[[Any], str] = str, group: str = "", also: tuple[str, ...] = (),
            cli: bool = True, manifest: bool = True, web: dict[str, Any] | None = None) -> Any:
     """A dataclass field with its user-facing option (see :class:`OptionSpec`).
 
@@ -122,14 +126,17 @@ def option(default: Any = _MISSING, *, help: str, factory: Callable[[], Any] | N
         off: the word (or JSON ``false``) that means None, shown as the CLI default of a None default.
         off_flag, off_help: a second flag that sets the field to an empty tuple (``--no-blend``).
         choices: the allowed words. metavar: the CLI's placeholder. multiple: a repeatable flag.
-        minimum: the least number a manifest (and the CLI) accepts. example: a value for error hints.
+        minimum, maximum: the numbers a manifest (and the CLI) accepts. what: how the CLI's error
+            names an integer out of range ("a seed in [0, 2^64 - 1]"). example: a value for error hints.
         format: the default as text for the CLI's ``[default: …]``.
+        group: a name for options taken together (the job settings' ``schedule``, ``inversion``, …).
         also: further fields set from one value (a tuple), e.g. ``--injection-window START END``.
         cli, manifest: whether the CLI / manifests offer it. web: the page's widget settings.
     """
     spec = dict(help=help, kind=kind, parse=parse, flag=flag, short=short, off=off, off_flag=off_flag,
                 off_help=off_help, choices=choices, metavar=metavar, multiple=multiple, minimum=minimum,
-                example=example, format=format, also=also, cli=cli, manifest=manifest, web=web)
+                maximum=maximum, what=what, example=example, format=format, group=group, also=also, cli=cli,
+                manifest=manifest, web=web)
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={"option": spec})
     return dataclasses.field(default=default, metadata={"option": spec})
@@ -173,6 +180,11 @@ def from_values(cls: type, values: dict[str, Any], *, cli: bool = False, parsed:
     that are not options (or overrides them). An option given together with its ``off_flag`` is
     refused, naming the flags (``cli``) or the manifest keys.
     """
+    return cls(**{**given_values(cls, values, cli=cli, parsed=parsed), **fixed})
+
+
+def given_values(cls: type, values: dict[str, Any], *, cli: bool = False, parsed: bool = False) -> dict[str, Any]:
+    """The fields of ``cls`` that ``values`` sets (see :func:`from_values`), by field name."""
     check_off_flags(cls, values, cli=cli)
     changes: dict[str, Any] = {}
     for spec in option_specs(cls):
@@ -181,7 +193,7 @@ def from_values(cls: type, values: dict[str, Any], *, cli: bool = False, parsed:
             continue
         value = () if off else spec.value(values[spec.key], parsed=parsed)
         changes.update(zip(spec.fields, value) if len(spec.fields) > 1 else {spec.name: value})
-    return cls(**{**changes, **fixed})
+    return changes
 
 
 def check_off_flags(cls: type, values: dict[str, Any], *, cli: bool = False) -> None:

@@ -206,7 +206,7 @@ def test_library_errors_reach_the_cli_as_flags(work, out):
     refused(run("invert", work / "photo.png", "-p", SOURCE, "--timesteps", "900,500,500", "-o", out / "t.traj.safetensors"),
             "--timesteps must be strictly descending")
     assert not list(out.iterdir())
-    from ddim_edit.jobs.edits import check_source_prompt
+    from ddim_edit.edits.prompt_swap import check_source_prompt
     from ddim_edit.trajectory import Trajectory
 
     with pytest.raises(TrajectoryError, match="^source_prompt 'a green cat' differs"):  # the library's own words

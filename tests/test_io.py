@@ -102,13 +102,13 @@ def test_commands_use_the_dotted_default_names(tmp_path, mask):
 # ---------------------------------------------------------------------- 4. interrupted after an output
 @pytest.mark.parametrize("stop", ["interrupt", "error"])
 def test_a_stop_after_an_output_names_what_was_written(tmp_path, photo, monkeypatch, stop):
-    import ddim_edit.jobs.edits as edits
+    import ddim_edit.jobs.swap as swap_job
     from ddim_edit.errors import PromptError
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt if stop == "interrupt" else PromptError("the edit failed")
 
-    monkeypatch.setattr(edits, "swap", stopped)  # the swap command runs through the job layer
+    monkeypatch.setattr(swap_job, "swap", stopped)  # the swap command runs through the job layer
     traj, out = tmp_path / "kept.safetensors", tmp_path / "edit.png"
     result = run("swap", photo, "-s", SOURCE, "-t", TARGET, "--save-trajectory", traj, "-o", out, *FAST)
     assert traj.is_file() and not out.exists()
@@ -135,12 +135,12 @@ def test_the_written_note_stays_one_short_line(tmp_path):
 
 
 def test_an_interrupt_before_any_output_says_so(tmp_path, photo, monkeypatch):
-    import ddim_edit.jobs.edits as edits
+    import ddim_edit.jobs.resolve as resolve
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edits, "invert_image", interrupted)  # the swap command inverts through the job layer
+    monkeypatch.setattr(resolve, "invert_image", interrupted)  # the swap command inverts through the job layer
     before = snapshot(tmp_path)
     result = run("swap", photo, "-s", SOURCE, "-t", TARGET, "--save-trajectory", tmp_path / "t.safetensors", *FAST)
     assert result.exit_code == 130 and result.stderr.strip() == "Interrupted; no output was written.", result.output

@@ -13,8 +13,9 @@ from cli.common import click_options
 from ddim_edit.edits.inpaint import InpaintOptions
 from ddim_edit.edits.prompt_swap import SwapOptions
 from ddim_edit.edits.style import StyleOptions
-from ddim_edit.jobs.manifest import KEYS, OPTIONS, ManifestError, manifest_keys, read_manifest
-from ddim_edit.jobs.requests import DEFAULT_GUIDANCE, ReconstructRequest
+from ddim_edit.jobs import EDIT_SPECS, ReconstructRequest
+from ddim_edit.jobs.manifest import ManifestError, edit_keys, manifest_keys, read_manifest
+from ddim_edit.jobs.requests import DEFAULT_GUIDANCE
 from ddim_edit.masks import MaskOptions
 from ddim_edit.model import assets_dir
 from ddim_edit.options import from_values, option, option_specs, spec_for
@@ -23,7 +24,7 @@ from tests.cli_helpers import one_line_error, run
 
 SOURCE = "a solid red circle on a white background"
 TARGET = "a solid blue circle on a white background"
-EDIT_CLASSES = [(edit, cls) for edit, classes in OPTIONS.items() for cls in classes]
+EDIT_CLASSES = [(edit, cls) for edit, spec in EDIT_SPECS.items() for cls in spec.options]
 
 
 def command(edit: str) -> click.Command:
@@ -48,10 +49,10 @@ def test_every_declared_option_is_a_flag_and_a_manifest_key_with_the_library_def
     assert specs, f"{cls.__name__} declares no option"
     params = {param.name: param for param in command(edit).params}
     for spec in specs:
-        assert spec.flag in params[spec.key].opts and spec.key in KEYS[edit]
+        assert spec.flag in params[spec.key].opts and spec.key in edit_keys(EDIT_SPECS[edit])
         assert params[spec.key].help.startswith(spec.help.split("{default}")[0])
         if spec.off_key:
-            assert spec.off_key in params and spec.off_key in KEYS[edit]
+            assert spec.off_key in params and spec.off_key in edit_keys(EDIT_SPECS[edit])
     # no flag given: the CLI's values become the library's defaults; an empty manifest line too
     required = REQUIRED_FIELDS.get(cls, {})
     assert from_values(cls, cli_defaults(edit), cli=True, **required) == cls(**required)
@@ -110,7 +111,7 @@ def test_the_cli_and_a_manifest_give_the_same_options():
 
     result = CliRunner().invoke(probe, flags)
     assert result.exit_code == 0, result.output
-    fields = {key: KEYS["swap"][key](value, key) for key, value in {
+    fields = {key: edit_keys(EDIT_SPECS["swap"])[key](value, key) for key, value in {
         "mode": "refine", "blend": "circle square", "blend_change": "off", "reweight": {"blue": 2},
         "cross_steps": "0.7,blue=0.2", "late_guidance": 2, "guidance_steps": 0.5, "blend_latents": True}.items()}
     assert from_values(SwapOptions, fields, parsed=True) == seen["options"] == SwapOptions(

@@ -39,7 +39,7 @@ from ..json_output import json_safe, strict_json
 from ..metrics import psnr
 from .advice import collected_advice
 from .build import build_request
-from .edits import run_request
+from .registry import run_request
 from .manifest import Job
 from .requests import JobSettings
 from ..model import MemoryOptions

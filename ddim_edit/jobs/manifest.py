@@ -24,14 +24,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..edits.inpaint import InpaintOptions
-from ..edits.prompt_swap import SwapOptions
-from ..edits.style import StyleOptions
 from ..errors import DdimEditError
 from ..io import check_output_suffix
-from ..masks import MaskOptions
 from ..options import check_off_flags, option_specs
-from .requests import EDITS, ReconstructRequest
+from .registry import EDIT_SPECS
+from .requests import EditSpec, JobSettings
 
 PIE_BENCH_NAME = "mapping_file.json"
 
@@ -59,13 +56,15 @@ def as_float(low: float | None = None) -> Callable[[Any, str], float]:
     return convert
 
 
-def as_int(low: int | None = None) -> Callable[[Any, str], int]:
+def as_int(low: int | None = None, high: int | None = None) -> Callable[[Any, str], int]:
     def convert(value: Any, key: str) -> int:
         number = _number(value, key)
         if number != int(number):
             raise ValueError
         if low is not None and number < low:
             raise ManifestError(f"{key} must be an integer ≥ {low}, got {value!r}")
+        if high is not None and int(number) > high:
+            raise ManifestError(f"{key} must be an integer ≤ {high}, got {value!r}")
         return int(number)
     return convert
 
@@ -85,14 +84,6 @@ def as_text(value: Any, key: str) -> str:
     if isinstance(value, (dict, list, bool)) or value is None:
         raise ValueError
     return str(value)
-
-
-def as_storage(value: Any, key: str) -> str:
-    """``float64`` or ``float16`` (how a written trajectory is stored)."""
-    text = as_text(value, key)
-    if text not in ("float64", "float16"):
-        raise ValueError
-    return text
 
 
 def choice(*options: str) -> Callable[[Any, str], str]:
@@ -122,7 +113,8 @@ def manifest_keys(*classes: type) -> dict[str, Callable[[Any, str], Any]]:
         elif spec.kind is float:
             keys[spec.key] = as_float(spec.minimum)
         elif spec.kind is int:
-            keys[spec.key] = as_int(None if spec.minimum is None else int(spec.minimum))
+            keys[spec.key] = as_int(None if spec.minimum is None else int(spec.minimum),
+                                    None if spec.maximum is None else int(spec.maximum))
         else:
             keys[spec.key] = as_text
         if spec.off_key:
@@ -134,49 +126,20 @@ def _as_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _choices(module: str, name: str) -> tuple[str, ...]:
-    import importlib
-
-    return tuple(getattr(importlib.import_module(f"ddim_edit.{module}"), name))
-
-
 # ---------------------------------------------------------------------- which keys each edit takes
 INPUT_KEYS = ("image", "trajectory", "mask", "style", "content", "source")  # paths against the manifest folder
 OUTPUT_KEYS = ("output", "save_trajectory")  # paths against the output folder
+_TYPED: dict[type, Callable[[Any, str], Any]] = {str: as_text, bool: as_bool}
 
-COMMON: dict[str, Callable] = {
-    "edit": as_text, "output": as_text, "model": as_text, "model_config": as_text,
-    "steps": as_int(1), "spacing": as_text, "timesteps": lambda v, k: ",".join(str(int(_number(t, k))) for t in v)
-    if isinstance(v, list) else as_text(v, k),
-    "guidance": as_float(), "seed": as_int(0), "size": as_int(1), "keep_working_size": as_bool,
-}
-INVERSION: dict[str, Callable] = {
-    "method": as_text, "inversion_guidance": as_float(), "negative_prompt": as_text,
-    "fixed_point_iterations": as_int(1), "tolerance": as_float(0.0), "null_text_steps": as_int(1),
-}
-OPTIONS: dict[str, tuple[type, ...]] = {"reconstruct": (ReconstructRequest,), "swap": (SwapOptions,),
-                                         "inpaint": (MaskOptions, InpaintOptions), "style": (StyleOptions,)}
-"""The dataclasses whose declared options are an edit's keys (see manifest_keys)."""
-KEYS: dict[str, dict[str, Callable]] = {
-    "invert": {**COMMON, **INVERSION, "image": as_text, "prompt": as_text, "unconditional": as_bool,
-               "trajectory_storage": as_storage},
-    "reconstruct": {**COMMON, **INVERSION, "trajectory": as_text, "image": as_text, "prompt": as_text,
-                    "unconditional": as_bool, **manifest_keys(*OPTIONS["reconstruct"]), "source": as_text},
-    "swap": {**COMMON, **INVERSION, "image": as_text, "trajectory": as_text, "source_prompt": as_text,
-             "target_prompt": as_text, **manifest_keys(*OPTIONS["swap"]), "save_trajectory": as_text,
-             "trajectory_storage": as_storage},
-    "inpaint": {**COMMON, **INVERSION, "image": as_text, "mask": as_text, "prompt": as_text, "source_prompt": as_text,
-                "unconditional": as_bool, "trajectory": as_text, **manifest_keys(*OPTIONS["inpaint"])},
-    "style": {**COMMON, "method": as_text, "image": as_text, "content": as_text, "style": as_text,
-              **manifest_keys(*OPTIONS["style"]), "prompt": as_text, "style_prompt": as_text},
-}
-REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {  # each inner tuple: one of these keys
-    "invert": (("image",),), "reconstruct": (("trajectory", "image"),),
-    "swap": (("image", "trajectory"), ("target_prompt",)), "inpaint": (("image",), ("mask",)),
-    "style": (("image", "content"), ("style",)),
-}
-DEFAULT_SUFFIX = {"invert": ".traj.safetensors", "reconstruct": ".recon.png", "swap": ".swap.png",
-                  "inpaint": ".inpaint.png", "style": ".style.png"}
+
+def edit_keys(spec: EditSpec) -> dict[str, Callable[[Any, str], Any]]:
+    """Every key a job of edit ``spec`` takes, with its converter: ``edit`` and ``output``, the job
+    settings it takes (declared on :class:`JobSettings`), its inputs and its declared options."""
+    settings = [spec_.key for spec_ in option_specs(JobSettings) if spec_.group in spec.settings
+                or spec_.name in spec.settings]
+    setting_keys = manifest_keys(JobSettings)
+    return {"edit": as_text, "output": as_text, **{key: setting_keys[key] for key in settings},
+            **{key: _TYPED[kind] for key, kind in spec.keys.items()}, **manifest_keys(*spec.options)}
 
 
 @dataclass
@@ -215,9 +178,9 @@ def check_job(raw: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     """The edit and its converted fields; a :class:`ManifestError` naming ``where`` otherwise."""
     values = normalise_keys(raw)
     edit = values.get("edit")
-    if edit not in EDITS:
-        raise ManifestError(f"{where}: \"edit\" must be one of {', '.join(EDITS)}, got {edit!r}")
-    allowed = KEYS[edit]
+    if edit not in EDIT_SPECS:
+        raise ManifestError(f"{where}: \"edit\" must be one of {', '.join(EDIT_SPECS)}, got {edit!r}")
+    allowed = edit_keys(EDIT_SPECS[edit])
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise ManifestError(f"{where}: {edit} has no option {unknown[0]!r}; the keys it takes are "
@@ -230,17 +193,14 @@ def check_job(raw: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
             raise ManifestError(f"{where}: {exc.render(key)}") from None
         except (TypeError, ValueError):
             raise ManifestError(f"{where}: {key} has an unusable value {value!r}") from None
-    for options in OPTIONS.get(edit, ()):
+    for options in EDIT_SPECS[edit].options:
         try:
             check_off_flags(options, converted)
         except DdimEditError as exc:
             raise ManifestError(f"{where}: {exc}") from None
-    for one_of in REQUIRED[edit]:
+    for one_of in EDIT_SPECS[edit].required:
         if not any(name in converted for name in one_of):
             raise ManifestError(f"{where}: {edit} needs \"{one_of[0]}\"" + (f" (or \"{one_of[1]}\")" if len(one_of) > 1 else ""))
-    for key, options in (("method", _choices("inversion", "METHODS")), ("spacing", _choices("schedule", "SPACINGS"))):
-        if key in converted and converted[key] not in options:
-            raise ManifestError(f"{where}: {key} must be one of {', '.join(options)}, got {converted[key]!r}")
     return edit, converted
 
 
@@ -262,7 +222,7 @@ def default_output_name(edit: str, fields: dict[str, Any], index: int) -> str:
         if suffix and name.endswith(suffix) and name != suffix:
             name = name[: -len(suffix)]
             break
-    return f"{index:05d}-{name}{DEFAULT_SUFFIX[edit]}"
+    return f"{index:05d}-{name}{EDIT_SPECS[edit].suffix}"
 
 
 def inside_out_dir(name: str, out_dir: Path, where: str, key: str) -> Path:

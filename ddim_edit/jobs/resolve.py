@@ -1,24 +1,32 @@
 """Resolving a request's inputs: which model, image or trajectory, and the source's pixels.
 
 Model loading lives in :func:`load_job_model` only, so that a change in how a model reference is
-resolved (LoRA, model paths recorded in trajectories) is made in one place.
+resolved (LoRA, model paths recorded in trajectories) is made in one place. An edit's
+image-or-trajectory input is resolved once, by :func:`resolve_source`, into a :class:`JobSource`
+that inverts the image on demand and gives the working and original pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import ImageError, TrajectoryError
 from ..images import load_image
+from ..inversion import InversionOptions, require_caption
 from ..io import file_sha256
 from ..model import MemoryOptions
 from ..trajectory import Trajectory
-from ..workflow import is_trajectory_path, original_image_for
+from ..workflow import (PreparedImage, invert_image, is_trajectory_path, make_schedule, original_image_for,
+                        prepare_pixels, recorded_original_size, source_image_for)
+from .output_size import output_size, size_of, to_size
+from .requests import JobSettings
 
 DEFAULT_MODEL = "toy"
 
@@ -160,3 +168,108 @@ def check_same_image(traj: Trajectory, image: str | Path | np.ndarray, label: st
         raise TrajectoryError(f"{label} was made from another image than {image}; "
                               "pass the image it was inverted from, or drop {field} to invert this one",
                               field="trajectory")
+
+
+# ---------------------------------------------------------------------- an edit's input, resolved once
+def inversion_options(settings: JobSettings, default_method: str = "exact", **changes: Any) -> InversionOptions:
+    """The settings' inversion options (``None`` method/guidance: the edit's defaults)."""
+    options = InversionOptions(
+        method=settings.method or default_method,
+        guidance_scale=settings.guidance_for(trajectory=False),
+        inversion_guidance=settings.inversion_guidance, negative_prompt=settings.negative_prompt,
+        fixed_point_iterations=settings.fixed_point_iterations, fixed_point_tolerance=settings.tolerance,
+        null_text_steps=settings.null_text_steps)
+    return dataclasses.replace(options, **changes)
+
+
+@dataclass
+class JobSource:
+    """An edit's input resolved once: the model, and the trajectory given or the image to invert.
+
+    Attributes:
+        settings: the job's settings (schedule, size, inversion).
+        model: the model the job runs on.
+        trajectory: the trajectory given, or the image's once :meth:`invert` ran.
+        given: the image's pixels at the file's own size (None for a trajectory alone).
+        prepared: the image fitted to the model (None when a trajectory was given).
+        prompt: the caption to invert the image with.
+        inversion_evaluations: UNet evaluations :meth:`invert` spent (0 for a trajectory given).
+        start: when the job's work began (after loading), for its ``seconds``.
+    """
+
+    settings: JobSettings
+    model: Any
+    trajectory: Trajectory | None = None
+    given: np.ndarray | None = None
+    prepared: PreparedImage | None = None
+    prompt: str | None = None
+    inversion_evaluations: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def from_trajectory(self) -> bool:
+        """Whether a trajectory was given (nothing to invert)."""
+        return self.prepared is None
+
+    def invert(self, options: InversionOptions | None = None) -> Trajectory:
+        """The trajectory: the one given, else the image inverted now (``options`` default: the settings')."""
+        if self.trajectory is None:
+            settings = self.settings
+            schedule = make_schedule(self.model, settings.steps, settings.spacing, settings.timesteps)
+            self.trajectory = invert_image(self.model, self.prepared, self.prompt, schedule,
+                                           options or inversion_options(settings), progress=settings.progress)
+            self.inversion_evaluations = self.trajectory.metadata["unet_evaluations"]
+        return self.trajectory
+
+    def working_pixels(self) -> np.ndarray | None:
+        """The source at the model's working size: the fitted image, the given image at the trajectory's
+        size, or the trajectory's recorded file (None when it is gone or changed)."""
+        if self.prepared is not None:
+            return self.prepared.pixels
+        if self.given is not None:
+            factor = self.model.vae_scale_factor
+            latents = self.trajectory.latents
+            return to_size(self.given, (latents.shape[-1] * factor, latents.shape[-2] * factor))
+        return source_image_for(self.trajectory)
+
+    def seconds(self) -> float:
+        """Seconds since the work began, rounded to milliseconds (a record's ``seconds``)."""
+        return round(time.perf_counter() - self.start, 3)
+
+    def original(self) -> np.ndarray | None:
+        """The source at its own size: the given image, else the trajectory's recorded file if unchanged."""
+        return original_pixels(self.trajectory, self.given)
+
+    def output_size(self, working: tuple[int, int], original: np.ndarray | None) -> tuple[int, int]:
+        """(width, height) of the output: the source's (``original``, else the recorded size), unless the
+        settings keep the working size."""
+        known = size_of(original) if original is not None else recorded_original_size(self.trajectory)
+        return output_size(working, known, self.settings.keep_working_size)
+
+
+def resolve_source(source: Any, prompt: str | None, settings: JobSettings, models: Any, *,
+                   prompt_field: str = "prompt", image: Any = None, trajectories: bool = True,
+                   check: Callable[[Trajectory | None], None] | None = None) -> JobSource:
+    """Read an edit's input and take its model (see :class:`JobSource`).
+
+    Args:
+        source: an image (file or pixels), or a trajectory (file or loaded) when ``trajectories``.
+        prompt: the image's caption (refused when missing, naming ``prompt_field``).
+        image: the image a trajectory ``source`` was inverted from (inpainting), read too.
+        check: called with the trajectory (or None) after the inputs are read, before the model loads.
+    """
+    given = record = traj = None
+    if image is not None:
+        given, record = read_image(image)
+    if trajectories and is_trajectory(source):
+        traj = load_trajectory(source)
+    else:
+        given, record = read_image(source)
+        prompt = require_caption(prompt, prompt_field)
+    if check is not None:
+        check(traj)
+    model = as_provider(models).get(settings.model, traj, settings.model_config)
+    if traj is not None:
+        return JobSource(settings, model, trajectory=traj, given=given)
+    return JobSource(settings, model, given=given, prompt=prompt,
+                     prepared=prepare_pixels(model, given, settings.size, record))
