@@ -94,3 +94,4 @@ def test_a_new_edit_is_its_declaration_plus_a_registry_line(photos, tmp_path, mo
     written = np.asarray(Image.open(tmp_path / "out" / "00000-photo.mirror.png").convert("RGB"))
     source = np.asarray(Image.open(photos / "photo.png").convert("RGB"))
     assert np.array_equal(written, source[:, ::-1])
+

@@ -50,7 +50,7 @@ def run_reconstruct(request: ReconstructRequest, models: Any) -> JobResult:
               "working_size": list(size_of(working)), "unet_evaluations": evaluations + inversion_evaluations,
               "inversion_unet_evaluations": inversion_evaluations, "seconds": source.seconds()}
     parameters = base_parameters("reconstruct", model, settings, traj, size)
-    parameters.update(trajectory=input_name(request.source),
+    parameters.update(trajectory=input_name(request.source) if source.from_trajectory else None,
                       guidance=replay_guidance if replay_guidance is not None else traj.metadata["guidance_scale"],
                       eta=request.eta)
     panels = {"source": to_size(original, size)} if original is not None else {}
