@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import DdimEditError, PromptError
-from .schedule import Schedule, ddim_inverse_step, ddim_step, split_prediction, work_dtype
+from .schedule import Schedule, work_dtype
 from .trajectory import FORMAT_VERSION, METHODS, Trajectory
 
 
@@ -112,7 +112,7 @@ def check_inversion_options(options: InversionOptions) -> None:
 def _inversion_eps(model, schedule: Schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
     """ε at sampling position k, with the model evaluated at latents ``z_eval`` and timestep t_k."""
     output = model.denoise(z_eval, schedule.timesteps[k], cond, uncond, guidance).to(z_eval.dtype)
-    eps, _ = split_prediction(output, z_eval, schedule.alpha_prod(k), schedule.prediction_type)
+    eps, _ = schedule.split(output, z_eval, k)
     return eps
 
 
@@ -125,11 +125,8 @@ def fixed_point_step(model, schedule: Schedule, k: int, z_s: torch.Tensor, cond,
     oscillates or diverges, as guided iterations can at small t), that residual and the number of
     UNet evaluations spent.
     """
-    alpha_prod_s, alpha_prod_t = schedule.alpha_prod(k + 1), schedule.alpha_prod(k)
-
     def f(z: torch.Tensor) -> torch.Tensor:
-        eps = _inversion_eps(model, schedule, z, k, cond, uncond, guidance_scale)
-        return ddim_inverse_step(eps, z_s, alpha_prod_s, alpha_prod_t)
+        return schedule.inverse_step(_inversion_eps(model, schedule, z, k, cond, uncond, guidance_scale), z_s, k)
 
     z = f(z_s)
     best, best_residual, used = z, math.inf, 1
@@ -199,8 +196,7 @@ def record_corrections(model, schedule: Schedule, latents: torch.Tensor, cond, u
     corrections = []
     for i in range(schedule.num_steps):
         output = model.denoise(latents[i], schedule.timesteps[i], cond, uncond, guidance_scale).to(latents.dtype)
-        alpha_prod_t, alpha_prod_prev = schedule.step_pair(i)
-        predicted = ddim_step(output, latents[i], alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
+        predicted = schedule.step(output, latents[i], i)
         corrections.append(latents[i + 1] - predicted)
     return torch.stack(corrections)
 
@@ -233,7 +229,6 @@ def optimise_null_text(
     fitted = []
     for i in tqdm(range(n), desc="null-text", disable=not progress, leave=False):
         t = schedule.timesteps[i]
-        alpha_prod_t, alpha_prod_prev = schedule.step_pair(i)
         with torch.no_grad():
             out_cond = model.denoise(current, t, cond, None, 1.0).to(current.dtype)
         null = null.detach().requires_grad_(True)
@@ -244,7 +239,7 @@ def optimise_null_text(
             with torch.enable_grad():
                 out_uncond = model.denoise(current, t, base.with_hidden(null.to(model.dtype)), None, 1.0).to(current.dtype)
                 guided = out_uncond + guidance_scale * (out_cond - out_uncond)
-                predicted = ddim_step(guided, current, alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
+                predicted = schedule.step(guided, current, i)
                 loss = F.mse_loss(predicted, target)
             optimiser.zero_grad()
             loss.backward()
@@ -255,7 +250,7 @@ def optimise_null_text(
         fitted.append(null.clone())
         with torch.no_grad():
             output = model.denoise(current, t, cond, base.with_hidden(null.to(model.dtype)), guidance_scale).to(current.dtype)
-            current = ddim_step(output, current, alpha_prod_t, alpha_prod_prev, schedule.prediction_type)
+            current = schedule.step(output, current, i)
     return torch.stack(fitted)
 
 

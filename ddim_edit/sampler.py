@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .conditioning import Conditioning, PromptEmbeds  # noqa: F401 (re-exported: what sample takes)
-from .schedule import Schedule, ddim_step, work_dtype
+from .schedule import Schedule, work_dtype
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,12 @@ def sample(
         for hook in hooks:
             hook.before_step(step, latents)
         output = model.denoise(latents, t, conditioning.cond, conditioning.uncond_at(i), guidance_scale).to(dtype)
-        alpha_prod_t, alpha_prod_prev = schedule.step_pair(i)
         noise = None
         if eta > 0:
             noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32,
                                 device=generator.device if generator is not None else latents.device)
             noise = noise.to(latents.device, dtype)
-        latents = ddim_step(output, latents, alpha_prod_t, alpha_prod_prev, schedule.prediction_type, eta, noise)
+        latents = schedule.step(output, latents, i, eta, noise)
         if corrections is not None:
             latents = latents + corrections[i].to(latents)
         for hook in hooks:

@@ -112,7 +112,8 @@ def parse_custom_timesteps(text: str) -> list[int]:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A DDIM schedule: explicit descending timesteps and the model's ᾱ table.
+    """A DDIM schedule: explicit descending timesteps and the model's ᾱ table, and the stepper of
+    the η = 0 DDIM ODE on them (step, inverse step, prediction split, re-noising, step coefficients).
 
     Attributes:
         timesteps: strictly descending timesteps t_0 > t_1 > … > t_{N-1}.
@@ -160,6 +161,44 @@ class Schedule:
     def step_pair(self, index: int) -> tuple[float, float]:
         """(ᾱ_t, ᾱ_s) for sampling step ``index``: from ``timesteps[index]`` to its neighbour."""
         return self.alpha_prod(index), self.alpha_prod(index + 1)
+
+    # ------------------------------------------------------------------ the stepper of the DDIM ODE
+    # What the sampler, the inversions and the edits ask of a schedule; nothing outside this class
+    # reads ᾱ. Positions are trajectory states: 0 = x_T … num_steps = the final state.
+    def split(self, output: torch.Tensor, sample: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, x̂_0) from the model's ``output`` at the state ``sample`` of position ``index``."""
+        return split_prediction(output, sample, self.alpha_prod(index), self.prediction_type)
+
+    def step(self, output: torch.Tensor, sample: torch.Tensor, index: int, eta: float = 0.0,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Sampling step ``index``: the state at ``index`` → the state at ``index + 1`` (:func:`ddim_step`)."""
+        alpha_prod_t, alpha_prod_prev = self.step_pair(index)
+        return ddim_step(output, sample, alpha_prod_t, alpha_prod_prev, self.prediction_type, eta, noise)
+
+    def inverse_step(self, eps: torch.Tensor, sample: torch.Tensor, index: int) -> torch.Tensor:
+        """Step ``index`` backwards: the state at ``index + 1`` → the state at ``index``, with the noise
+        ``eps`` (:func:`ddim_inverse_step`)."""
+        return ddim_inverse_step(eps, sample, self.alpha_prod(index + 1), self.alpha_prod(index))
+
+    def coefficients(self, index: int) -> tuple[float, float]:
+        """(A, B) of the η = 0 step ``index`` written as x_s = A·x_t + B·ε (:func:`ddim_coefficients`)."""
+        return ddim_coefficients(*self.step_pair(index))
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
+        """The state at position ``index`` of ``x0`` under ``noise``: √ᾱ x_0 + √(1 − ᾱ) ε."""
+        alpha_prod = self.alpha_prod(index)
+        return math.sqrt(alpha_prod) * x0 + math.sqrt(1.0 - alpha_prod) * noise
+
+    def forward_noised(self, sample: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
+        """The forward process one position back: the state at ``index`` → a state at ``index − 1``,
+        √(ᾱ_{k−1}/ᾱ_k) z_k + √(1 − ᾱ_{k−1}/ᾱ_k) ε (q(x_t | x_s) of DDPM)."""
+        ratio = self.alpha_prod(index - 1) / self.alpha_prod(index)
+        return math.sqrt(ratio) * sample + math.sqrt(max(1.0 - ratio, 0.0)) * noise
+
+    def segment(self, start: int, stop: int) -> "Schedule":
+        """Steps ``start … stop − 1`` as a schedule whose final state is position ``stop``."""
+        return Schedule(self.timesteps[start:stop], self.alphas_cumprod, self.alpha_prod(stop), self.prediction_type,
+                        self.spacing)
 
     def fingerprint(self) -> str:
         """A short hash of ᾱ and the prediction type: equal iff the schedule maths is equal."""

@@ -121,3 +121,26 @@ def test_last_step_from_t0_goes_to_the_clean_sample():
     # A last timestep above 0 keeps diffusers' final ᾱ_0 (SD 1.x: leading with steps_offset 1).
     leading = Schedule.from_scheduler_config(config, num_steps=10)
     assert leading.timesteps[-1] == 1 and leading.final_alpha_prod == float(leading.alphas_cumprod[0])
+
+
+def test_the_stepper_methods_agree_in_closed_form():
+    """The schedule as the DDIM ODE's stepper (float64): the inverse step undoes the step for the same ε;
+    a step maps the noised x_0 at one position to the noised x_0 at the next (η = 0, the same ε); x_s = A x_t + B ε;
+    the forward process scales by √(ᾱ_{k−1}/ᾱ_k) without noise; a segment keeps its last state's ᾱ."""
+    from diffusers import DDIMScheduler
+
+    schedule = Schedule.from_scheduler_config(DDIMScheduler().config, num_steps=10)
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = (torch.randn(1, 4, 8, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    for i in (0, 4, 9):
+        z_t = schedule.noised(x0, eps, i)
+        z_s = schedule.step(eps, z_t, i)
+        assert torch.allclose(z_s, schedule.noised(x0, eps, i + 1), atol=1e-10)
+        assert torch.allclose(schedule.inverse_step(eps, z_s, i), z_t, atol=1e-10)
+        a, b = schedule.coefficients(i)
+        assert torch.allclose(z_s, a * z_t + b * eps, atol=1e-10)
+        assert torch.allclose(schedule.split(eps, z_t, i)[1], x0, atol=1e-10)
+    ratio = schedule.alpha_prod(3) / schedule.alpha_prod(4)
+    assert torch.allclose(schedule.forward_noised(x0, torch.zeros_like(x0), 4), ratio ** 0.5 * x0)
+    part = schedule.segment(2, 5)
+    assert part.timesteps == schedule.timesteps[2:5] and part.alpha_prod(3) == schedule.alpha_prod(5)

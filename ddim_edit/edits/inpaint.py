@@ -34,7 +34,6 @@ it are the input's exactly (:func:`ddim_edit.masks.paste`); ``paste=False`` keep
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,9 +159,7 @@ class FreshNoise(KnownRegion):
     def at(self, index: int) -> torch.Tensor:
         if index == self.schedule.num_steps:
             return self.z_0
-        alpha_prod = self.schedule.alpha_prod(index)
-        noise = fresh_noise(self.z_0, self.generator)
-        return math.sqrt(alpha_prod) * self.z_0 + math.sqrt(1.0 - alpha_prod) * noise
+        return self.schedule.noised(self.z_0, fresh_noise(self.z_0, self.generator), index)
 
 
 def fresh_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -190,12 +187,6 @@ class MaskBlend(SamplerHook):
 
 
 # ---------------------------------------------------------------------------------- sampling
-def segment_schedule(schedule: Schedule, start: int, stop: int) -> Schedule:
-    """Steps ``start … stop − 1`` of ``schedule`` as a schedule whose final state is position ``stop``."""
-    return Schedule(schedule.timesteps[start:stop], schedule.alphas_cumprod, schedule.alpha_prod(stop),
-                    schedule.prediction_type, schedule.spacing)
-
-
 
 
 def renoise(latents: torch.Tensor, schedule: Schedule, from_index: int, to_index: int,
@@ -203,8 +194,7 @@ def renoise(latents: torch.Tensor, schedule: Schedule, from_index: int, to_index
     """Forward-noise from position ``from_index`` back to ``to_index`` < it, one step pair at a time:
     z_{k−1} = √(ᾱ_{k−1}/ᾱ_k) z_k + √(1 − ᾱ_{k−1}/ᾱ_k) ε (q(x_t | x_s) of the DDPM forward process)."""
     for k in range(from_index, to_index, -1):
-        ratio = schedule.alpha_prod(k - 1) / schedule.alpha_prod(k)
-        latents = math.sqrt(ratio) * latents + math.sqrt(max(1.0 - ratio, 0.0)) * fresh_noise(latents, generator)
+        latents = schedule.forward_noised(latents, fresh_noise(latents, generator), k)
     return latents
 
 
@@ -262,7 +252,7 @@ def inpaint_latents(model, traj: Trajectory, mask: np.ndarray | torch.Tensor,
                 if repeat > 0:
                     latents = renoise(latents, plan.schedule, b, a, generator)
                     latents = latents * m + known.at(a).to(latents) * (1.0 - m)
-                latents = sample(model, segment_schedule(plan.schedule, a, b), latents,
+                latents = sample(model, plan.schedule.segment(a, b), latents,
                                  plan.conditioning.steps(a, b), plan.guidance_scale,
                                  hooks=[MaskBlend(m, known, offset=a)], progress=progress,
                                  desc=f"inpainting {a}-{b}" if options.resample else "inpainting")

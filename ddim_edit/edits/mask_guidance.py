@@ -2,7 +2,7 @@
 
 An ``exact`` trajectory is inverted conditionally (guidance 1 unless ``inversion_guidance`` says
 otherwise) and its source branch replays it exactly: with known latents z_t → z_s, the inversion's
-noise is ε_inv = (z_s − A·z_t)/B (:func:`~ddim_edit.schedule.ddim_coefficients`). Outside the mask
+noise is ε_inv = (z_s − A·z_t)/B (:meth:`~ddim_edit.schedule.Schedule.coefficients`). Outside the mask
 the target takes the source's whole correction and follows the source. Inside it, that correction
 would undo the *source prompt's* guidance, (w − 1)(ε_u − ε_c,src), and so pull the edited content
 back to the source. Without any correction the target samples at the edit's guidance w from the
@@ -23,31 +23,31 @@ from __future__ import annotations
 
 import torch
 
-from ..schedule import ddim_coefficients, split_prediction
+from ..schedule import Schedule
 
 
-def inversion_lag(known_t: torch.Tensor, known_s: torch.Tensor, source_cond: torch.Tensor, alpha_prod_t: float,
-                  alpha_prod_prev: float, prediction_type: str) -> torch.Tensor:
-    """λ = ε_inv − ε_c,src: the inversion's noise for the step z_t → z_s minus the source's
+def inversion_lag(known_t: torch.Tensor, known_s: torch.Tensor, source_cond: torch.Tensor, schedule: Schedule,
+                  index: int) -> torch.Tensor:
+    """λ = ε_inv − ε_c,src: the inversion's noise for step ``index`` (z_t → z_s) minus the source's
     conditional prediction at z_t (``source_cond``: the UNet output, any prediction type)."""
-    a, b = ddim_coefficients(alpha_prod_t, alpha_prod_prev)
+    a, b = schedule.coefficients(index)
     eps_inversion = (known_s - a * known_t) / b
-    eps_source, _ = split_prediction(source_cond, known_t, alpha_prod_t, prediction_type)
+    eps_source, _ = schedule.split(source_cond, known_t, index)
     return eps_inversion - eps_source
 
 
 def mask_correction(lag: torch.Tensor, target_cond: torch.Tensor, target_uncond: torch.Tensor | None,
-                    target_latents: torch.Tensor, guidance: float, mask_guidance: float, alpha_prod_t: float,
-                    alpha_prod_prev: float, prediction_type: str) -> torch.Tensor:
+                    target_latents: torch.Tensor, guidance: float, mask_guidance: float, schedule: Schedule,
+                    index: int) -> torch.Tensor:
     """What to add to the target's guided DDIM step inside the mask: B·(λ + (g − w)(ε_c − ε_u)).
 
     ``guidance`` is the step's w; g is ``min(mask_guidance, w)``. Without guidance (w ≤ 1,
     ``target_uncond`` None) the target gets the lag alone.
     """
-    _, b = ddim_coefficients(alpha_prod_t, alpha_prod_prev)
+    _, b = schedule.coefficients(index)
     if guidance <= 1.0 or target_uncond is None:
         return b * lag
-    eps_cond, _ = split_prediction(target_cond, target_latents, alpha_prod_t, prediction_type)
-    eps_uncond, _ = split_prediction(target_uncond, target_latents, alpha_prod_t, prediction_type)
+    eps_cond, _ = schedule.split(target_cond, target_latents, index)
+    eps_uncond, _ = schedule.split(target_uncond, target_latents, index)
     g = min(float(mask_guidance), guidance)
     return b * (lag + (g - guidance) * (eps_cond - eps_uncond))

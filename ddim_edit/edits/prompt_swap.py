@@ -467,14 +467,12 @@ class SwapHook(SamplerHook):
     def inside_correction(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
         """The target's correction inside the mask under mask guidance (:func:`.mask_guidance.mask_correction`)."""
         outputs = self.denoiser.outputs
-        alpha_t, alpha_prev = self.schedule.step_pair(step.index)
-        kind = self.schedule.prediction_type
         lag = inversion_lag(self.known_latents[step.index].to(latents), self.known_latents[step.index + 1].to(latents),
-                            outputs[("cond", 0)].to(latents), alpha_t, alpha_prev, kind)
+                            outputs[("cond", 0)].to(latents), self.schedule, step.index)
         uncond = outputs.get(("uncond", 1))
         return mask_correction(lag, outputs[("cond", 1)].to(latents), None if uncond is None else uncond.to(latents),
                                self._target_before.to(latents), self.denoiser.guidance[step.index], self.mask_guidance,
-                               alpha_t, alpha_prev, kind)
+                               self.schedule, step.index)
 
     def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
         source, target = latents[0], latents[1]
