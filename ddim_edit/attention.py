@@ -1,9 +1,12 @@
-"""Attention processors installed by layer name, the hook point of every attention-based edit.
+"""Attention sites by role, and processors installed on them: the hook point of every attention edit.
 
 diffusers routes each attention layer through a processor object (``unet.attn_processors`` maps
-``down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor`` → processor). Edits install
-their own processors by those names with :func:`installed_processors` and restore the originals
-afterwards; no ``forward`` is patched and no module is found by class name.
+``down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor`` → processor). Each layer is an
+:class:`AttentionSite` tagged by what it does — its role (self, cross, joint), its stage and its
+resolution level — so edits choose sites by role and never parse a layer's name
+(:func:`attention_sites`). Edits install their own processors on the chosen sites with
+:func:`installed_processors` and restore the originals afterwards; no ``forward`` is patched and no
+module is found by class name.
 
 :class:`EditAttnProcessor` reproduces diffusers' ``AttnProcessor2_0`` and hands the projected
 query, key and value ([batch, heads, tokens, head_dim]) to :meth:`EditAttnProcessor.attend`, the
@@ -20,28 +23,46 @@ import torch
 import torch.nn.functional as F
 
 
+ROLES = ("self", "cross", "joint")
+STAGES = ("encoder", "middle", "decoder")
+
+
 @dataclass(frozen=True)
-class LayerInfo:
-    """What a processor name says about its layer."""
+class AttentionSite:
+    """One attention layer of a denoiser, by what it does.
+
+    Attributes:
+        name: the processor's name, the key :func:`installed_processors` installs by.
+        role: ``self`` (image tokens attend to image tokens), ``cross`` (image tokens attend to the
+            text's keys and values) or ``joint`` (text and image tokens in one attention).
+        stage: ``encoder``, ``middle`` or ``decoder`` (a UNet's down, mid and up blocks).
+        level: the resolution level: 0 at the latent's own resolution, 1 at half of it, …
+    """
 
     name: str
-    is_cross: bool  # attn2 (text keys/values) vs attn1 (self-attention)
-    place: str  # "down", "mid" or "up"
-    block: int  # index of the down/up block (0 for mid)
+    role: str
+    stage: str
+    level: int
 
 
-def layer_info(name: str) -> LayerInfo:
-    """Parse ``up_blocks.1.attentions.0.transformer_blocks.0.attn1.processor``."""
+_UNET_STAGES = {"down_blocks": "encoder", "mid_block": "middle", "up_blocks": "decoder"}
+
+
+def unet_site(name: str, levels: int) -> AttentionSite:
+    """The site of UNet processor ``name`` (``up_blocks.1.attentions.0.transformer_blocks.0.attn1.processor``)
+    in a UNet of ``levels`` resolution levels."""
     parts = name.split(".")
-    place = parts[0].split("_")[0]
-    block = int(parts[1]) if place in ("down", "up") else 0
-    return LayerInfo(name, ".attn2." in f".{name}.", place, block)
+    stage = _UNET_STAGES[parts[0]]
+    block = int(parts[1]) if stage != "middle" else levels - 1
+    level = {"encoder": block, "middle": levels - 1, "decoder": levels - 1 - block}[stage]
+    return AttentionSite(name, "cross" if ".attn2." in f".{name}." else "self", stage, level)
 
 
-def attention_layers(unet, cross: bool | None = None, places: tuple[str, ...] = ("down", "mid", "up")) -> list[LayerInfo]:
-    """The UNet's attention layers (self and/or cross, in the given places), in UNet order."""
-    layers = [layer_info(name) for name in unet.attn_processors]
-    return [layer for layer in layers if (cross is None or layer.is_cross == cross) and layer.place in places]
+def attention_sites(unet, roles: tuple[str, ...] = ROLES, stages: tuple[str, ...] = STAGES) -> list[AttentionSite]:
+    """The denoiser's attention sites with one of ``roles`` in one of ``stages``, in the model's order."""
+    levels = len(unet.config.block_out_channels)
+    sites = [unet_site(name, levels) for name in unet.attn_processors]
+    return [site for site in sites if site.role in roles and site.stage in stages]
 
 
 @contextlib.contextmanager
@@ -67,11 +88,11 @@ def attention_probabilities(query: torch.Tensor, key: torch.Tensor, scale: float
 class EditAttnProcessor:
     """``AttnProcessor2_0`` with the attention step factored out into :meth:`attend`.
 
-    Subclasses get ``layer`` (a :class:`LayerInfo`) and override :meth:`attend`.
+    Subclasses get ``site`` (an :class:`AttentionSite`) and override :meth:`attend`.
     """
 
-    def __init__(self, layer: LayerInfo):
-        self.layer = layer
+    def __init__(self, site: AttentionSite):
+        self.site = site
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn,
                attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -117,12 +138,12 @@ class EditAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def processors_for(unet, make: Callable[[LayerInfo], object | None], cross: bool | None = None,
-                   places: tuple[str, ...] = ("down", "mid", "up")) -> dict[str, object]:
-    """Build name → processor for the chosen layers; ``make`` may return None to skip a layer."""
+def processors_for(unet, make: Callable[[AttentionSite], object | None], roles: tuple[str, ...] = ROLES,
+                   stages: tuple[str, ...] = STAGES) -> dict[str, object]:
+    """Build name → processor for the chosen sites; ``make`` may return None to skip a site."""
     chosen = {}
-    for layer in attention_layers(unet, cross, places):
-        processor = make(layer)
+    for site in attention_sites(unet, roles, stages):
+        processor = make(site)
         if processor is not None:
-            chosen[layer.name] = processor
+            chosen[site.name] = processor
     return chosen

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..attention import EditAttnProcessor, LayerInfo, processors_for
+from ..attention import AttentionSite, EditAttnProcessor, processors_for
 from ..errors import PromptError
 from .local_blend import layer_grid
 
@@ -326,8 +326,8 @@ class AttentionController:
 class P2PAttnProcessor(EditAttnProcessor):
     """One layer's prompt-to-prompt control; the maths is in :func:`cross_attention_edit` / :func:`self_attention_edit`."""
 
-    def __init__(self, layer: LayerInfo, controller: AttentionController):
-        super().__init__(layer)
+    def __init__(self, site: AttentionSite, controller: AttentionController):
+        super().__init__(site)
         self.controller = controller
 
     def attend(self, query, key, value, attn, attention_mask):
@@ -339,13 +339,13 @@ class P2PAttnProcessor(EditAttnProcessor):
             return out
         scale = attn.scale
         queries = query.shape[2]
-        if self.layer.is_cross:
+        if self.site.role == "cross":
             if control.needs_maps:
                 for branch, row in layout.map_rows.items():
                     if not control.wants(branch, queries):
                         continue
                     probabilities = (query[row] @ key[row].transpose(-1, -2) * scale).softmax(-1).mean(0)
-                    control.store(self.layer.name, branch, probabilities)
+                    control.store(self.site.name, branch, probabilities)
             if control.cross is not None and layout.targets:
                 s, t = layout.sources, layout.targets
                 out[t] = cross_attention_edit(query[s], key[s], query[t], key[t], value[t], control.cross, scale)
@@ -373,4 +373,4 @@ def self_attention_edit(q_src, k_src, v_tgt, scale: float) -> torch.Tensor:
 
 def make_processors(unet, controller: AttentionController) -> dict[str, P2PAttnProcessor]:
     """A processor for every attention layer of ``unet`` (name → processor), sharing ``controller``."""
-    return processors_for(unet, lambda layer: P2PAttnProcessor(layer, controller))
+    return processors_for(unet, lambda site: P2PAttnProcessor(site, controller))

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import EditAttnProcessor, LayerInfo, attention_layers, installed_processors
+from ..attention import AttentionSite, EditAttnProcessor, attention_sites, installed_processors
 from ..errors import DdimEditError, TrajectoryError
 from ..options import option, pair, words
 from ..replay import trajectory_schedule
@@ -152,9 +152,9 @@ def check_style_options(options: StyleOptions) -> None:
 
 
 # ----------------------------------------------------------------------------------- layers
-def decoder_self_attention(unet) -> list[LayerInfo]:
-    """The decoder's (up blocks') self-attention layers, in UNet order."""
-    return attention_layers(unet, cross=False, places=("up",))
+def decoder_self_attention(unet) -> list[AttentionSite]:
+    """The decoder's (up blocks') self-attention sites, in the model's order."""
+    return attention_sites(unet, roles=("self",), stages=("decoder",))
 
 
 def styleid_layers(unet) -> list[str]:
@@ -163,17 +163,17 @@ def styleid_layers(unet) -> list[str]:
     StyleID injects into the self-attention of SD 1.x output blocks 6–11, i.e. diffusers'
     ``up_blocks.2`` and ``up_blocks.3``; ``up_blocks.1`` (the lowest-resolution decoder block with
     attention) keeps its own keys and values, which carry the content's layout. A UNet whose decoder
-    has a single attention-bearing block injects there.
+    has attention at a single resolution injects there.
     """
-    layers = decoder_self_attention(unet)
-    blocks = sorted({layer.block for layer in layers})
-    chosen = blocks[1:] if len(blocks) > 1 else blocks
-    return [layer.name for layer in layers if layer.block in chosen]
+    sites = decoder_self_attention(unet)
+    coarsest = max(site.level for site in sites)
+    kept = {site.level for site in sites} - {coarsest}
+    return [site.name for site in sites if site.level in (kept or {coarsest})]
 
 
-def encoder_self_attention(unet) -> list[LayerInfo]:
-    """The encoder's (down blocks') self-attention layers, in UNet order."""
-    return attention_layers(unet, cross=False, places=("down",))
+def encoder_self_attention(unet) -> list[AttentionSite]:
+    """The encoder's (down blocks') self-attention sites, in the model's order."""
+    return attention_sites(unet, roles=("self",), stages=("encoder",))
 
 
 def resolve_structure_layers(unet, spec: tuple[str, ...] | list[str] | None, style_layers: list[str]) -> list[str]:
@@ -183,8 +183,8 @@ def resolve_structure_layers(unet, spec: tuple[str, ...] | list[str] | None, sty
         StyleOptionError: when an entry matches no self-attention layer outside ``style_layers``.
     """
     if spec is None:
-        return [layer.name for layer in encoder_self_attention(unet) if layer.name not in style_layers]
-    available = [layer.name for layer in attention_layers(unet, cross=False) if layer.name not in style_layers]
+        return [site.name for site in encoder_self_attention(unet) if site.name not in style_layers]
+    available = [site.name for site in attention_sites(unet, roles=("self",)) if site.name not in style_layers]
     return _match_layers(spec, available, "self-attention layer outside the style layers")
 
 
@@ -205,7 +205,7 @@ def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:
     """
     if spec is None:
         return styleid_layers(unet)
-    return _match_layers(spec, [layer.name for layer in decoder_self_attention(unet)], "decoder self-attention layer")
+    return _match_layers(spec, [site.name for site in decoder_self_attention(unet)], "decoder self-attention layer")
 
 
 def _match_layers(spec: tuple[str, ...] | list[str], available: list[str], what: str) -> list[str]:
@@ -259,9 +259,9 @@ class StyleAttnProcessor(EditAttnProcessor):
     ``inject_key_value=False``) and logits scaled by T (``scale = T / √d`` in SDPA).
     """
 
-    def __init__(self, layer: LayerInfo, switch: InjectionSwitch, gamma: float = 0.75, temperature: float = 1.5,
+    def __init__(self, site: AttentionSite, switch: InjectionSwitch, gamma: float = 0.75, temperature: float = 1.5,
                  inject_key_value: bool = True):
-        super().__init__(layer)
+        super().__init__(site)
         self.switch = switch
         self.gamma = float(gamma)
         self.temperature = float(temperature)
@@ -295,8 +295,8 @@ class StructureAttnProcessor(EditAttnProcessor):
     content and style branches attend as usual.
     """
 
-    def __init__(self, layer: LayerInfo, switch: InjectionSwitch):
-        super().__init__(layer)
+    def __init__(self, site: AttentionSite, switch: InjectionSwitch):
+        super().__init__(site)
         self.switch = switch
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn,
@@ -325,7 +325,7 @@ class InjectionSchedule(SamplerHook):
 def style_processors(unet, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions,
                      structure_names: list[str] = ()) -> dict[str, object]:
     """name → :class:`StyleAttnProcessor` for the style layers, :class:`StructureAttnProcessor` for the structure layers."""
-    by_name = {layer.name: layer for layer in attention_layers(unet, cross=False)}
+    by_name = {site.name: site for site in attention_sites(unet, roles=("self",))}
     processors: dict[str, object] = {name: StructureAttnProcessor(by_name[name], switch) for name in structure_names}
     processors.update({name: StyleAttnProcessor(by_name[name], switch, options.gamma, options.temperature,
                                                 options.inject_key_value) for name in layer_names})
