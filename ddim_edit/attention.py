@@ -138,11 +138,10 @@ class EditAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def processors_for(unet, make: Callable[[AttentionSite], object | None], roles: tuple[str, ...] = ROLES,
-                   stages: tuple[str, ...] = STAGES) -> dict[str, object]:
-    """Build name → processor for the chosen sites; ``make`` may return None to skip a site."""
+def processors_for(sites: list[AttentionSite], make: Callable[[AttentionSite], object | None]) -> dict[str, object]:
+    """Build name → processor for ``sites``; ``make`` may return None to skip a site."""
     chosen = {}
-    for site in attention_sites(unet, roles, stages):
+    for site in sites:
         processor = make(site)
         if processor is not None:
             chosen[site.name] = processor

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .attention import ROLES, STAGES, AttentionSite, attention_sites, installed_processors
 from .conditioning import PromptEmbeds
 from .errors import ModelLoadError, NonFiniteError, PromptError
 from .families import checkpoint_family, family_of_class, folder_family
@@ -520,6 +521,14 @@ class EditModel:
         return ((image.float() + 1) / 2).clamp(0, 1).cpu()
 
     # ------------------------------------------------------------------ UNet
+    def attention_sites(self, roles: tuple[str, ...] = ROLES, stages: tuple[str, ...] = STAGES) -> list[AttentionSite]:
+        """The denoiser's attention sites with one of ``roles`` in one of ``stages`` (see :mod:`ddim_edit.attention`)."""
+        return attention_sites(self.unet, roles, stages)
+
+    def installed_processors(self, processors: dict[str, object]):
+        """A context in which the denoiser runs ``processors`` (site name → processor), restored after."""
+        return installed_processors(self.unet, processors)
+
     def denoise(
         self,
         latents: torch.Tensor,

@@ -32,7 +32,7 @@ def test_sites_are_named_and_tagged_by_role_stage_and_level(tiny_pipe):
 def test_base_processor_matches_default_and_uninstalls_bitwise(tiny_pipe):
     unet = tiny_pipe.unet
     before = _unet_output(unet)
-    with installed_processors(unet, processors_for(unet, EditAttnProcessor)):
+    with installed_processors(unet, processors_for(attention_sites(unet), EditAttnProcessor)):
         during = _unet_output(unet)
     after = _unet_output(unet)
     assert torch.equal(before, after)

@@ -21,7 +21,7 @@ def _cli(args):
     return CliRunner().invoke(app, args, catch_exceptions=False)
 
 
-def test_cli_style_images_and_trajectory(tiny_model_dir, tiny_pipe, tmp_path):
+def test_cli_style_images_and_trajectory(tiny_model_dir, tiny_model, tmp_path):
     save_png(tmp_path / "content.png", _picture(0))
     save_png(tmp_path / "style.png", _picture(7, (40, 56)))
     out = tmp_path / "out.png"
@@ -31,7 +31,7 @@ def test_cli_style_images_and_trajectory(tiny_model_dir, tiny_pipe, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["unet_evaluations"] == 3 * STEPS and report["gamma"] == StyleOptions.gamma == 0.0
-    assert report["structure_layers"] == [layer.name for layer in encoder_self_attention(tiny_pipe.unet)]
+    assert report["structure_layers"] == [layer.name for layer in encoder_self_attention(tiny_model)]
     assert load_image(out).shape[:2] == (32, 32)  # the output alone …
     picture = load_image(tmp_path / "out.grid.png")
     assert picture.shape[0] > 32 and picture.shape[1] > 3 * 32  # … and content | style | output beside it

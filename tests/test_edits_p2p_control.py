@@ -4,7 +4,7 @@ probabilities, token alignment, injected steps, processors installed and removed
 import pytest
 import torch
 
-from ddim_edit.attention import attention_probabilities, installed_processors
+from ddim_edit.attention import attention_probabilities
 from ddim_edit.edits.p2p_control import (
     align_tokens,
     AttentionController,
@@ -99,7 +99,7 @@ def test_processors_install_and_remove_bitwise(tiny_model):
     before = _unet_output(unet)
     spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(), L)
     controller = AttentionController(spec, {"target": [2]}, blend_side=8, keep_maps=True)
-    with installed_processors(unet, make_processors(unet, controller)):
+    with tiny_model.installed_processors(make_processors(tiny_model, controller)):
         idle = _unet_output(unet)  # no layout: plain attention
         controller.begin_step(0, 4)
         controller.layout = BranchLayout([1], [2], {"source": 1, "target": 2})

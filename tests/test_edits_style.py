@@ -1,7 +1,9 @@
 """Style transfer (ddim_edit/edits/style.py, StyleID through the one sampler): identities, the
 processor's maths, memory."""
 
+import functools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -119,8 +121,8 @@ def test_injection_window_and_output_corrections(tiny_model):
 
 # ------------------------------------------------------------------------------- processor maths
 @pytest.mark.parametrize("gamma,temperature,inject", [(0.75, 1.5, True), (0.0, 1.0, True), (0.4, 0.7, False)])
-def test_processor_matches_materialised_reference(tiny_pipe, gamma, temperature, inject):
-    layer = decoder_self_attention(tiny_pipe.unet)[0]
+def test_processor_matches_materialised_reference(tiny_model, gamma, temperature, inject):
+    layer = decoder_self_attention(tiny_model)[0]
     switch = InjectionSwitch(active=True)
     processor = StyleAttnProcessor(layer, switch, gamma, temperature, inject)
     generator = torch.Generator().manual_seed(0)
@@ -142,9 +144,9 @@ def test_processor_matches_materialised_reference(tiny_pipe, gamma, temperature,
     assert _close(processor.attend(q, k, v, None, None), plain) <= 1e-5
 
 
-def test_structure_processor_matches_materialised_reference(tiny_pipe):
+def test_structure_processor_matches_materialised_reference(tiny_model):
     """The output attends with the content's map over its own values; content and style attend as usual."""
-    layer = encoder_self_attention(tiny_pipe.unet)[0]
+    layer = encoder_self_attention(tiny_model)[0]
     switch = InjectionSwitch(active=True)
     processor = StructureAttnProcessor(layer, switch)
     generator = torch.Generator().manual_seed(1)
@@ -167,20 +169,20 @@ def test_structure_processor_matches_materialised_reference(tiny_pipe):
     assert _close(processor.attend(q, k, v, None, None), plain) <= 1e-5
 
 
-def test_structure_layers_selection(tiny_pipe):
-    unet = tiny_pipe.unet
-    style = resolve_layers(unet, None)
-    encoder = [layer.name for layer in encoder_self_attention(unet)]
+def test_structure_layers_selection(tiny_model):
+    model = tiny_model
+    style = resolve_layers(model, None)
+    encoder = [layer.name for layer in encoder_self_attention(model)]
     assert encoder and all(name.startswith("down_blocks.") and ".attn1." in name for name in encoder)
-    assert resolve_structure_layers(unet, None, style) == encoder
-    assert resolve_structure_layers(unet, (), style) == []
-    everything = resolve_structure_layers(unet, ("all",), style)
+    assert resolve_structure_layers(model, None, style) == encoder
+    assert resolve_structure_layers(model, (), style) == []
+    everything = resolve_structure_layers(model, ("all",), style)
     assert set(encoder) < set(everything) and not set(everything) & set(style)
-    assert resolve_structure_layers(unet, (encoder[0],), style) == [encoder[0]]
+    assert resolve_structure_layers(model, (encoder[0],), style) == [encoder[0]]
     with pytest.raises(StyleOptionError, match="no self-attention layer outside the style layers"):
-        resolve_structure_layers(unet, (style[0],), style)  # a style layer cannot also take the content's maps
+        resolve_structure_layers(model, (style[0],), style)  # a style layer cannot also take the content's maps
     with pytest.raises(StyleOptionError, match="'nope'"):
-        resolve_structure_layers(unet, ("nope",), style)
+        resolve_structure_layers(model, ("nope",), style)
 
 
 @pytest.mark.parametrize("text, spec", [(None, None), ("encoder", None), ("", None), ("none", ()), (["none"], ()),
@@ -214,28 +216,30 @@ def test_adain_matches_style_statistics():
 
 
 # ------------------------------------------------------------------------------- layers, options, errors
-def test_layer_selection(tiny_pipe):
-    unet = tiny_pipe.unet
-    names = [layer.name for layer in decoder_self_attention(unet)]
+def test_layer_selection(tiny_model):
+    model = tiny_model
+    names = [layer.name for layer in decoder_self_attention(model)]
     assert names and all(".attn1." in n and n.startswith("up_blocks.") for n in names)
-    assert styleid_layers(unet) == names  # the tiny decoder has a single attention block
-    assert resolve_layers(unet, ("all",)) == names
-    assert resolve_layers(unet, ("up_blocks.1",)) == names
-    assert resolve_layers(unet, (names[-1],)) == [names[-1]]
+    assert styleid_layers(model) == names  # the tiny decoder has a single attention block
+    assert resolve_layers(model, ("all",)) == names
+    assert resolve_layers(model, ("up_blocks.1",)) == names
+    assert resolve_layers(model, (names[-1],)) == [names[-1]]
     with pytest.raises(StyleOptionError, match="no decoder self-attention"):
-        resolve_layers(unet, ("down_blocks.0",))
+        resolve_layers(model, ("down_blocks.0",))
 
 
 def test_styleid_default_on_sd_layout():
     """On SD 1.x's decoder (attention in up_blocks 1–3) StyleID injects into up_blocks 2 and 3."""
     from diffusers import UNet2DConditionModel
 
+    from ddim_edit.attention import attention_sites
+
     unet = UNet2DConditionModel(
         sample_size=8, block_out_channels=(8, 8, 8, 8), layers_per_block=1, cross_attention_dim=8,
         attention_head_dim=2, norm_num_groups=4,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    chosen = styleid_layers(unet)
+    chosen = styleid_layers(SimpleNamespace(attention_sites=functools.partial(attention_sites, unet)))
     assert len(chosen) == 4 and {n.split(".")[1] for n in chosen} == {"2", "3"}
 
 
@@ -285,7 +289,7 @@ def test_peak_memory_does_not_grow_with_steps(tiny_model):
     unet, latent_side = tiny_model.unet, tiny_model.unet.config.sample_size
     levels = len(unet.config.up_block_types) - 1
     per_step_kv = 0  # bytes StyleID keeps per step: q, k, v (float32) of each injected layer, two images
-    for name in styleid_layers(unet):
+    for name in styleid_layers(tiny_model):
         attn = unet.get_submodule(name.removesuffix(".processor"))
         tokens = (latent_side // 2 ** (levels - int(name.split(".")[1]))) ** 2
         per_step_kv += 2 * 3 * 4 * tokens * attn.to_q.out_features

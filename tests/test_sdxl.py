@@ -123,7 +123,7 @@ def test_sdxl_style_runs_on_the_decoder_layers_with_attention(xl):
     _, model = xl
     content, _ = _invert(model, method="ddim", steps=4)
     style, _ = _invert(model, method="ddim", image=circle_image(colour=(30, 30, 220)), steps=4)
-    layers = styleid_layers(model.unet)
+    layers = styleid_layers(model)
     # SDXL's decoder: up_blocks.0 (lowest resolution, 2 layers here; 10 in SDXL) keeps the content's
     # layout; up_blocks.1 is injected; up_blocks.2 has no attention.
     assert layers and all(name.startswith("up_blocks.1.") and ".attn1." in name for name in layers)

@@ -371,6 +371,6 @@ def self_attention_edit(q_src, k_src, v_tgt, scale: float) -> torch.Tensor:
     return F.scaled_dot_product_attention(q_src, k_src, v_tgt, scale=scale)
 
 
-def make_processors(unet, controller: AttentionController) -> dict[str, P2PAttnProcessor]:
-    """A processor for every attention layer of ``unet`` (name → processor), sharing ``controller``."""
-    return processors_for(unet, lambda site: P2PAttnProcessor(site, controller))
+def make_processors(model, controller: AttentionController) -> dict[str, P2PAttnProcessor]:
+    """A processor for every attention site of ``model`` (name → processor), sharing ``controller``."""
+    return processors_for(model.attention_sites(), lambda site: P2PAttnProcessor(site, controller))

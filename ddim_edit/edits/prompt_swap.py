@@ -36,7 +36,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import installed_processors
 from ..errors import PromptError, TrajectoryError
 from ..replay import guidance_is_recorded, replay_plan
 from ..conditioning import PromptEmbeds
@@ -574,7 +573,7 @@ def swap(
     hook = SwapHook(controller, options, known, recorded_corrections, bool(map_tokens), latent_hw, recorded,
                     plan.schedule, denoiser, inside)
     before = model.unet_evaluations
-    with torch.no_grad(), installed_processors(model.unet, make_processors(model.unet, controller)):
+    with torch.no_grad(), model.installed_processors(make_processors(model, controller)):
         latents = sample(denoiser, plan.schedule, plan.x_T.clone(), plan.conditioning, plan.guidance_scale,
                          corrections=corrections, hooks=[hook], progress=progress, desc="swapping")
     evaluations = model.unet_evaluations - before
@@ -652,12 +651,12 @@ def edited_image(model, result: SwapResult, source_pixels: np.ndarray | None = N
 
 
 def cross_attention_widths(model, latent_width: int) -> list[int]:
-    """The width, in attention positions, of each cross-attention resolution of the UNet.
+    """The width, in attention positions, of each cross-attention resolution of the encoder.
 
-    Read from the UNet's config: encoder block i works at the latent size divided by 2^i.
+    An encoder site at resolution level i works at the latent size divided by 2^i.
     """
-    widths = [math.ceil(latent_width / 2 ** i) for i, kind in enumerate(model.unet.config.down_block_types)
-              if "CrossAttn" in kind]
+    levels = sorted({site.level for site in model.attention_sites(roles=("cross",), stages=("encoder",))})
+    widths = [math.ceil(latent_width / 2 ** level) for level in levels]
     if not widths:
         raise PromptError("this UNet has no cross-attention layers; prompt swap needs them")
     return widths

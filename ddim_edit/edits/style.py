@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import AttentionSite, EditAttnProcessor, attention_sites, installed_processors
+from ..attention import AttentionSite, EditAttnProcessor
 from ..errors import DdimEditError, TrajectoryError
 from ..options import option, pair, words
 from ..replay import trajectory_schedule
@@ -152,12 +152,12 @@ def check_style_options(options: StyleOptions) -> None:
 
 
 # ----------------------------------------------------------------------------------- layers
-def decoder_self_attention(unet) -> list[AttentionSite]:
+def decoder_self_attention(model) -> list[AttentionSite]:
     """The decoder's (up blocks') self-attention sites, in the model's order."""
-    return attention_sites(unet, roles=("self",), stages=("decoder",))
+    return model.attention_sites(roles=("self",), stages=("decoder",))
 
 
-def styleid_layers(unet) -> list[str]:
+def styleid_layers(model) -> list[str]:
     """StyleID's injection layers: decoder self-attention except the lowest-resolution attention block.
 
     StyleID injects into the self-attention of SD 1.x output blocks 6–11, i.e. diffusers'
@@ -165,26 +165,26 @@ def styleid_layers(unet) -> list[str]:
     attention) keeps its own keys and values, which carry the content's layout. A UNet whose decoder
     has attention at a single resolution injects there.
     """
-    sites = decoder_self_attention(unet)
+    sites = decoder_self_attention(model)
     coarsest = max(site.level for site in sites)
     kept = {site.level for site in sites} - {coarsest}
     return [site.name for site in sites if site.level in (kept or {coarsest})]
 
 
-def encoder_self_attention(unet) -> list[AttentionSite]:
+def encoder_self_attention(model) -> list[AttentionSite]:
     """The encoder's (down blocks') self-attention sites, in the model's order."""
-    return attention_sites(unet, roles=("self",), stages=("encoder",))
+    return model.attention_sites(roles=("self",), stages=("encoder",))
 
 
-def resolve_structure_layers(unet, spec: tuple[str, ...] | list[str] | None, style_layers: list[str]) -> list[str]:
+def resolve_structure_layers(model, spec: tuple[str, ...] | list[str] | None, style_layers: list[str]) -> list[str]:
     """Processor names of the structure layers (None: the encoder's self-attention; ``()``: none).
 
     Raises:
         StyleOptionError: when an entry matches no self-attention layer outside ``style_layers``.
     """
     if spec is None:
-        return [site.name for site in encoder_self_attention(unet) if site.name not in style_layers]
-    available = [site.name for site in attention_sites(unet, roles=("self",)) if site.name not in style_layers]
+        return [site.name for site in encoder_self_attention(model) if site.name not in style_layers]
+    available = [site.name for site in model.attention_sites(roles=("self",)) if site.name not in style_layers]
     return _match_layers(spec, available, "self-attention layer outside the style layers")
 
 
@@ -197,15 +197,15 @@ def structure_spec(value: str | list[str] | tuple[str, ...] | None) -> tuple[str
     return () if names == ("none",) else names
 
 
-def resolve_layers(unet, spec: tuple[str, ...] | list[str] | None) -> list[str]:
+def resolve_layers(model, spec: tuple[str, ...] | list[str] | None) -> list[str]:
     """Processor names for a layer spec (names, name prefixes, ``all``; None: :func:`styleid_layers`).
 
     Raises:
         StyleOptionError: when an entry matches no decoder self-attention layer.
     """
     if spec is None:
-        return styleid_layers(unet)
-    return _match_layers(spec, [site.name for site in decoder_self_attention(unet)], "decoder self-attention layer")
+        return styleid_layers(model)
+    return _match_layers(spec, [site.name for site in decoder_self_attention(model)], "decoder self-attention layer")
 
 
 def _match_layers(spec: tuple[str, ...] | list[str], available: list[str], what: str) -> list[str]:
@@ -322,10 +322,10 @@ class InjectionSchedule(SamplerHook):
             self.active_steps.append(step.index)
 
 
-def style_processors(unet, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions,
+def style_processors(model, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions,
                      structure_names: list[str] = ()) -> dict[str, object]:
     """name → :class:`StyleAttnProcessor` for the style layers, :class:`StructureAttnProcessor` for the structure layers."""
-    by_name = {site.name: site for site in attention_sites(unet, roles=("self",))}
+    by_name = {site.name: site for site in model.attention_sites(roles=("self",))}
     processors: dict[str, object] = {name: StructureAttnProcessor(by_name[name], switch) for name in structure_names}
     processors.update({name: StyleAttnProcessor(by_name[name], switch, options.gamma, options.temperature,
                                                 options.inject_key_value) for name in layer_names})
@@ -463,12 +463,12 @@ def style_transfer(model, content: Trajectory, style: Trajectory, options: Style
     """
     check_style_options(options)
     plan = style_plan(model, content, style, options)
-    layers = resolve_layers(model.unet, options.layers)
-    structure = resolve_structure_layers(model.unet, options.structure_layers, layers)
+    layers = resolve_layers(model, options.layers)
+    structure = resolve_structure_layers(model, options.structure_layers, layers)
     switch = InjectionSwitch()
     hook = InjectionSchedule(switch, options.injection_start, options.injection_end)
     before = model.unet_evaluations
-    with torch.no_grad(), installed_processors(model.unet, style_processors(model.unet, layers, switch, options, structure)):
+    with torch.no_grad(), model.installed_processors(style_processors(model, layers, switch, options, structure)):
         latents = sample(model, plan.schedule, plan.x_T, plan.conditioning, plan.guidance_scale,
                          hooks=(plan.known, hook), progress=progress, desc="style transfer")
     settings = {"gamma": options.gamma, "temperature": options.temperature, "adain": options.adain,
