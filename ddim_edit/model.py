@@ -482,8 +482,17 @@ class EditModel:
                               f"text encoder reads at most {limit}, so the words past that would be dropped: "
                               "shorten it", value=count)
 
+    FIRST_WORD_POSITION = 1
+    """Where a prompt's first word piece sits in the encoded text sequence (after CLIP's start token)."""
+
+    @property
+    def text_length(self) -> int:
+        """The length of the encoded text sequence (the positions cross-attention maps cover)."""
+        return int(self.tokenizer.model_max_length)
+
     def prompt_tokens(self, prompt: str) -> list[str]:
-        """The prompt's word pieces in order, without start/end/padding tokens."""
+        """The prompt's word pieces in order, without start/end/padding tokens; piece k sits at
+        position :attr:`FIRST_WORD_POSITION` + k of the encoded sequence."""
         self.check_prompt_length(prompt)
         ids = self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids
         return self.tokenizer.convert_ids_to_tokens(ids[1:-1])

@@ -120,3 +120,19 @@ def test_injection_covers_int_f_times_n_steps_as_prompt_to_prompt(tiny_model, fr
     injected = [i for i in range(n) if spec.cross_edit(i, n) is not None]
     assert injected == list(range(expected))
     assert [i for i in range(n) if spec.self_injected(i, n)] == list(range(expected))
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_word_positions_follow_the_models_first_word_position(first):
+    """A text encoder without a start token (T5: words from position 0) and CLIP's (position 1)."""
+    from types import SimpleNamespace
+
+    from ddim_edit.edits.p2p_control import refine_map, token_positions
+
+    model = SimpleNamespace(FIRST_WORD_POSITION=first, prompt_tokens=lambda text: text.split())
+    assert token_positions(model, "a red circle on red", "red") == [first + 1, first + 4]
+    mapping = refine_map(model, "a circle", "a big circle", 8)
+    expected = {**{p: p for p in range(first)}, first: first, first + 2: first + 1}  # target position → source
+    expected.update({first + 3 + k: min(first + 2 + k, 7) for k in range(8 - first - 3)})  # the tail, in order
+    assert {int(j): int(mapping.matrix[:, j].argmax()) for j in range(8) if mapping.mapped[j]} == expected
+    assert int(mapping.mapped.sum()) == len(expected) and mapping.mapped[first + 1] == 0  # "big" is new

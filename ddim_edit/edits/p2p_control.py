@@ -41,7 +41,7 @@ from .local_blend import layer_grid
 
 
 def token_positions(model, prompt: str, word: str) -> list[int]:
-    """Positions (in the padded sequence: 0 is the start token) of ``word``'s pieces in ``prompt``.
+    """Positions in the encoded sequence (see ``model.FIRST_WORD_POSITION``) of ``word``'s pieces in ``prompt``.
 
     Every occurrence counts. Returns [] when the word is not in the prompt.
     """
@@ -50,9 +50,10 @@ def token_positions(model, prompt: str, word: str) -> list[int]:
     if not pieces:
         return []
     found: list[int] = []
+    first = model.FIRST_WORD_POSITION
     for start in range(len(tokens) - len(pieces) + 1):
         if tokens[start:start + len(pieces)] == pieces:
-            found.extend(range(start + 1, start + 1 + len(pieces)))
+            found.extend(range(first + start, first + start + len(pieces)))
     return found
 
 
@@ -141,17 +142,20 @@ def _change(removed: list[str], added: list[str]) -> str:
 def refine_map(model, source: str, target: str, length: int) -> TokenMap:
     """Words added or removed: aligned tokens copy the source, new ones keep the target's attention.
 
-    The start token maps to the start token, and the end/padding tokens after the prompts map in order.
+    Tokens before the words (CLIP's start token) map to themselves, and the end/padding tokens after
+    the prompts map in order.
     """
     src_tokens, tgt_tokens = model.prompt_tokens(source), model.prompt_tokens(target)
     aligned = align_tokens(src_tokens, tgt_tokens)
     matrix = torch.zeros(length, length)
     mapped = torch.zeros(length)
-    matrix[0, 0] = mapped[0] = 1.0
+    first = model.FIRST_WORD_POSITION
+    for position in range(first):
+        matrix[position, position] = mapped[position] = 1.0
     for j, i in enumerate(aligned):
         if i is not None:
-            matrix[i + 1, j + 1] = mapped[j + 1] = 1.0
-    tail_src, tail_tgt = len(src_tokens) + 1, len(tgt_tokens) + 1
+            matrix[first + i, first + j] = mapped[first + j] = 1.0
+    tail_src, tail_tgt = first + len(src_tokens), first + len(tgt_tokens)
     for offset in range(length - tail_tgt):
         i = min(tail_src + offset, length - 1)
         matrix[i, tail_tgt + offset] = mapped[tail_tgt + offset] = 1.0

@@ -536,7 +536,7 @@ def swap(
         raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
                           field="target_prompt")
     target = target_prompt.strip()
-    length = model.tokenizer.model_max_length
+    length = model.text_length
     spec = build_spec(model, source, target, options, length)
     options.blend_rule()  # fails early on a bad rule
     if options.blend_change is not None:
@@ -578,7 +578,7 @@ def swap(
                          corrections=corrections, hooks=[hook], progress=progress, desc="swapping")
     evaluations = model.unet_evaluations - before
     tokens = {"source": model.prompt_tokens(source), "target": model.prompt_tokens(target)}
-    maps = _average_maps(controller, tokens, latent_hw) if options.keep_maps else None
+    maps = _average_maps(controller, tokens, latent_hw, model.FIRST_WORD_POSITION) if options.keep_maps else None
     late = per_step[-1] if per_step and per_step[-1] != plan.guidance_scale else None
     applied = None if inside is None or hook.mask is None else min(inside, max(per_step))
     return SwapResult(latents[:1], latents[1:], evaluations, hook.mask, maps, tokens, blend_words, late, applied)
@@ -662,9 +662,10 @@ def cross_attention_widths(model, latent_width: int) -> list[int]:
     return widths
 
 
-def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
-                  latent_hw: tuple[int, int]) -> dict[str, list[torch.Tensor]]:
-    """Per branch and prompt token, the accumulated map averaged over layers, [h, w] in [0, 1]."""
+def _average_maps(controller: AttentionController, tokens: dict[str, list[str]], latent_hw: tuple[int, int],
+                  first: int) -> dict[str, list[torch.Tensor]]:
+    """Per branch and prompt token, the accumulated map averaged over layers, [h, w] in [0, 1]
+    (token k at text position ``first`` + k)."""
     result: dict[str, list[torch.Tensor]] = {}
     for branch, branch_tokens in tokens.items():
         layers = []
@@ -679,7 +680,7 @@ def _average_maps(controller: AttentionController, tokens: dict[str, list[str]],
             continue
         mean = torch.stack(layers).mean(0)
         result[branch] = []
-        for position in range(1, len(branch_tokens) + 1):
+        for position in range(first, first + len(branch_tokens)):
             heat = mean[position]
             heat = heat - heat.min()
             result[branch].append((heat / heat.max().clamp_min(1e-12)).float().cpu())  # pictures are numpy
