@@ -13,7 +13,7 @@ import torch
 
 from .errors import TrajectoryError
 from .inversion import record_corrections
-from .sampler import Conditioning, SamplerHook, sample
+from .sampler import Conditioning, SamplerHook, StepInfo, sample
 from .schedule import Schedule
 from .trajectory import Trajectory, check_compatible
 
@@ -35,6 +35,42 @@ class ReplayPlan:
     conditioning: Conditioning
     guidance_scale: float
     corrections: torch.Tensor | None
+
+
+class KnownRows(SamplerHook):
+    """The two-branch replay every edit runs: known rows follow their recorded latents, edited rows
+    take a known row's correction.
+
+    After each step, each edited row gets its reference row's Direct-Inversion correction
+    c_i = z_{i+1} − step(z_i): the reference row's step used the guided output at this prompt and
+    guidance, so where the edit is a no-op the edited row follows the recorded path exactly. Then every
+    known row is put back on its recorded latent z_{i+1}. :meth:`correction` is the policy an edit may
+    refine (a recorded correction, a mask).
+
+    Args:
+        known: row → its recorded latents [N + 1, C, h, w] in sampling order.
+        corrected: edited row → the known row whose correction it takes.
+    """
+
+    def __init__(self, known: dict[int, torch.Tensor], corrected: dict[int, int]):
+        self.known = known
+        self.corrected = corrected
+
+    def recorded(self, step: StepInfo, row: int, like: torch.Tensor) -> torch.Tensor:
+        """Row ``row``'s recorded latent after ``step``."""
+        return self.known[row][step.index + 1].to(like)
+
+    def correction(self, step: StepInfo, latents: torch.Tensor, row: int, reference: int) -> torch.Tensor:
+        """What edited ``row`` adds after ``step``: the reference row's z_{i+1} − step(z_i)."""
+        return self.recorded(step, reference, latents) - latents[reference]
+
+    def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
+        rows = list(latents)
+        for row, reference in self.corrected.items():
+            rows[row] = rows[row] + self.correction(step, latents, row, reference)
+        for row in self.known:
+            rows[row] = self.recorded(step, row, latents)
+        return torch.stack(rows)
 
 
 def trajectory_schedule(model, traj: Trajectory) -> Schedule:

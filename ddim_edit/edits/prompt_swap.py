@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError, TrajectoryError
-from ..replay import guidance_is_recorded, replay_plan
+from ..replay import KnownRows, guidance_is_recorded, replay_plan
 from ..conditioning import PromptEmbeds
-from ..sampler import SamplerHook, StepInfo, sample
+from ..sampler import StepInfo, sample
 from ..trajectory import Trajectory
 from ..schedule import Schedule
 from ..options import finite, items, option, words
@@ -58,6 +58,7 @@ from .p2p_control import (
 )
 
 MODES = ("replace", "refine")
+SOURCE_ROW, TARGET_ROW = 0, 1  # the batch the swap samples: [source, target]
 
 
 def _guidance_or_off(example: str, help: str) -> Any:
@@ -419,10 +420,11 @@ class BranchDenoiser:
         return torch.stack([source, target])
 
 
-class SwapHook(SamplerHook):
+class SwapHook(KnownRows):
     """Sets the controller's step; after each step restores known source latents, corrects and blends.
 
-    With known source latents z_i (an ``exact`` trajectory) the target gets the source's
+    The two-branch replay (:class:`~ddim_edit.replay.KnownRows`): with known source latents z_i (an
+    ``exact`` trajectory) the source row follows them and the target gets the source's
     Direct-Inversion correction c_i: the recorded one at the recorded guidance, otherwise
     c_i = z_{i+1} − step(z_i) from the source row, which the denoiser computed with the guided output
     at this guidance. Once a local-blend mask exists the correction is kept outside it only: it
@@ -446,6 +448,8 @@ class SwapHook(SamplerHook):
                                           or known_latents is None):
             raise ValueError("mask guidance needs the schedule, the branch denoiser with its per-step guidance "
                              "and the known source latents")
+        known = {} if known_latents is None else {SOURCE_ROW: known_latents}
+        super().__init__(known, {TARGET_ROW: SOURCE_ROW} if known and options.correct_target else {})
         self.controller = controller
         self.options = options
         self.known_latents = known_latents
@@ -461,7 +465,7 @@ class SwapHook(SamplerHook):
 
     def before_step(self, step: StepInfo, latents: torch.Tensor) -> None:
         self.controller.begin_step(step.index, step.num_steps)
-        self._target_before = latents[1]
+        self._target_before = latents[TARGET_ROW]
 
     def inside_correction(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
         """The target's correction inside the mask under mask guidance (:func:`.mask_guidance.mask_correction`)."""
@@ -473,29 +477,30 @@ class SwapHook(SamplerHook):
                                self._target_before.to(latents), self.denoiser.guidance[step.index], self.mask_guidance,
                                self.schedule, step.index)
 
+    def correction(self, step: StepInfo, latents: torch.Tensor, row: int, reference: int) -> torch.Tensor:
+        """The recorded correction where the trajectory has one at this guidance, else the source row's;
+        once a blend mask exists, kept outside it (inside: mask guidance's, or none)."""
+        if self.recorded_steps[step.index]:
+            correction = self.recorded_corrections[step.index].to(latents)
+        else:
+            correction = super().correction(step, latents, row, reference)
+        if self.mask is not None and not self.options.correct_inside_mask:
+            outside = (~self.mask).to(latents)
+            correction = correction * outside
+            if self.mask_guidance is not None:
+                correction = correction + (1 - outside) * self.inside_correction(step, latents)
+        return correction
+
     def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
-        source, target = latents[0], latents[1]
         blending = self.blend and step.index >= injected_steps(self.options.blend_start, step.num_steps)
         maps = self.controller.word_maps() if blending else None
         if maps:
             self.mask = blend_mask(maps, self.latent_hw, self.options.blend_rule())
-        if self.known_latents is not None:
-            known = self.known_latents[step.index + 1].to(latents)
-            if self.options.correct_target:
-                if self.recorded_steps[step.index]:
-                    correction = self.recorded_corrections[step.index].to(latents)
-                else:
-                    correction = known - source
-                if self.mask is not None and not self.options.correct_inside_mask:
-                    outside = (~self.mask).to(latents)
-                    correction = correction * outside
-                    if self.mask_guidance is not None:
-                        correction = correction + (1 - outside) * self.inside_correction(step, latents)
-                target = target + correction
-            source = known
+        latents = super().after_step(step, latents)
         if blending and self.mask is not None and self.options.blend_latents:
-            target = source + self.mask.to(latents) * (target - source)
-        return torch.stack([source, target])
+            source, target = latents[SOURCE_ROW], latents[TARGET_ROW]
+            return torch.stack([source, source + self.mask.to(latents) * (target - source)])
+        return latents
 
 
 # ----------------------------------------------------------------------------- the edit

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from ..attention import AttentionSite, EditAttnProcessor
 from ..errors import DdimEditError, TrajectoryError
 from ..options import option, pair, words
-from ..replay import trajectory_schedule
+from ..replay import KnownRows, trajectory_schedule
 from ..sampler import Conditioning, SamplerHook, StepInfo, sample
 from ..trajectory import Trajectory
 
@@ -392,26 +392,6 @@ def check_pair(content: Trajectory, style: Trajectory) -> None:
             "to the content's size) or invert it at the content's size")
 
 
-class KnownBranches(SamplerHook):
-    """Puts the content and style branches back on their recorded latents after each step.
-
-    Before that, with ``correct_output``, the output branch gets the content's correction
-    c_i = z^c_{i+1} − step(z^c_i): the content row's step used the guided output at this prompt and
-    guidance, so where the attention edit is a no-op the output follows the content's path exactly.
-    """
-
-    def __init__(self, content: torch.Tensor, style: torch.Tensor, correct_output: bool):
-        self.content, self.style = content, style  # [N + 1, C, h, w] recorded latents, sampling order
-        self.correct_output = correct_output
-
-    def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
-        content = self.content[step.index + 1].to(latents)
-        output = latents[OUTPUT]
-        if self.correct_output:
-            output = output + (content - latents[CONTENT])
-        return torch.stack([content, self.style[step.index + 1].to(latents), output])
-
-
 @dataclass
 class StylePlan:
     """What the sampler needs for the batch ``[content, style, output]``."""
@@ -420,7 +400,7 @@ class StylePlan:
     x_T: torch.Tensor  # noqa: N815
     conditioning: Conditioning
     guidance_scale: float
-    known: KnownBranches
+    known: KnownRows
 
 
 def style_plan(model, content: Trajectory, style: Trajectory, options: StyleOptions) -> StylePlan:
@@ -439,8 +419,9 @@ def style_plan(model, content: Trajectory, style: Trajectory, options: StyleOpti
     size = model.image_size(content.latents)
     cond = model.encode([options.prompt] * NUM_BRANCHES, size)
     uncond = model.encode_negative([""] * NUM_BRANCHES, size) if guidance > 1 else None
-    known = KnownBranches(content.latents.to(model.device), style.latents.to(model.device),
-                          options.output_corrections == "content")
+    # content and style replay their recorded latents; the output takes the content's corrections
+    known = KnownRows({CONTENT: content.latents.to(model.device), STYLE: style.latents.to(model.device)},
+                      {OUTPUT: CONTENT} if options.output_corrections == "content" else {})
     return StylePlan(schedule, torch.cat([x_T_c, x_T_s, x_T_cs]), Conditioning(cond, uncond), guidance, known)
 
 
