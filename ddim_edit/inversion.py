@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import DdimEditError, PromptError
+from .replay import record_corrections
 from .schedule import Schedule, work_dtype
 from .trajectory import FORMAT_VERSION, METHODS, Trajectory
 
@@ -189,16 +190,6 @@ def invert_latents(
     if residuals is not None:
         residuals[:] = final
     return torch.stack(states), used
-
-
-def record_corrections(model, schedule: Schedule, latents: torch.Tensor, cond, uncond, guidance_scale: float) -> torch.Tensor:
-    """Direct-Inversion record: c_i = z_{i+1} - step(z_i) with the guided model, [N, B, C, h, w]."""
-    corrections = []
-    for i in range(schedule.num_steps):
-        output = model.denoise(latents[i], schedule.timesteps[i], cond, uncond, guidance_scale).to(latents.dtype)
-        predicted = schedule.step(output, latents[i], i)
-        corrections.append(latents[i + 1] - predicted)
-    return torch.stack(corrections)
 
 
 def optimise_null_text(

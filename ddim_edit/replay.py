@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from .errors import TrajectoryError
-from .inversion import record_corrections
 from .sampler import Conditioning, SamplerHook, StepInfo, sample
 from .schedule import Schedule
 from .trajectory import Trajectory, check_compatible
@@ -71,6 +70,27 @@ class KnownRows(SamplerHook):
         for row in self.known:
             rows[row] = self.recorded(step, row, latents)
         return torch.stack(rows)
+
+
+class CorrectionRecorder(KnownRows):
+    """Direct Inversion's record pass as a replay: every row follows its recorded latents, and the
+    correction each step would hand an edited row, c_i = z_{i+1} − step(z_i), is kept."""
+
+    def __init__(self, latents: torch.Tensor):
+        super().__init__({row: latents[:, row] for row in range(latents.shape[1])}, {})
+        self.corrections: list[torch.Tensor] = []
+
+    def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
+        self.corrections.append(torch.stack([self.correction(step, latents, row, row) for row in self.known]))
+        return super().after_step(step, latents)
+
+
+def record_corrections(model, schedule: Schedule, latents: torch.Tensor, cond, uncond, guidance_scale: float) -> torch.Tensor:
+    """Direct-Inversion record: c_i = z_{i+1} − step(z_i) with the guided model along the recorded
+    latents ([N + 1, B, C, h, w]), [N, B, C, h, w]: the sampler run with every row on its record."""
+    recorder = CorrectionRecorder(latents)
+    sample(model, schedule, latents[0], Conditioning(cond, uncond), guidance_scale, hooks=[recorder], progress=False)
+    return torch.stack(recorder.corrections)
 
 
 def trajectory_schedule(model, traj: Trajectory) -> Schedule:

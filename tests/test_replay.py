@@ -16,3 +16,18 @@ def test_known_rows_follow_the_record_and_edited_rows_take_their_correction():
     assert torch.equal(after[1], stepped[1] + (recorded[2] - stepped[0]))  # + the known row's correction
     assert torch.equal(after[2], stepped[2])  # a row neither known nor corrected is left alone
     assert torch.equal(KnownRows({}, {}).after_step(step, stepped), stepped)
+
+
+def test_the_record_pass_is_the_guided_step_against_the_record(tiny_model):
+    """c_i = z_{i+1} − step(z_i) with the guided model, each step from the recorded z_i (float64)."""
+    from ddim_edit.replay import record_corrections
+    from ddim_edit.schedule import Schedule
+
+    schedule = Schedule.from_scheduler_config(tiny_model.scheduler_config, num_steps=3)
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn(4, 2, 4, 8, 8, generator=gen, dtype=torch.float64)  # [N + 1, B, C, h, w]
+    cond, uncond = tiny_model.encode(["a red circle", "a blue square"]), tiny_model.encode_negative(["", ""])
+    corrections = record_corrections(tiny_model, schedule, latents, cond, uncond, 3.0)
+    for i in range(3):
+        output = tiny_model.denoise(latents[i], schedule.timesteps[i], cond, uncond, 3.0).double()
+        assert torch.equal(corrections[i], latents[i + 1] - schedule.step(output, latents[i], i))
