@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import DdimEditError, PromptError
 from .replay import record_corrections
+from .sampler import Conditioning, SamplerHook, StepInfo, sample
 from .schedule import Schedule, work_dtype
 from .trajectory import FORMAT_VERSION, METHODS, Trajectory
 
@@ -192,6 +193,40 @@ def invert_latents(
     return torch.stack(states), used
 
 
+class NullTextFit(SamplerHook):
+    """Null-text inversion's fit as a sampler hook: before step i it fits the null embedding so the
+    guided step from the running latent hits the recorded z_{i+1}, and puts it in ``per_step[i]``,
+    which the sampler's conditioning reads for that step (see :func:`optimise_null_text`)."""
+
+    def __init__(self, model, schedule: Schedule, latents: torch.Tensor, cond, null, per_step: torch.Tensor,
+                 guidance_scale: float, inner_steps: int, lr: float):
+        self.model, self.schedule, self.latents, self.cond, self.base = model, schedule, latents, cond, null
+        self.per_step, self.guidance_scale, self.inner_steps, self.lr = per_step, guidance_scale, inner_steps, lr
+        self.null = null.hidden.detach().clone().float()
+
+    def before_step(self, step: StepInfo, current: torch.Tensor) -> None:
+        model, i, t = self.model, step.index, step.timestep
+        with torch.no_grad():
+            out_cond = model.denoise(current, t, self.cond, None, 1.0).to(current.dtype)
+        null = self.null.detach().requires_grad_(True)
+        fraction = step.fraction  # the paper's i / 50 at N = 50
+        optimiser = torch.optim.Adam([null], lr=self.lr * (1.0 - fraction / 2.0))
+        target = self.latents[i + 1]
+        with torch.enable_grad():
+            for _ in range(self.inner_steps):
+                out_uncond = model.denoise(current, t, self.base.with_hidden(null.to(model.dtype)), None, 1.0
+                                           ).to(current.dtype)
+                guided = out_uncond + self.guidance_scale * (out_cond - out_uncond)
+                loss = F.mse_loss(self.schedule.step(guided, current, i), target)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                if loss.item() < 1e-5 + 1e-3 * fraction:
+                    break
+        self.null = null.detach()
+        self.per_step[i] = self.null
+
+
 def optimise_null_text(
     model,
     schedule: Schedule,
@@ -208,41 +243,17 @@ def optimise_null_text(
     ``cond`` and ``null`` are :class:`~ddim_edit.conditioning.PromptEmbeds`; only the null token
     embeddings are fitted (SDXL's pooled embedding and size conditioning stay the negative prompt's).
     Returns [N, B, L, D] embeddings. The running latent follows the guided sampler with the fitted
-    embeddings, as in the paper. The paper's schedule is written for 50 steps (learning rate
-    lr·(1 − i/100), early stop below 1e-5 + 2e-5·i); here it is a function of the fraction
-    f = i/N of the steps done, equal to the paper's at N = 50 and valid for any N: learning rate
-    lr·(1 − f/2), early stop below 1e-5 + 1e-3·f.
+    embeddings, as in the paper: it is the sampler with :class:`NullTextFit` before each step. The
+    paper's schedule is written for 50 steps (learning rate lr·(1 − i/100), early stop below
+    1e-5 + 2e-5·i); here it is a function of the fraction f = i/N of the steps done, equal to the
+    paper's at N = 50 and valid for any N: learning rate lr·(1 − f/2), early stop below 1e-5 + 1e-3·f.
     """
-    n = schedule.num_steps
-    current = latents[0]
-    base = null
-    null = null.hidden.detach().clone().float()
-    fitted = []
-    for i in tqdm(range(n), desc="null-text", disable=not progress, leave=False):
-        t = schedule.timesteps[i]
-        with torch.no_grad():
-            out_cond = model.denoise(current, t, cond, None, 1.0).to(current.dtype)
-        null = null.detach().requires_grad_(True)
-        fraction = i / n  # the paper's i / 50 at N = 50
-        optimiser = torch.optim.Adam([null], lr=lr * (1.0 - fraction / 2.0))
-        target = latents[i + 1]
-        for _ in range(inner_steps):
-            with torch.enable_grad():
-                out_uncond = model.denoise(current, t, base.with_hidden(null.to(model.dtype)), None, 1.0).to(current.dtype)
-                guided = out_uncond + guidance_scale * (out_cond - out_uncond)
-                predicted = schedule.step(guided, current, i)
-                loss = F.mse_loss(predicted, target)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if loss.item() < 1e-5 + 1e-3 * fraction:
-                break
-        null = null.detach()
-        fitted.append(null.clone())
-        with torch.no_grad():
-            output = model.denoise(current, t, cond, base.with_hidden(null.to(model.dtype)), guidance_scale).to(current.dtype)
-            current = schedule.step(output, current, i)
-    return torch.stack(fitted)
+    per_step = torch.zeros(schedule.num_steps, *null.hidden.shape, dtype=torch.float32, device=null.hidden.device)
+    fit = NullTextFit(model, schedule, latents, cond, null, per_step, guidance_scale, inner_steps, lr)
+    with torch.no_grad():
+        sample(model, schedule, latents[0], Conditioning(cond, null, per_step), guidance_scale, hooks=[fit],
+               progress=progress, desc="null-text")
+    return per_step
 
 
 def invert(
