@@ -14,6 +14,7 @@ work: a typo in line 612 should not surface after an hour.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -132,12 +133,14 @@ OUTPUT_KEYS = ("output", "save_trajectory")  # paths against the output folder
 _TYPED: dict[type, Callable[[Any, str], Any]] = {str: as_text, bool: as_bool}
 
 
+@functools.cache
 def edit_keys(spec: EditSpec) -> dict[str, Callable[[Any, str], Any]]:
     """Every key a job of edit ``spec`` takes, with its converter: ``edit`` and ``output``, the job
-    settings it takes (declared on :class:`JobSettings`), its inputs and its declared options."""
-    settings = [spec_.key for spec_ in option_specs(JobSettings) if spec_.group in spec.settings
-                or spec_.name in spec.settings]
+    settings it takes (declared on :class:`JobSettings`), its inputs and its declared options.
+    Worked out once per edit (every manifest line asks)."""
     setting_keys = manifest_keys(JobSettings)
+    settings = [setting.key for setting in option_specs(JobSettings)
+                if setting.group in spec.settings or setting.name in spec.settings]
     return {"edit": as_text, "output": as_text, **{key: setting_keys[key] for key in settings},
             **{key: _TYPED[kind] for key, kind in spec.keys.items()}, **manifest_keys(*spec.options)}
 

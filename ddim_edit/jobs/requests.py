@@ -124,10 +124,10 @@ class JobResult:
     details: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EditSpec:
     """One edit of the job layer, declared once; the manifest, the batch runner and
-    :func:`~.registry.run_request` read it.
+    :func:`~.registry.run_request` read it. Each spec is one object (compared and hashed by identity).
 
     Attributes:
         name: the manifest's ``edit`` value and the request's ``edit``.

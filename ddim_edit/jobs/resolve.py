@@ -156,6 +156,21 @@ def read_image(source: str | Path | np.ndarray) -> tuple[np.ndarray, dict | None
     return load_image(path), {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
+def read_source(source: Any) -> tuple[Trajectory | None, np.ndarray | None, dict | None]:
+    """(trajectory, None, None) for a trajectory (file or loaded), else (None, pixels, file record)."""
+    if is_trajectory(source):
+        return load_trajectory(source), None, None
+    return (None, *read_image(source))
+
+
+def sized_like_source(working: tuple[int, int], original: np.ndarray | None, trajectory: Trajectory | None,
+                      keep_working_size: bool) -> tuple[int, int]:
+    """(width, height) of an output: the source's (``original``, else the size the trajectory
+    records), unless the working size is kept."""
+    known = size_of(original) if original is not None else recorded_original_size(trajectory)
+    return output_size(working, known, keep_working_size)
+
+
 def original_pixels(traj: Trajectory, given: np.ndarray | None = None) -> np.ndarray | None:
     """The source image at its own size: ``given``, else the trajectory's recorded file if unchanged."""
     return given if given is not None else original_image_for(traj)
@@ -241,10 +256,8 @@ class JobSource:
         return original_pixels(self.trajectory, self.given)
 
     def output_size(self, working: tuple[int, int], original: np.ndarray | None) -> tuple[int, int]:
-        """(width, height) of the output: the source's (``original``, else the recorded size), unless the
-        settings keep the working size."""
-        known = size_of(original) if original is not None else recorded_original_size(self.trajectory)
-        return output_size(working, known, self.settings.keep_working_size)
+        """(width, height) of the output (:func:`sized_like_source`)."""
+        return sized_like_source(working, original, self.trajectory, self.settings.keep_working_size)
 
 
 def resolve_source(source: Any, prompt: str | None, settings: JobSettings, models: Any, *,
@@ -258,13 +271,12 @@ def resolve_source(source: Any, prompt: str | None, settings: JobSettings, model
         image: the image a trajectory ``source`` was inverted from (inpainting), read too.
         check: called with the trajectory (or None) after the inputs are read, before the model loads.
     """
-    given = record = traj = None
+    given = record = None
     if image is not None:
         given, record = read_image(image)
-    if trajectories and is_trajectory(source):
-        traj = load_trajectory(source)
-    else:
-        given, record = read_image(source)
+    traj, pixels, source_record = read_source(source) if trajectories else (None, *read_image(source))
+    if traj is None:
+        given, record = pixels, source_record
         prompt = require_caption(prompt, prompt_field)
     if check is not None:
         check(traj)

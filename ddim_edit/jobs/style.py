@@ -9,11 +9,11 @@ from typing import Any
 from ..edits.style import StyleOptions, style_images
 from ..options import from_values
 from ..trajectory import Trajectory
-from ..workflow import make_schedule, recorded_original_size
+from ..workflow import make_schedule
 from .advice import warn_toy_model
-from .output_size import output_size, size_of, to_size
+from .output_size import size_of, to_size
 from .requests import EditSpec, JobResult, JobSettings, SourceInput, base_parameters, input_name, score
-from .resolve import as_provider, inversion_options, is_trajectory, load_trajectory, original_pixels, read_image
+from .resolve import as_provider, inversion_options, original_pixels, read_source, sized_like_source
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,10 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
     settings = request.settings
     sides, sources, originals = [], [], []
     for side in (request.content, request.style):
-        if is_trajectory(side):
-            sides.append(load_trajectory(side))
-            sources.append(None)
-            originals.append(None)
-        else:
-            pixels, source = read_image(side)
-            sides.append(pixels)
-            sources.append(source)
-            originals.append(pixels)
+        traj, pixels, record = read_source(side)
+        sides.append(traj if traj is not None else pixels)
+        sources.append(record)
+        originals.append(pixels)
     recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
     model = as_provider(models).get(settings.model, recorded, settings.model_config)
     schedule = None if recorded is not None else make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
@@ -59,8 +54,7 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
                            inversion=inversion, options=request.options, sources=tuple(sources),
                            progress=settings.progress)
     content_original = originals[0] if originals[0] is not None else original_pixels(outcome.content)
-    known_size = size_of(content_original) if content_original is not None else recorded_original_size(outcome.content)
-    size = output_size(size_of(outcome.output), known_size, settings.keep_working_size)
+    size = sized_like_source(size_of(outcome.output), content_original, outcome.content, settings.keep_working_size)
     image = to_size(outcome.output, size)
     record = dict(outcome.result.settings, layers=outcome.result.layers,
                   structure_layers=outcome.result.structure_layers,
