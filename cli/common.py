@@ -144,7 +144,7 @@ def click_options(cls: type, *names: str, **overrides: dict[str, Any]) -> Callab
     specs = {spec.name: spec for spec in option_specs(cls) if spec.cli}
     options = []
     for spec in [specs[name] for name in names] if names else specs.values():
-        names_ = [spec.flag, *([spec.short] if spec.short else [])]
+        flags = [spec.flag, *([spec.short] if spec.short else [])]
         settings: dict[str, Any] = {"help": spec.help.replace("{default}", spec.shown_default())}
         if spec.metavar:
             settings["metavar"] = spec.metavar
@@ -158,7 +158,7 @@ def click_options(cls: type, *names: str, **overrides: dict[str, Any]) -> Callab
             settings.update(default=spec.default, show_default=spec.default not in (None, ""), nargs=spec.nargs,
                             type=_click_type(spec))
         settings.update(overrides.get(spec.name, {}))
-        options.append(click.option(*names_, **settings))
+        options.append(click.option(*flags, **settings))
         if spec.off_flag:
             options.append(click.option(spec.off_flag, is_flag=True, help=spec.off_help))
     return functools.partial(_add_options, options)
@@ -363,12 +363,9 @@ class BoundedInt(click.ParamType):
         return number
 
 
-FINITE = FiniteFloat()
-NON_NEGATIVE = FiniteFloat(min=0.0, example="0")
 POSITIVE_INT = BoundedInt(min=1, example="10")
 STEPS = BoundedInt(min=1, example="50")
 SEED = BoundedInt(min=0, max=2**64 - 1, example="0", what="a seed in [0, 2^64 - 1]")
-SIZE = BoundedInt(min=1, example="512", what="a positive image side in pixels")
 
 
 def explicit(name: str, ctx: click.Context | None = None) -> bool:

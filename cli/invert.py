@@ -32,8 +32,7 @@ def check_prompt(prompt: str | None, unconditional: bool = False, what: str = "-
 @click.option("--prompt", "-p", default=None, help="Caption of the image (the source prompt).")
 @click.option("--unconditional", is_flag=True, help="Invert with the empty prompt.")
 @click.option("--output", "-o", default=None, help="Trajectory file (default: IMAGE stem + .traj.safetensors).")
-@click_options(JobSettings, "size")
-@click_options(JobSettings, "trajectory_storage")
+@click_options(JobSettings, "size", "trajectory_storage")
 @model_options()
 @schedule_options
 @inversion_options()
