@@ -474,7 +474,7 @@ class EditModel:
         The tokenizer would cut it at ``model_max_length`` (77 for CLIP, start and end included),
         silently dropping the words past the limit.
         """
-        limit = int(self.tokenizer.model_max_length)
+        limit = self.text_length
         count = len(self.tokenizer(prompt, truncation=False, verbose=False).input_ids)
         if count > limit:
             shown = prompt if len(prompt) <= 40 else prompt[:37] + "…"
@@ -494,8 +494,8 @@ class EditModel:
         """The prompt's word pieces in order, without start/end/padding tokens; piece k sits at
         position :attr:`FIRST_WORD_POSITION` + k of the encoded sequence."""
         self.check_prompt_length(prompt)
-        ids = self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids
-        return self.tokenizer.convert_ids_to_tokens(ids[1:-1])
+        ids = self.tokenizer(prompt, truncation=True, max_length=self.text_length).input_ids
+        return self.tokenizer.convert_ids_to_tokens(ids[self.FIRST_WORD_POSITION:-1])
 
     # ------------------------------------------------------------------ VAE
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
