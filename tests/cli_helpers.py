@@ -26,10 +26,15 @@ def one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-@pytest.fixture()
-def photo(tmp_path):
-    image = np.full((40, 48, 3), 240, np.uint8)
-    image[8:30, 10:34] = (200, 40, 40)
-    path = tmp_path / "photo.png"
+def write_box_photo(path, shape=(40, 48), box=(8, 30, 10, 34)):
+    """A grey RGB picture of ``shape`` (height, width) with a red box (rows ``box[0]:box[1]``, columns
+    ``box[2]:box[3]``), written to ``path``; returns the path."""
+    image = np.full((*shape, 3), 240, np.uint8)
+    image[box[0]:box[1], box[2]:box[3]] = (200, 40, 40)
     Image.fromarray(image).save(path)
     return path
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    return write_box_photo(tmp_path / "photo.png")

@@ -11,6 +11,7 @@ from cli_helpers import one_line_error, run
 from ddim_edit.model import assets_dir
 from ddim_edit.testing import tiny_sdxl_pipeline, write_tiny_lora
 from ddim_edit.trajectory import Trajectory
+from tests.output_helpers import photo  # noqa: F401 (pytest fixture: the bundled example in the test's folder)
 
 SOURCE = "a red circle on a white background"
 TARGET = "a blue circle on a white background"
@@ -20,13 +21,6 @@ TARGET = "a blue circle on a white background"
 def sdxl_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
     tiny_sdxl_pipeline().save_pretrained(path, safe_serialization=True)
-    return path
-
-
-@pytest.fixture()
-def photo(tmp_path):
-    path = tmp_path / "photo.png"
-    shutil.copy(assets_dir() / "examples" / "red-circle.png", path)
     return path
 
 

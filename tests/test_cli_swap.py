@@ -9,18 +9,17 @@ from PIL import Image
 
 from ddim_edit.inversion import InversionOptions, invert
 from ddim_edit.workflow import make_schedule
-from tests.cli_helpers import one_line_error, run
+from tests.cli_helpers import one_line_error, run, write_box_photo
 from tests.swap_helpers import SOURCE, TARGET
 from tests.swap_helpers import trajectories  # noqa: F401 (pytest fixtures)
 
 
+RED_BOX = dict(shape=(32, 32), box=(8, 24, 8, 24))  # a 32×32 grey picture with a 16×16 red square
+
+
 @pytest.fixture()
 def photo(tmp_path):
-    image = np.full((32, 32, 3), 240, np.uint8)
-    image[8:24, 8:24] = (200, 40, 40)
-    path = tmp_path / "red.png"
-    Image.fromarray(image).save(path)
-    return path
+    return write_box_photo(tmp_path / "red.png", **RED_BOX)
 
 
 def test_cli_image_then_trajectory(tmp_path, photo, tiny_model_dir):
@@ -84,9 +83,7 @@ def test_cli_swap_and_inpaint_take_another_guidance_on_an_exact_trajectory(tmp_p
 
     from tests.cli_helpers import run
 
-    pixels = np.full((32, 32, 3), 240, np.uint8)
-    pixels[8:24, 8:24] = (200, 40, 40)
-    Image.fromarray(pixels).save(tmp_path / "red.png")
+    write_box_photo(tmp_path / "red.png", **RED_BOX)
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255
     Image.fromarray(mask).save(tmp_path / "hole.png")
@@ -137,9 +134,7 @@ def test_cli_swap_late_or_mask_guidance_changes_the_edit_and_is_recorded(tmp_pat
 
     from tests.cli_helpers import run
 
-    pixels = np.full((32, 32, 3), 240, np.uint8)
-    pixels[8:24, 8:24] = (200, 40, 40)
-    Image.fromarray(pixels).save(tmp_path / "red.png")
+    write_box_photo(tmp_path / "red.png", **RED_BOX)
     common = ["--model", tiny_model_dir, "-q", "--format", "json", "--steps", "4", "-s", SOURCE, "-t", TARGET]
     given = run("swap", tmp_path / "red.png", flag, value, "-o", tmp_path / "a.png", *common)
     default = run("swap", tmp_path / "red.png", "-o", tmp_path / "b.png", *common)
