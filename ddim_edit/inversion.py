@@ -111,11 +111,9 @@ def check_inversion_options(options: InversionOptions) -> None:
         raise DdimEditError(f"{{field}} must be > 0, got {options.null_text_lr}", field="null_text_lr")
 
 
-def _inversion_eps(model, schedule: Schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
-    """ε at sampling position k, with the model evaluated at latents ``z_eval`` and timestep t_k."""
-    output = model.denoise(z_eval, schedule.timesteps[k], cond, uncond, guidance).to(z_eval.dtype)
-    eps, _ = schedule.split(output, z_eval, k)
-    return eps
+def _inversion_output(model, schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
+    """The model's output at sampling position k, evaluated at latents ``z_eval`` and timestep t_k."""
+    return model.denoise(z_eval, schedule.timesteps[k], cond, uncond, guidance).to(z_eval.dtype)
 
 
 def fixed_point_step(model, schedule: Schedule, k: int, z_s: torch.Tensor, cond, uncond, guidance_scale: float,
@@ -128,7 +126,8 @@ def fixed_point_step(model, schedule: Schedule, k: int, z_s: torch.Tensor, cond,
     UNet evaluations spent.
     """
     def f(z: torch.Tensor) -> torch.Tensor:
-        return schedule.inverse_step(_inversion_eps(model, schedule, z, k, cond, uncond, guidance_scale), z_s, k)
+        return schedule.inverse_step(_inversion_output(model, schedule, z, k, cond, uncond, guidance_scale), z_s, k,
+                                     evaluated_at=z)
 
     z = f(z_s)
     best, best_residual, used = z, math.inf, 1

@@ -175,9 +175,13 @@ class Schedule:
         alpha_prod_t, alpha_prod_prev = self.step_pair(index)
         return ddim_step(output, sample, alpha_prod_t, alpha_prod_prev, self.prediction_type, eta, noise)
 
-    def inverse_step(self, eps: torch.Tensor, sample: torch.Tensor, index: int) -> torch.Tensor:
-        """Step ``index`` backwards: the state at ``index + 1`` → the state at ``index``, with the noise
-        ``eps`` (:func:`ddim_inverse_step`)."""
+    def inverse_step(self, output: torch.Tensor, sample: torch.Tensor, index: int,
+                     evaluated_at: torch.Tensor) -> torch.Tensor:
+        """Step ``index`` backwards: the state at ``index + 1`` → the state at ``index``
+        (:func:`ddim_inverse_step`), with the noise ε split from the model's ``output`` at the latents it
+        was evaluated at (x_{i+1} for plain inversion, the estimate of x_i for fixed-point) and ᾱ of
+        position ``index``, the timestep the model was told."""
+        eps, _ = self.split(output, evaluated_at, index)
         return ddim_inverse_step(eps, sample, self.alpha_prod(index + 1), self.alpha_prod(index))
 
     def coefficients(self, index: int) -> tuple[float, float]:

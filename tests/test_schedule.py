@@ -136,7 +136,7 @@ def test_the_stepper_methods_agree_in_closed_form():
         z_t = schedule.noised(x0, eps, i)
         z_s = schedule.step(eps, z_t, i)
         assert torch.allclose(z_s, schedule.noised(x0, eps, i + 1), atol=1e-10)
-        assert torch.allclose(schedule.inverse_step(eps, z_s, i), z_t, atol=1e-10)
+        assert torch.allclose(schedule.inverse_step(eps, z_s, i, evaluated_at=z_t), z_t, atol=1e-10)
         a, b = schedule.coefficients(i)
         assert torch.allclose(z_s, a * z_t + b * eps, atol=1e-10)
         assert torch.allclose(schedule.split(eps, z_t, i)[1], x0, atol=1e-10)
