@@ -85,7 +85,7 @@ def overhead(manifest: Path, out: Path, threads: int) -> dict:
     def after(module, args, output):
         inside["seconds"] += time.perf_counter() - inside["start"]
 
-    handles = [model.unet.register_forward_pre_hook(before), model.unet.register_forward_hook(after)]
+    handles = [model.denoiser.register_forward_pre_hook(before), model.denoiser.register_forward_hook(after)]
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:

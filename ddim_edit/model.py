@@ -22,6 +22,7 @@ from .errors import ModelLoadError, NonFiniteError, PromptError
 from .families import checkpoint_family, family_of_class, folder_family
 from .fingerprint import architecture_fingerprint, weight_signature
 from .lora import check_peft, LoraSpec, apply_loras, lora_records, parse_lora
+from .schedule import Schedule
 from .text_encoding import encode_sd, encode_sdxl, sdxl_time_ids
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -29,6 +30,20 @@ TOY_ALIASES = ("toy", "bundled")
 PIPELINE_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what a SD folder must hold
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
 SDXL_EXTRA_FOLDERS = ("text_encoder_2", "tokenizer_2")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def adapter_class(family: str) -> type:
+    """The model adapter of ``family`` (``sd``, ``sdxl``, ``sd3``, ``flux``)."""
+    if family == "sd3":
+        from .sd3_model import SD3Model
+
+        return SD3Model
+    if family == "flux":
+        from .flux_model import FluxModel
+
+        return FluxModel
+    return EditModel
 
 
 def assets_dir() -> Path:
@@ -314,9 +329,13 @@ def check_latent_unet(pipe, model: str) -> None:
 
 @dataclass
 class EditModel:
-    """The components of a Stable Diffusion (1.x/2.x or XL) pipeline plus the helpers edits need.
+    """The model adapter of the UNet families, Stable Diffusion 1.x/2.x and XL: the pipeline's
+    components and what the engine asks of a model (text encoding, the guided denoiser, the VAE,
+    attention sites, the stepper). The flow families' adapters subclass it
+    (:mod:`ddim_edit.sd3_model`, :mod:`ddim_edit.flux_model`).
 
     Attributes:
+        denoiser: the network the stepper integrates (here the UNet; a transformer for the flow families).
         family: ``sd`` or ``sdxl``.
         tokenizer_2, text_encoder_2: SDXL's second tokenizer and text encoder (None for SD).
         force_zeros_for_empty_prompt: SDXL: an empty negative prompt is all zeros.
@@ -324,7 +343,7 @@ class EditModel:
         loras: the fused LoRAs (file name, SHA-256, scale), as trajectories record them.
     """
 
-    unet: Any
+    denoiser: Any
     vae: Any
     text_encoder: Any
     tokenizer: Any
@@ -348,30 +367,53 @@ class EditModel:
     @classmethod
     def from_pipeline(cls, pipe, name: str = "custom", device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32, memory: MemoryOptions = MemoryOptions()) -> "EditModel":
-        """Wrap a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``, moved to ``device``/``dtype``.
+        """Wrap a diffusers pipeline of a supported family in its family's adapter, moved to ``device``/``dtype``.
 
         The VAE stays in float32 under fp16 when its config asks for it (``force_upcast``, SDXL's
         VAE overflows in fp16) and for SD 1.x/2.x VAEs, whose fp16 decodes overflow on real weights.
         """
         device = torch.device(device)
-        text_encoder_2 = getattr(pipe, "text_encoder_2", None)
-        encoders = [pipe.text_encoder] + ([text_encoder_2] if text_encoder_2 is not None else [])
+        family = family_of_class(type(pipe).__name__, name)
+        adapter = adapter_class(family)
+        denoiser = getattr(pipe, adapter.DENOISER)
+        encoders = [getattr(pipe, part) for part in TEXT_ENCODERS if getattr(pipe, part, None) is not None]
         # With CPU offload the weights stay on the CPU (the hooks move each module when it runs):
         # moving the whole model to the GPU first would need the memory offload is there to save.
         home = torch.device("cpu") if memory.cpu_offload and device.type != "cpu" else device
-        pipe.unet.to(device=home, dtype=dtype).eval()
+        denoiser.to(device=home, dtype=dtype).eval()
         for encoder in encoders:
             encoder.to(device=home, dtype=dtype).eval()
         upcast = dtype == torch.float16 and bool(getattr(pipe.vae.config, "force_upcast", True))
         pipe.vae.to(device=home, dtype=torch.float32 if upcast else dtype).eval()
-        for module in [pipe.unet, pipe.vae] + encoders:
+        for module in [denoiser, pipe.vae] + encoders:
             module.requires_grad_(False)
-        apply_memory_options(encoders + [pipe.unet, pipe.vae], pipe.vae, device, memory)
-        family = "sdxl" if text_encoder_2 is not None else "sd"
+        apply_memory_options(encoders + [denoiser, pipe.vae], pipe.vae, device, memory)
+        return adapter.wrap(pipe, name, device, dtype, family)
+
+    DENOISER = "unet"
+    """The pipeline's name for the denoiser (``unet``; ``transformer`` for the flow families)."""
+
+    @classmethod
+    def wrap(cls, pipe, name: str, device: torch.device, dtype: torch.dtype, family: str) -> "EditModel":
+        """The adapter over ``pipe``'s components, already placed by :meth:`from_pipeline`."""
         zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)) if family == "sdxl" else False
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), name, device,
-                   dtype, family=family, tokenizer_2=getattr(pipe, "tokenizer_2", None), text_encoder_2=text_encoder_2,
-                   force_zeros_for_empty_prompt=zeros)
+                   dtype, family=family, tokenizer_2=getattr(pipe, "tokenizer_2", None),
+                   text_encoder_2=getattr(pipe, "text_encoder_2", None), force_zeros_for_empty_prompt=zeros)
+
+    # ------------------------------------------------------------------ the stepper
+    EMBEDDED_GUIDANCE = False
+    """Whether guidance is a model input (FLUX's guidance embedding) instead of classifier-free guidance."""
+
+    def make_schedule(self, steps: int | None, spacing: str | None = None, timesteps: Sequence[int] | None = None,
+                      image_size: tuple[int, int] | None = None) -> Schedule:
+        """The stepper for ``steps`` with ``spacing`` or a custom ``timesteps`` list (DDIM on the model's ᾱ)."""
+        return Schedule.from_scheduler_config(self.scheduler_config, num_steps=steps, spacing=spacing,
+                                              timesteps=timesteps)
+
+    def recorded_schedule(self, schedule: dict, timesteps: Sequence[int]) -> Schedule:
+        """The stepper a trajectory recorded (its ``schedule`` metadata and timesteps), on this model."""
+        return Schedule.from_scheduler_config(self.scheduler_config, timesteps=timesteps)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -381,15 +423,15 @@ class EditModel:
     @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this for the VAE and the UNet's down blocks."""
-        return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+        return self.vae_scale_factor * 2 ** (len(self.denoiser.config.down_block_types) - 1)
 
     @property
     def native_size(self) -> int:
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        return int(self.denoiser.config.sample_size) * self.vae_scale_factor
 
     def components(self) -> dict[str, torch.nn.Module]:
         """The weight-bearing components by their pipeline names."""
-        parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        parts = {"unet": self.denoiser, "vae": self.vae, "text_encoder": self.text_encoder}
         if self.text_encoder_2 is not None:
             parts["text_encoder_2"] = self.text_encoder_2
         return parts
@@ -424,11 +466,7 @@ class EditModel:
         for prompt in missing:
             self.check_prompt_length(prompt)
         if missing:
-            if self.family == "sdxl":
-                encoded = encode_sdxl((self.tokenizer, self.tokenizer_2), (self.text_encoder, self.text_encoder_2),
-                                      missing, self.device)
-            else:
-                encoded = encode_sd(self.tokenizer, self.text_encoder, missing, self.device)
+            encoded = self.encode_text(missing)
             for row, prompt in enumerate(missing):
                 self._prompt_cache[prompt] = {name: value[row].to(self.dtype) for name, value in encoded.items()}
         for prompt in prompts:
@@ -437,6 +475,13 @@ class EditModel:
             self._prompt_cache.popitem(last=False)
         return {name: torch.stack([self._prompt_cache[p][name] for p in prompts])
                 for name in self._prompt_cache[prompts[0]]}
+
+    def encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The text encoders' outputs for ``prompts``: name → [B, …] (``hidden``, and SDXL's ``text_embeds``)."""
+        if self.family == "sdxl":
+            return encode_sdxl((self.tokenizer, self.tokenizer_2), (self.text_encoder, self.text_encoder_2), prompts,
+                               self.device)
+        return encode_sd(self.tokenizer, self.text_encoder, prompts, self.device)
 
     def _embeds(self, text: dict[str, torch.Tensor], image_size: tuple[int, int] | None) -> PromptEmbeds:
         added = {}
@@ -532,11 +577,11 @@ class EditModel:
     # ------------------------------------------------------------------ UNet
     def attention_sites(self, roles: tuple[str, ...] = ROLES, stages: tuple[str, ...] = STAGES) -> list[AttentionSite]:
         """The denoiser's attention sites with one of ``roles`` in one of ``stages`` (see :mod:`ddim_edit.attention`)."""
-        return attention_sites(self.unet, roles, stages)
+        return attention_sites(self.denoiser, roles, stages)
 
     def installed_processors(self, processors: dict[str, object]):
         """A context in which the denoiser runs ``processors`` (site name → processor), restored after."""
-        return installed_processors(self.unet, processors)
+        return installed_processors(self.denoiser, processors)
 
     def denoise(
         self,
@@ -558,7 +603,7 @@ class EditModel:
 
         Returns the output in the model's prediction type (guidance applied to it as diffusers does).
         """
-        guided = guidance_scale > 1.0
+        guided = guidance_scale > 1.0 and not self.EMBEDDED_GUIDANCE
         if guided:
             if uncond is None:
                 raise PromptError("guidance > 1 needs negative/null embeddings")
@@ -566,13 +611,17 @@ class EditModel:
             conditioning = PromptEmbeds.cat([uncond, cond])
         else:
             model_input, conditioning = latents, cond
-        t = torch.full((model_input.shape[0],), int(timestep), device=self.device, dtype=torch.long)
         self.unet_evaluations += model_input.shape[0]
-        output = self.unet(
-            model_input.to(self.dtype), t, **conditioning.to(self.device, self.dtype).unet_kwargs(),
-            cross_attention_kwargs=attention_kwargs, return_dict=False,
-        )[0]
+        output = self.forward(model_input.to(self.dtype), timestep, conditioning.to(self.device, self.dtype),
+                              guidance_scale, attention_kwargs)
         if not guided:
             return output
         out_uncond, out_cond = output.chunk(2)
         return out_uncond + guidance_scale * (out_cond - out_uncond)
+
+    def forward(self, latents: torch.Tensor, timestep: float, conditioning: PromptEmbeds, guidance_scale: float,
+                attention_kwargs: dict | None) -> torch.Tensor:
+        """One call of the denoiser on a batch (``guidance_scale`` matters only with embedded guidance)."""
+        t = torch.full((latents.shape[0],), int(timestep), device=self.device, dtype=torch.long)
+        return self.denoiser(latents, t, **conditioning.unet_kwargs(), cross_attention_kwargs=attention_kwargs,
+                             return_dict=False)[0]

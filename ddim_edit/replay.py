@@ -95,7 +95,7 @@ def record_corrections(model, schedule: Schedule, latents: torch.Tensor, cond, u
 
 def trajectory_schedule(model, traj: Trajectory) -> Schedule:
     """The schedule the trajectory was made with, checked against the model."""
-    schedule = Schedule.from_scheduler_config(model.scheduler_config, timesteps=traj.timesteps)
+    schedule = model.recorded_schedule(traj.metadata["schedule"], traj.timesteps)
     check_compatible(traj, model, schedule)
     return schedule
 

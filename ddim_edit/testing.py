@@ -2,7 +2,8 @@
 
 Real diffusers components (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer,
 DDIMScheduler) with tiny configs and seeded random weights: the same code paths as real SD,
-in milliseconds.
+in milliseconds. :func:`tiny_sd3_pipeline` and :func:`tiny_flux_pipeline` do the same for the
+flow-matching transformer families (SD3, FLUX), with CLIP and T5 tokenizers built in code.
 """
 
 from __future__ import annotations
@@ -92,6 +93,129 @@ def tiny_sdxl_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_s
     return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                                      tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
                                      force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
+
+
+def _flow_vae(sample_size: int, scaling_factor: float, shift_factor: float):
+    """A tiny ``AutoencoderKL`` laid out like SD3's and FLUX's: four blocks (factor 8), four latent
+    channels, no quant convs, and a ``shift_factor`` (latents are ``(z - shift) * scale``)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=8, sample_size=sample_size * 8, use_quant_conv=False,
+        use_post_quant_conv=False, scaling_factor=scaling_factor, shift_factor=shift_factor,
+    ).eval()
+
+
+_SPACE = "\u2581"  # SentencePiece's word-start mark
+
+
+def _t5_tokenizer(words: list[str] | None = None):
+    """A T5 (SentencePiece-Unigram) tokenizer in which every word (default: :data:`WORDS`) is one piece.
+
+    T5's layout: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, ``▁`` 3, then each word as ``▁word`` (after a
+    space) and ``word`` (glued on), then single characters so other text still gets real ids; a
+    ``Metaspace`` pre-tokenizer and ``</s>`` appended. No sentinel (``<extra_id_*>``) tokens. Saved
+    as ``tokenizer.json`` it reloads as the same tokenizer.
+    """
+    import string
+
+    from transformers import T5Tokenizer
+
+    words = list(WORDS) if words is None else list(words)
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), (_SPACE, -2.0)]
+    for word in dict.fromkeys(words):
+        pieces += [(_SPACE + word, -1.0), (word, -1.5)]
+    known = {piece for piece, _ in pieces}
+    pieces += [(ch, -10.0) for ch in string.ascii_letters + string.digits + string.punctuation if ch not in known]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+def _t5_encoder(tokenizer):
+    """A tiny T5 v1.1-shaped (gated-GELU, untied) ``T5EncoderModel``, 32 wide."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=32, feed_forward_proj="gated-gelu",
+        dropout_rate=0.0, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )).eval()
+
+
+def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8, with_t5: bool = True):
+    """A StableDiffusion3Pipeline with tiny random components and SD3's layout.
+
+    Latents are 4×sample_size² (images 8× that: call with ``height=width=sample_size * 8``, a multiple
+    of 16 since patches are 2×2, so ``sample_size`` must be even). Two CLIP encoders with projections
+    (8 and 16 wide, so their concatenated hidden states, 24, are zero-padded to T5's 32 as SD3's 2048
+    are to 4096; pooled 32 + 32 = 64), a T5 encoder (``with_t5=False``: none, and the pipeline uses
+    zeros in its place), a flow-matching Euler scheduler with SD3's ``shift=3.0``, and a VAE with SD3's
+    scaling and shift factors.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from .toy.components import build_tokenizer
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
+        pooled_projection_dim=64,
+    ).eval()
+    vae = _flow_vae(sample_size, scaling_factor=1.5305, shift_factor=0.0609)
+    tokenizer = build_tokenizer(list(WORDS))
+    tokenizer_2 = build_tokenizer(list(WORDS))
+    clip = dict(vocab_size=len(tokenizer), num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
+        **clip, hidden_size=8, intermediate_size=16, num_attention_heads=2, hidden_act="quick_gelu")).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        **clip, hidden_size=16, intermediate_size=32, num_attention_heads=4, hidden_act="gelu")).eval()
+    tokenizer_3 = _t5_tokenizer() if with_t5 else None
+    text_encoder_3 = _t5_encoder(tokenizer_3) if with_t5 else None
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    return StableDiffusion3Pipeline(transformer=transformer, scheduler=scheduler, vae=vae,
+                                    text_encoder=text_encoder, tokenizer=tokenizer,
+                                    text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                                    text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
+
+
+def tiny_flux_pipeline(seed: int = 0, sample_size: int = 8):
+    """A FluxPipeline with tiny random components and FLUX.1-dev's layout.
+
+    Latents are 4×sample_size² (packed 2×2 into 16-channel tokens; images 8× that: call with
+    ``height=width=sample_size * 8``, a multiple of 16, so ``sample_size`` must be even; the pipeline's
+    default size is 1024, not the VAE's). A CLIP text encoder (pooled output 32), a T5 encoder (32),
+    a guidance-distilled transformer (``guidance_embeds``), FLUX.1-dev's dynamically shifted
+    flow-matching scheduler, and a VAE with FLUX's scaling and shift factors.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .toy.components import build_tokenizer
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 4, 8),
+        guidance_embeds=True,
+    ).eval()
+    vae = _flow_vae(sample_size, scaling_factor=0.3611, shift_factor=0.1159)
+    tokenizer = build_tokenizer(list(WORDS))
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )).eval()
+    tokenizer_2 = _t5_tokenizer()
+    text_encoder_2 = _t5_encoder(tokenizer_2)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    )
+    return FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
 
 
 def write_tiny_lora(folder, seed: int = 1, rank: int = 4):

@@ -237,7 +237,7 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
         recorded_fingerprint = meta["model_fingerprint"]
     else:  # versions 1–2 hashed the UNet config and two weight tensors
         recorded_fingerprint = meta.get("model_fingerprint")
-        same = recorded_fingerprint == legacy_fingerprint(model.unet)
+        same = recorded_fingerprint == legacy_fingerprint(model.denoiser)
     if not same:
         family = meta.get("model_family")
         if family and family != model.family:
@@ -252,7 +252,7 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
             f"this trajectory was made with model {made_with!r}, not the loaded {model.name!r}; "
             f"pass {{field}} {made_with} or invert the image again with this model", field="model"
         )
-    expected_channels = int(model.unet.config.in_channels)
+    expected_channels = int(model.denoiser.config.in_channels)
     if traj.latents.shape[1] != expected_channels:
         raise TrajectoryError(f"trajectory latents have {traj.latents.shape[1]} channels, the model expects {expected_channels}")
     if schedule is not None:

@@ -67,10 +67,12 @@ def prepare_pixels(model, pixels: np.ndarray, size: int | None = None, source: d
     return PreparedImage(resize_rgb(pixels, fitted), (width, height), record)
 
 
-def make_schedule(model, steps: int, spacing: str | None = None, timesteps: str | None = None) -> Schedule:
-    """A schedule from the model's scheduler config: ``steps`` with ``spacing``, or a custom list."""
+def make_schedule(model, steps: int, spacing: str | None = None, timesteps: str | None = None,
+                  image_size: tuple[int, int] | None = None) -> Schedule:
+    """The model's stepper: ``steps`` with ``spacing``, or a custom list, for images of ``image_size``
+    (h, w) pixels (FLUX's shift depends on it; default: the model's native size)."""
     custom = parse_custom_timesteps(timesteps) if timesteps else None
-    return Schedule.from_scheduler_config(model.scheduler_config, num_steps=steps, spacing=spacing, timesteps=custom)
+    return model.make_schedule(steps, spacing, custom, image_size)
 
 
 def invert_image(model, image: PreparedImage, prompt: str, schedule: Schedule,

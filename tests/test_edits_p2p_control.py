@@ -95,7 +95,7 @@ def _unet_output(unet):
 
 
 def test_processors_install_and_remove_bitwise(tiny_model):
-    unet = tiny_model.unet
+    unet = tiny_model.denoiser
     before = _unet_output(unet)
     spec = build_spec(tiny_model, SOURCE, TARGET, SwapOptions(), L)
     controller = AttentionController(spec, {"target": [2]}, blend_side=8, keep_maps=True)

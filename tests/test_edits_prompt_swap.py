@@ -176,7 +176,7 @@ def test_shared_uncond_correction_is_the_conditional_difference(tiny):
     for i in range(traj.num_steps):
         t = schedule.timesteps[i]
         with torch.no_grad():
-            eps = model.unet(torch.cat([z[i], x]).float(), t, **cond.unet_kwargs()).sample.double()
+            eps = model.denoiser(torch.cat([z[i], x]).float(), t, **cond.unet_kwargs()).sample.double()
         alpha_t, alpha_prev = schedule.step_pair(i)
         a = (alpha_prev / alpha_t) ** 0.5
         b = (1 - alpha_prev) ** 0.5 - (alpha_prev * (1 - alpha_t) / alpha_t) ** 0.5

@@ -286,7 +286,7 @@ def test_peak_memory_does_not_grow_with_steps(tiny_model):
         content = _invert(tiny_model, _picture(0), steps=steps)
         style = _invert(tiny_model, _picture(7), steps=steps)
         peaks[steps] = _peak_allocated(lambda: style_transfer(tiny_model, content, style, progress=False))
-    unet, latent_side = tiny_model.unet, tiny_model.unet.config.sample_size
+    unet, latent_side = tiny_model.denoiser, tiny_model.denoiser.config.sample_size
     levels = len(unet.config.up_block_types) - 1
     per_step_kv = 0  # bytes StyleID keeps per step: q, k, v (float32) of each injected layer, two images
     for name in styleid_layers(tiny_model):

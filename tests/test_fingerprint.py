@@ -92,7 +92,7 @@ def _as_version_2(traj: Trajectory, path, fingerprint: str):
 
 def test_version_2_files_are_checked_with_their_own_fingerprint(base, tmp_path):
     _, model, traj = base
-    good = Trajectory.load(_as_version_2(traj, tmp_path / "v2.safetensors", legacy_fingerprint(model.unet)))
+    good = Trajectory.load(_as_version_2(traj, tmp_path / "v2.safetensors", legacy_fingerprint(model.denoiser)))
     assert good.metadata["format_version"] == 2
     assert torch.allclose(reconstruct(model, good, progress=False), reconstruct(model, traj, progress=False))
     other = legacy_fingerprint(tiny_pipeline(seed=7).unet)

@@ -34,7 +34,7 @@ def test_local_folder_loads_offline(tiny_model_dir, tiny_pipe):
 
     model = load_model(str(tiny_model_dir), device="cpu")
     assert model.device.type == "cpu" and model.dtype == torch.float32
-    for ours, theirs in zip(model.unet.parameters(), tiny_pipe.unet.parameters()):
+    for ours, theirs in zip(model.denoiser.parameters(), tiny_pipe.unet.parameters()):
         assert torch.equal(ours, theirs)
     # the same weights in memory and from disk are the same model for trajectory files
     assert model.fingerprint() == EditModel.from_pipeline(tiny_pipeline(), name="fresh").fingerprint()

@@ -157,5 +157,5 @@ def test_fp16_keeps_the_vae_in_fp32_when_its_config_says_so(force_upcast, vae_dt
     pipe.vae.register_to_config(force_upcast=force_upcast)
     model = EditModel.from_pipeline(pipe, name="xl", dtype=torch.float16)
     assert next(model.vae.parameters()).dtype == vae_dtype
-    assert next(model.unet.parameters()).dtype == torch.float16
+    assert next(model.denoiser.parameters()).dtype == torch.float16
     assert next(model.text_encoder_2.parameters()).dtype == torch.float16

@@ -230,7 +230,8 @@ class JobSource:
         """The trajectory: the one given, else the image inverted now (``options`` default: the settings')."""
         if self.trajectory is None:
             settings = self.settings
-            schedule = make_schedule(self.model, settings.steps, settings.spacing, settings.timesteps)
+            schedule = make_schedule(self.model, settings.steps, settings.spacing, settings.timesteps,
+                                     self.prepared.pixels.shape[:2])
             self.trajectory = invert_image(self.model, self.prepared, self.prompt, schedule,
                                            options or inversion_options(settings), progress=settings.progress)
             self.inversion_evaluations = self.trajectory.metadata["unet_evaluations"]
