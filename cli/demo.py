@@ -54,4 +54,4 @@ def command(output, target, steps, force, quiet, output_format):
     info = {"output": str(output), "grid": str(grid_output(output)),
             "source": SOURCE, "target": target, "unet_evaluations": evaluations, "seconds": record["seconds"]}
     emit(info, output_format, f"wrote {output} and {info['grid']}: '{SOURCE}' → '{target}' "
-                              f"({evaluations} UNet evaluations, {record['seconds']:.1f}s)")
+                              f"({evaluations} model evaluations, {record['seconds']:.1f}s)")

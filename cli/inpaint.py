@@ -80,4 +80,4 @@ def command(image, mask_path, prompt, source_prompt, unconditional, trajectory, 
                                             "inpaint_unet_evaluations", "seconds")}
     payload["output"] = str(output)
     emit(payload, output_format, f"wrote {output} ({record['blend']} blending, {record['steps']} steps, "
-                                 f"{record['unet_evaluations']} UNet evaluations, {record['seconds']:.1f}s)")
+                                 f"{record['unet_evaluations']} model evaluations, {record['seconds']:.1f}s)")

@@ -63,7 +63,7 @@ def command(image, prompt, unconditional, output, device, dtype, allow_pickle, f
         click.echo(f"note: {len(unconverged)} of {record['steps']} fixed-point steps stayed above --tolerance "
                    f"{settings.tolerance} (also with damping); the closest iterate was kept", err=True)
     emit(summary, output_format, f"wrote {output} ({settings.method}, {record['steps']} steps, "
-                                 f"{record['unet_evaluations']} UNet evaluations, {record['seconds']:.1f}s)")
+                                 f"{record['unet_evaluations']} model evaluations, {record['seconds']:.1f}s)")
 
 
 def single_input(images: tuple[str, ...]) -> str:

@@ -69,5 +69,5 @@ def command(content, style_path, output, prompt, style_prompt, with_grid, device
     result["output"] = str(output)
     emit(result, output_format,
          f"wrote {output} (γ={options.gamma}, T={options.temperature}, {len(record['layers'])} + {len(record['structure_layers'])} layers, {record['steps']} steps, "
-         f"{record['unet_evaluations']} + {record['inversion_unet_evaluations']} UNet evaluations, "
+         f"{record['unet_evaluations']} + {record['inversion_unet_evaluations']} model evaluations, "
          f"{record['seconds']:.1f}s)")

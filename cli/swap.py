@@ -82,6 +82,6 @@ def command(image_or_trajectory, source_prompt, target_prompt, output, save_traj
                "seconds": record["seconds"], "trajectory": save_trajectory, "attention": save_attention,
                "blend_fraction": record["blend_fraction"]}
     emit(summary, output_format, f"wrote {output} ({traj.method}, {traj.num_steps} steps, "
-                                 f"{record['unet_evaluations']} UNet evaluations for the edit"
+                                 f"{record['unet_evaluations']} model evaluations for the edit"
                                  + (f" + {inversion_evaluations} for the inversion" if inversion_evaluations else "")
                                  + f", {record['seconds']:.1f}s)")

@@ -1,15 +1,12 @@
 """Which model family a folder, hub repo or checkpoint holds, and whether ddim-edit can run it.
 
-Supported: Stable Diffusion 1.x/2.x (``sd``) and SDXL base (``sdxl``), the UNet + CLIP families
-whose η = 0 DDIM step this engine inverts. Anything else gets a one-line error naming the family
-it is and what is supported, before any weights are read:
+Supported: Stable Diffusion 1.x/2.x (``sd``) and SDXL base (``sdxl``), the UNet families on the
+η = 0 DDIM stepper, and Stable Diffusion 3/3.5 (``sd3``) and FLUX.1 (``flux``), the rectified-flow
+transformers on the flow-matching Euler stepper. Anything else gets a one-line error naming the
+family it is and what is supported, before any weights are read:
 
 - a diffusers folder or hub repo: ``model_index.json``'s ``_class_name``;
 - a single ``.safetensors`` file: the key names of its tensors (read from the header only).
-
-Flow-matching families (SD3, FLUX, …) would fit the same engine (the η = 0 DDIM step is an Euler
-step of the probability-flow ODE; their sampler is an Euler step of the flow ODE): see the README's
-roadmap.
 """
 
 from __future__ import annotations
@@ -19,19 +16,29 @@ from pathlib import Path
 
 from .errors import ModelLoadError
 
-SUPPORTED = "Stable Diffusion 1.x/2.x and SDXL base (StableDiffusionPipeline / StableDiffusionXLPipeline)"
+SUPPORTED = ("Stable Diffusion 1.x/2.x, SDXL base, Stable Diffusion 3/3.5 and FLUX.1 (StableDiffusionPipeline, "
+             "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline)")
 
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionImg2ImgPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "StableDiffusion3Img2ImgPipeline": "sd3",
+    "FluxPipeline": "flux",
+    "FluxImg2ImgPipeline": "flux",
 }
+FLOW_FAMILIES = ("sd3", "flux")
+FAMILY_NAMES = {"sd": "a Stable Diffusion", "sdxl": "an SDXL", "sd3": "an SD3", "flux": "a FLUX"}
+"""How messages name a model of each family ("… is a FLUX model")."""
 
 # class-name prefix → the family's name in messages (longest prefixes first where they overlap)
 UNSUPPORTED_PREFIXES = (
-    ("StableDiffusion3", "Stable Diffusion 3"),
-    ("Flux", "FLUX"),
+    ("StableDiffusion3Inpaint", "Stable Diffusion 3 inpainting"),
+    ("StableDiffusion3ControlNet", "Stable Diffusion 3 ControlNet"),
+    ("Flux2", "FLUX.2"),
+    ("Flux", "FLUX variant (Fill, Kontext, Control, …)"),
     ("Kandinsky", "Kandinsky"),
     ("PixArt", "PixArt"),
     ("Sana", "Sana"),
@@ -54,10 +61,10 @@ UNSUPPORTED_PREFIXES = (
 
 # single-file checkpoints: a key prefix that only that family's checkpoints have
 CHECKPOINT_MARKERS = (
-    ("model.diffusion_model.joint_blocks.", "Stable Diffusion 3"),
-    ("joint_blocks.", "Stable Diffusion 3"),
-    ("double_blocks.", "FLUX"),
-    ("model.diffusion_model.double_blocks.", "FLUX"),
+    ("model.diffusion_model.joint_blocks.", "sd3"),
+    ("joint_blocks.", "sd3"),
+    ("double_blocks.", "flux"),
+    ("model.diffusion_model.double_blocks.", "flux"),
     ("conditioner.embedders.1.", "sdxl"),
     ("conditioner.embedders.0.model.", "SDXL refiner"),
 )
@@ -70,7 +77,7 @@ def unsupported(family: str, what: str) -> ModelLoadError:
 
 
 def family_of_class(class_name: str, what: str) -> str:
-    """``sd`` or ``sdxl`` for a pipeline class name; raise the unsupported-family error otherwise."""
+    """The family (``sd``, ``sdxl``, ``sd3``, ``flux``) of a pipeline class name; raise the unsupported-family error otherwise."""
     if class_name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[class_name]
     for prefix, family in UNSUPPORTED_PREFIXES:
@@ -106,7 +113,7 @@ def checkpoint_family(path: Path) -> str:
                              "check the file or download it again", field="model") from exc
     for prefix, family in CHECKPOINT_MARKERS:
         if any(key.startswith(prefix) for key in keys):
-            if family == "sdxl":
-                return "sdxl"
+            if family in ("sdxl",) + FLOW_FAMILIES:
+                return family
             raise unsupported(family, str(path))
     return "sd"

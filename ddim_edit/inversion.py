@@ -50,6 +50,10 @@ def require_caption(prompt: str | None, field: str = "prompt") -> str:
     return prompt.strip()
 
 
+GUIDED_METHODS = ("negative-prompt", "null-text")
+"""Methods that work on classifier-free guidance's unconditional branch."""
+
+
 @dataclass(frozen=True)
 class InversionOptions:
     """Settings of :func:`invert` beyond the prompt and schedule.
@@ -82,11 +86,12 @@ class InversionOptions:
     null_text_lr: float = 1e-2
     record_corrections: bool = True
 
-    def effective_inversion_guidance(self) -> float:
-        """The guidance used while inverting (see ``inversion_guidance``)."""
+    def effective_inversion_guidance(self, embedded: bool = False) -> float:
+        """The guidance used while inverting (see ``inversion_guidance``); a model whose guidance is
+        ``embedded`` (an input, FLUX) inverts at ``guidance_scale``, the replay's own model."""
         if self.inversion_guidance is not None:
             return float(self.inversion_guidance)
-        return float(self.guidance_scale) if self.method == "fixed-point" else 1.0
+        return float(self.guidance_scale) if self.method == "fixed-point" or embedded else 1.0
 
 
 def check_inversion_options(options: InversionOptions) -> None:
@@ -277,6 +282,11 @@ def invert(
     """
     check_inversion_options(options)
     require_caption(prompt)
+    if model.EMBEDDED_GUIDANCE and options.method in GUIDED_METHODS:
+        raise PromptError(f"{options.method} inversion fits classifier-free guidance, which {model.family.upper()} does "
+                          "not use (its guidance is a model input); use --method exact, fixed-point or ddim",
+                          field="method", value=options.method)
+    inversion_guidance = options.effective_inversion_guidance(model.EMBEDDED_GUIDANCE)
     z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device, torch.float32)
     size = model.image_size(z0)
     cond = model.encode([prompt], size)
@@ -285,7 +295,7 @@ def invert(
     iterations = options.fixed_point_iterations if options.method == "fixed-point" else 1
     with torch.no_grad():
         residuals: list[float] = []
-        latents, used = invert_latents(model, schedule, z0, cond, negative, options.effective_inversion_guidance(),
+        latents, used = invert_latents(model, schedule, z0, cond, negative, inversion_guidance,
                                        iterations, options.fixed_point_tolerance, progress, residuals=residuals)
         corrections = null_embeddings = None
         if options.method == "exact" and options.record_corrections:
@@ -307,7 +317,7 @@ def invert(
         "negative_prompt": prompt if options.method == "negative-prompt" else options.negative_prompt,
         "method": options.method,
         "guidance_scale": options.guidance_scale,
-        "inversion_guidance": options.effective_inversion_guidance(),
+        "inversion_guidance": inversion_guidance,
         "fixed_point_iterations": used if options.method == "fixed-point" else None,
         # steps whose fixed point was not reached within the tolerance (the closest iterate was kept)
         "fixed_point_unconverged": ([k for k, r in enumerate(residuals) if r > options.fixed_point_tolerance]

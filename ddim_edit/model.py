@@ -19,7 +19,7 @@ import torch
 from .attention import ROLES, STAGES, AttentionSite, attention_sites, installed_processors
 from .conditioning import PromptEmbeds
 from .errors import ModelLoadError, NonFiniteError, PromptError
-from .families import checkpoint_family, family_of_class, folder_family
+from .families import FAMILY_NAMES, checkpoint_family, family_of_class, folder_family
 from .fingerprint import architecture_fingerprint, weight_signature
 from .lora import check_peft, LoraSpec, apply_loras, lora_records, parse_lora
 from .schedule import Schedule
@@ -27,9 +27,15 @@ from .text_encoding import encode_sd, encode_sdxl, sdxl_time_ids
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 TOY_ALIASES = ("toy", "bundled")
-PIPELINE_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what a SD folder must hold
-WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
-SDXL_EXTRA_FOLDERS = ("text_encoder_2", "tokenizer_2")
+# family → (its pipeline class, the weight sub-folders a save_pretrained folder holds); every folder
+# also has the tokenizers of its text encoders and scheduler/
+FAMILIES = {
+    "sd": ("StableDiffusionPipeline", ("unet", "vae", "text_encoder")),
+    "sdxl": ("StableDiffusionXLPipeline", ("unet", "vae", "text_encoder", "text_encoder_2")),
+    "sd3": ("StableDiffusion3Pipeline", ("transformer", "vae", "text_encoder", "text_encoder_2")),
+    "flux": ("FluxPipeline", ("transformer", "vae", "text_encoder", "text_encoder_2")),
+}
+OPTIONAL_WEIGHT_FOLDERS = ("text_encoder_3",)  # SD3's T5, which a folder may leave out
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
@@ -166,9 +172,9 @@ def apply_memory_options(components: list, vae, device: torch.device, options: M
 
 
 def _pipeline_class(family: str):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    import diffusers
 
-    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    return getattr(diffusers, FAMILIES[family][0])
 
 
 def _pipeline_kwargs(family: str) -> dict:
@@ -176,8 +182,18 @@ def _pipeline_kwargs(family: str) -> dict:
     return dict(safety_checker=None, requires_safety_checker=False) if family == "sd" else {}
 
 
+def absent_components(path: Path) -> dict:
+    """``name=None`` for each component a folder's ``model_index.json`` lists as absent ([null, null],
+    SD3 saved without T5): diffusers loads such a folder only when told."""
+    import json
+
+    index = json.loads((path / "model_index.json").read_text())
+    return {name: None for name, entry in index.items()
+            if isinstance(entry, list) and len(entry) == 2 and entry[0] is None and name != "safety_checker"}
+
+
 def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
-    """The diffusers pipeline for ``model`` (see :func:`load_model`), and its family (``sd`` / ``sdxl``)."""
+    """The diffusers pipeline for ``model`` (see :func:`load_model`), and its family (see :data:`FAMILIES`)."""
     from diffusers import DiffusionPipeline
 
     # Without --allow-pickle only safetensors weights are read: a folder or hub repo with .bin
@@ -194,7 +210,7 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
         family = folder_family(path)
         check_model_folder(path, allow_pickle, family)
         pipe = _pipeline_class(family).from_pretrained(str(path), local_files_only=True, **safe_kwargs,
-                                                       **_pipeline_kwargs(family))
+                                                       **_pipeline_kwargs(family), **absent_components(path))
         return pipe, family
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES or suffix == ".safetensors":
@@ -204,7 +220,7 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
             )
         if not path.exists():
             raise ModelLoadError(f"model file {path} does not exist")
-        from_keys = checkpoint_family(path) if suffix == ".safetensors" else None  # SD3/FLUX files are refused here
+        from_keys = checkpoint_family(path) if suffix == ".safetensors" else None
         family = config_family(config) if config else (from_keys or "sd")
         if from_keys is not None and from_keys != family:
             raise ModelLoadError(f"{path.name} is an {from_keys.upper()} checkpoint but {{field}} {config} describes an "
@@ -242,16 +258,17 @@ def check_model_folder(path: Path, allow_pickle: bool = False, family: str = "sd
     Raises:
         ModelLoadError: naming the missing sub-folder, or the pickle weights and how to proceed.
     """
-    needed = PIPELINE_FOLDERS + (SDXL_EXTRA_FOLDERS if family == "sdxl" else ())
+    _, weights = FAMILIES[family]
+    needed = weights + tuple(name.replace("text_encoder", "tokenizer") for name in weights if "text_encoder" in name)
+    needed += ("scheduler",)
     missing = [name for name in needed if not (path / name).is_dir()]
     if missing:
         names = ", ".join(f"{name}/" for name in missing)
-        kind = "an SDXL" if family == "sdxl" else "a Stable Diffusion"
-        raise ModelLoadError(f"model folder {path} has no {names} sub-folder; {kind} folder needs "
+        raise ModelLoadError(f"model folder {path} has no {names} sub-folder; {FAMILY_NAMES[family]} folder needs "
                              f"{', '.join(f'{n}/' for n in needed)} (copy the whole save_pretrained folder)")
     if allow_pickle:
         return
-    for name in WEIGHT_FOLDERS + (("text_encoder_2",) if family == "sdxl" else ()):
+    for name in weights + tuple(name for name in OPTIONAL_WEIGHT_FOLDERS if (path / name).is_dir()):
         files = [item for item in (path / name).iterdir() if item.is_file()]
         if any(item.suffix == ".safetensors" for item in files):
             continue
@@ -278,7 +295,7 @@ def load_model(
     loras: Sequence[str | LoraSpec] = (),
     memory: MemoryOptions = MemoryOptions(),
 ) -> "EditModel":
-    """Load a Stable Diffusion 1.x/2.x or SDXL model for editing.
+    """Load a model of a supported family for editing (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1).
 
     Args:
         model: hub id, local diffusers folder, ``.safetensors`` file, or ``toy``.
@@ -318,7 +335,10 @@ def load_model(
 
 
 def check_latent_unet(pipe, model: str) -> None:
-    """Refuse UNets that take more than the latent (inpainting UNets take latent + mask + masked image)."""
+    """Refuse UNets that take more than the latent (inpainting UNets take latent + mask + masked image);
+    the flow families' variants of that kind are pipelines of their own, refused by family."""
+    if not hasattr(pipe, "unet"):
+        return
     in_channels = int(pipe.unet.config.in_channels)
     latent_channels = int(pipe.vae.config.latent_channels)
     if in_channels != latent_channels:
@@ -402,6 +422,8 @@ class EditModel:
                    text_encoder_2=getattr(pipe, "text_encoder_2", None), force_zeros_for_empty_prompt=zeros)
 
     # ------------------------------------------------------------------ the stepper
+    DEFAULT_GUIDANCE = 7.5
+    """The guidance a job runs at when it names none (the family's pipeline's default)."""
     EMBEDDED_GUIDANCE = False
     """Whether guidance is a model input (FLUX's guidance embedding) instead of classifier-free guidance."""
 
@@ -575,6 +597,9 @@ class EditModel:
         return ((image.float() + 1) / 2).clamp(0, 1).cpu()
 
     # ------------------------------------------------------------------ UNet
+    def require_attention_sites(self, edit: str) -> None:
+        """Refuse, in one line, an ``edit`` that needs attention sites the adapter does not map (UNets map all)."""
+
     def attention_sites(self, roles: tuple[str, ...] = ROLES, stages: tuple[str, ...] = STAGES) -> list[AttentionSite]:
         """The denoiser's attention sites with one of ``roles`` in one of ``stages`` (see :mod:`ddim_edit.attention`)."""
         return attention_sites(self.denoiser, roles, stages)

@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from .families import FAMILY_NAMES
+from .flow_schedule import FLOW_STEPPER
 from .errors import DdimEditError, NonFiniteError, TrajectoryError
 from .io import atomic_write
 
@@ -61,7 +63,7 @@ STORAGES = ("float64", "float16")  # how save() stores the latents (see the modu
 class Trajectory:
     """An inverted image: its timesteps, latents z_T … z_0, per-step data and metadata."""
 
-    timesteps: tuple[int, ...]
+    timesteps: tuple[int, ...] | tuple[float, ...]
     latents: torch.Tensor
     metadata: dict[str, Any]
     corrections: torch.Tensor | None = None
@@ -69,7 +71,8 @@ class Trajectory:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.timesteps = tuple(int(t) for t in self.timesteps)
+        kind = float if is_flow(self.metadata) else int  # DDIM's timesteps are integers, a flow's σ·T are not
+        self.timesteps = tuple(kind(t) for t in self.timesteps)
         validate_shapes(self)
 
     @property
@@ -103,7 +106,7 @@ class Trajectory:
         if storage not in STORAGES:
             raise ValueError(f"unknown trajectory storage {storage!r}; choose one of {', '.join(STORAGES)}")
         latents = self.latents.detach().double().contiguous().cpu()
-        tensors = {"timesteps": torch.tensor(self.timesteps, dtype=torch.int64)}
+        tensors = {"timesteps": torch.tensor(self.timesteps, dtype=torch.float64 if is_flow(self.metadata) else torch.int64)}
         if storage == "float16":
             tensors["latents.ends"] = torch.stack([latents[0], latents[-1]]).contiguous()
             tensors["latents.middle"] = latents[1:-1].half().contiguous()
@@ -156,7 +159,7 @@ class Trajectory:
         extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
         try:
             validate_metadata(meta)
-            validate_tensor_types(tensors)
+            validate_tensor_types(tensors, is_flow(meta))
             latents = stored_latents(tensors, half)
             corrections = tensors.get("corrections")
             if corrections is not None and half:
@@ -241,8 +244,9 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
     if not same:
         family = meta.get("model_family")
         if family and family != model.family:
-            raise TrajectoryError(f"this trajectory was made with an {family.upper()} model ({made_with!r}), the loaded "
-                                  f"{model.name!r} is {model.family.upper()}; pass {{field}} {made_with}", field="model")
+            raise TrajectoryError(f"this trajectory was made with {FAMILY_NAMES.get(family, family)} model ({made_with!r}), "
+                                  f"the loaded {model.name!r} is {FAMILY_NAMES[model.family]} model; pass {{field}} "
+                                  f"{made_with}", field="model")
         if made_with == model.name:  # same name, other weights: the folder or repo changed since
             raise TrajectoryError(
                 f"this trajectory was made with other weights under the name {made_with!r} (model fingerprint "
@@ -252,19 +256,30 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
             f"this trajectory was made with model {made_with!r}, not the loaded {model.name!r}; "
             f"pass {{field}} {made_with} or invert the image again with this model", field="model"
         )
-    expected_channels = int(model.denoiser.config.in_channels)
+    expected_channels = int(model.vae.config.latent_channels)
     if traj.latents.shape[1] != expected_channels:
         raise TrajectoryError(f"trajectory latents have {traj.latents.shape[1]} channels, the model expects {expected_channels}")
     if schedule is not None:
-        stored = traj.metadata["schedule"]
-        if stored.get("fingerprint") != schedule.fingerprint() or list(stored["timesteps"]) != list(schedule.timesteps):
-            raise TrajectoryError(
-                "this trajectory was made with another noise schedule or timestep list; "
-                "invert the image again with the same number of steps and spacing"
-            )
+        check_schedule(traj, schedule)
+
+
+def check_schedule(traj: Trajectory, schedule) -> None:
+    """Reject a trajectory whose recorded stepper differs from ``schedule`` (noise table, timesteps)."""
+    stored = traj.metadata["schedule"]
+    if stored.get("fingerprint") != schedule.fingerprint() or list(stored["timesteps"]) != list(schedule.timesteps):
+        raise TrajectoryError(
+            "this trajectory was made with another noise schedule or timestep list; "
+            "invert the image again with the same number of steps and spacing"
+        )
 
 
 # ---------------------------------------------------------------------- schema and checksum
+def is_flow(meta: dict[str, Any]) -> bool:
+    """Whether the metadata records the flow stepper (a trajectory of SD3 or FLUX)."""
+    schedule = meta.get("schedule")
+    return isinstance(schedule, dict) and schedule.get("stepper") == FLOW_STEPPER
+
+
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -308,7 +323,7 @@ METADATA_SCHEMA_V3: dict[str, tuple[Any, str]] = {
     "model_signature": (lambda v: isinstance(v, list) and len(v) > 0 and all(_finite_number(x) for x in v),
                         "a non-empty list of finite numbers"),
     "model_config": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a config folder / hub id"),
-    "model_family": (lambda v: v in ("sd", "sdxl"), "sd or sdxl"),
+    "model_family": (lambda v: v in ("sd", "sdxl", "sd3", "flux"), "sd, sdxl, sd3 or flux"),
     "loras": (lambda v: isinstance(v, list) and all(
         isinstance(r, dict) and isinstance(r.get("file"), str) and isinstance(r.get("sha256"), str)
         and _finite_number(r.get("scale")) for r in v), "a list of {file, sha256, scale} objects"),
@@ -318,6 +333,15 @@ SCHEDULE_SCHEMA: dict[str, tuple[Any, str]] = {
     "spacing": (lambda v: isinstance(v, str), "a spacing name"),
     "prediction_type": (lambda v: v in _prediction_types(), "epsilon, v_prediction or sample"),
     "final_alpha_prod": (lambda v: _finite_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "fingerprint": (lambda v: isinstance(v, str) and v != "", "a fingerprint string"),
+}
+FLOW_SCHEDULE_SCHEMA: dict[str, tuple[Any, str]] = {
+    "timesteps": (lambda v: isinstance(v, list) and len(v) > 0 and all(_finite_number(t) for t in v),
+                  "a non-empty list of timesteps"),
+    "sigmas": (lambda v: isinstance(v, list) and len(v) > 1 and all(_finite_number(s) and 0 <= s <= 1 for s in v),
+               "a list of sigmas in [0, 1]"),
+    "spacing": (lambda v: isinstance(v, str), "a spacing name"),
+    "prediction_type": (lambda v: v == "flow", "flow"),
     "fingerprint": (lambda v: isinstance(v, str) and v != "", "a fingerprint string"),
 }
 SOURCE_SCHEMA: dict[str, tuple[Any, str]] = {  # all optional (images given as pixels have no path)
@@ -347,7 +371,8 @@ def validate_metadata(meta: dict[str, Any]) -> None:
     if "storage" in meta and meta["storage"] not in STORAGES:  # optional: absent means float64
         raise TrajectoryError(f"metadata field 'storage' must be one of {', '.join(STORAGES)}, got "
                               f"{_describe(meta['storage'])}; the file was edited or damaged")
-    for group, schema, optional in (("schedule", SCHEDULE_SCHEMA, False), ("source", SOURCE_SCHEMA, True)):
+    stepper = FLOW_SCHEDULE_SCHEMA if is_flow(meta) else SCHEDULE_SCHEMA
+    for group, schema, optional in (("schedule", stepper, False), ("source", SOURCE_SCHEMA, True)):
         for name, (check, what) in schema.items():
             if name not in meta[group]:
                 if optional:
@@ -359,11 +384,13 @@ def validate_metadata(meta: dict[str, Any]) -> None:
                                       f"{_describe(meta[group][name])}; the file was edited or damaged")
 
 
-def validate_tensor_types(tensors: dict[str, torch.Tensor]) -> None:
-    """The stored tensors have the kinds the format writes (integer timesteps, float data)."""
+def validate_tensor_types(tensors: dict[str, torch.Tensor], flow: bool = False) -> None:
+    """The stored tensors have the kinds the format writes (integer timesteps, float for a flow
+    model's, float data)."""
     timesteps = tensors["timesteps"]
-    if timesteps.ndim != 1 or timesteps.is_floating_point() or timesteps.dtype == torch.bool:
-        raise TrajectoryError(f"the timesteps tensor must be a 1-D integer tensor, got {timesteps.dtype} "
+    if timesteps.ndim != 1 or timesteps.is_floating_point() != flow or timesteps.dtype == torch.bool:
+        kind = "float" if flow else "integer"
+        raise TrajectoryError(f"the timesteps tensor must be a 1-D {kind} tensor, got {timesteps.dtype} "
                               f"{tuple(timesteps.shape)}")
     for name in ("latents", "latents.ends", "latents.middle", "corrections", "null_embeddings"):
         if name in tensors and not tensors[name].is_floating_point():

@@ -83,6 +83,50 @@ def test_an_unsupported_family_is_one_line(tmp_path, photo, sdxl_dir):
     folder = tmp_path / "flux"
     shutil.copytree(sdxl_dir, folder)
     index = json.loads((folder / "model_index.json").read_text())
-    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="FluxPipeline")))
+    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="Flux2KleinPipeline")))
     one_line_error(run("invert", photo, "-p", SOURCE, "--model", folder, "-o", tmp_path / "t.safetensors"),
-                   "FLUX", "does not support", "SDXL")
+                   "FLUX.2", "does not support", "SDXL", "FLUX.1")
+
+
+@pytest.fixture(scope="module", params=["sd3", "flux"])
+def flow_dir(request, tmp_path_factory):
+    from tests.flow_helpers import BUILDERS
+
+    path = tmp_path_factory.mktemp("models") / f"tiny-{request.param}"
+    BUILDERS[request.param]().save_pretrained(path, safe_serialization=True)
+    return request.param, path
+
+
+def test_flow_families_invert_reconstruct_inpaint_and_batch_from_the_cli(flow_dir, photo, tmp_path):
+    """SD3 and FLUX folders through the commands that need no attention sites; swap and style refused in
+    one line before any inversion."""
+    family, model = flow_dir
+    traj = tmp_path / "photo.traj.safetensors"
+    result = run("invert", photo, "-p", SOURCE, "--model", model, "--steps", 4, "--size", 32, "--method", "exact",
+                 "-o", traj, "-q")
+    assert result.exit_code == 0, result.output
+    meta = Trajectory.load(traj).metadata
+    assert meta["model_family"] == family and meta["schedule"]["stepper"] == "flow-euler"
+    mask = assets_dir() / "examples" / "red-circle-mask.png"
+    outputs = {
+        "reconstruct": run("reconstruct", traj, "-o", tmp_path / "r.png", "-q"),
+        "inpaint": run("inpaint", photo, "--trajectory", traj, "--mask", mask, "-p", TARGET, "-o", tmp_path / "i.png", "-q"),
+        "inpaint-image": run("inpaint", photo, "--source-prompt", SOURCE, "--model", model, "--mask", mask, "--steps", 4,
+                             "--size", 32, "--resample", 1, "--jump-length", 2, "-o", tmp_path / "i2.png", "-q"),
+    }
+    for name, outcome in outputs.items():
+        assert outcome.exit_code == 0, (name, outcome.output)
+    width, height = Image.open(photo).size
+    for name in ("r", "i", "i2"):
+        assert Image.open(tmp_path / f"{name}.png").size == (width, height)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"edit": "reconstruct", "trajectory": str(traj), "output": "b.png"}) + "\n")
+    result = run("batch", jobs, "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "b.png").exists()
+    for args in (("swap", photo, "-s", SOURCE, "-t", TARGET), ("style", "--content", photo, "--style", photo)):
+        one_line_error(run(*args, "--model", model, "--steps", 4, "-o", tmp_path / "x.png", "-q"),
+                       f"{args[0]} on {family.upper()}", "joint-attention sites")
+        assert not (tmp_path / "x.png").exists()
+    one_line_error(run("invert", photo, "-p", SOURCE, "--model", model, "--steps", 4, "--spacing", "trailing",
+                       "-o", tmp_path / "y.safetensors", "-q"), "flow model", "--steps only")

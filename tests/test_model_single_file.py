@@ -64,12 +64,12 @@ def test_single_file_loads_offline_with_identical_weights(offline, ldm_file, sou
 
     for part in ("unet", "vae", "text_encoder"):
         ours = loaded.components()[part].state_dict()
-        theirs = getattr(original, part).state_dict()
+        theirs = original.components()[part].state_dict()
         assert ours.keys() == theirs.keys(), part
         for key, value in theirs.items():
             assert ours[key].dtype == value.dtype, f"{part}.{key}"
             assert torch.equal(ours[key], value), f"{part}.{key} differs after the LDM round trip"
-    assert plain_config(loaded.denoiser.config) == plain_config(original.unet.config)
+    assert plain_config(loaded.denoiser.config) == plain_config(original.denoiser.config)
     assert plain_config(loaded.vae.config) == plain_config(original.vae.config)
     bookkeeping = ("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path")
     text_configs = [{k: v for k, v in m.text_encoder.config.to_dict().items() if k not in bookkeeping}

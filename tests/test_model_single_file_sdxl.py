@@ -127,12 +127,12 @@ def test_sdxl_single_file_loads_offline_with_identical_weights(offline, sgm_file
 
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         ours = loaded.components()[part].state_dict()
-        _assert_same_weights(ours, getattr(original, part).state_dict(), part)
+        _assert_same_weights(ours, original.components()[part].state_dict(), part)
         # the config folder's own weights differ: equality above means they were read from the file
         seed_a = getattr(config_pipe, part).state_dict()
         assert any(not torch.equal(ours[k], seed_a[k]) for k in seed_a), f"{part} came from the config folder"
 
-    assert plain_config(loaded.denoiser.config) == plain_config(original.unet.config)
+    assert plain_config(loaded.denoiser.config) == plain_config(original.denoiser.config)
     assert plain_config(loaded.vae.config) == plain_config(original.vae.config)
     bookkeeping = ("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path")
     for part in ("text_encoder", "text_encoder_2"):

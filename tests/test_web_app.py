@@ -96,7 +96,7 @@ def test_swap_through_client_returns_the_edit_maps_numbers_and_downloads(served)
     assert "target · blue" in captions and "source · red" in captions
     assert all(Path(tile["image"]).is_file() for tile in gallery)
     assert numbers["inversion"] == "new" and numbers["steps"] == STEPS and numbers["unet_evaluations"] > 0
-    assert "UNet evaluations" in summary and " s" in summary
+    assert "model evaluations" in summary and " s" in summary
     assert "psnr" not in numbers and "PSNR" not in summary  # an edit is meant to differ from the source
     assert np.array_equal(pixels(png), edited)  # the download is the shown edit, parameters embedded
     parameters = read_parameters(png)

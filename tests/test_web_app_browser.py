@@ -81,7 +81,7 @@ def test_swap_to_blue_in_chromium(page_url, tmp_path):
             page.locator("#swap-run").click()
             result = page.locator("#swap-edit img").first
             result.wait_for(timeout=TIMEOUT_MS)
-            page.locator("#swap-summary").get_by_text("UNet evaluations").wait_for(timeout=TIMEOUT_MS)
+            page.locator("#swap-summary").get_by_text("model evaluations").wait_for(timeout=TIMEOUT_MS)
             page.locator("#swap-png").wait_for(state="visible")  # the downloads show once there is a result
             page.locator("#swap-trajectory").wait_for(state="visible")
             shot = tmp_path / "web-swap.png"

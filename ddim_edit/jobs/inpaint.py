@@ -57,7 +57,7 @@ def run_inpaint(request: InpaintRequest, models: Any) -> JobResult:
                         image_size=size_of(original))
     warn_toy_model(model, [source.trajectory.metadata["prompt"] if with_trajectory else source.prompt, options.prompt],
                    [pixels])
-    traj = source.invert(inversion_options(settings, "ddim"))
+    traj = source.invert(inversion_options(settings, source.model, "ddim"))
     result = inpaint(model, traj, pixels, mask, options, progress=settings.progress)
     size = source.output_size(size_of(pixels), original)
     if size == size_of(pixels):

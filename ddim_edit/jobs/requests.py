@@ -29,7 +29,8 @@ SourceInput = Union[str, Path, np.ndarray, Trajectory]
 """An image (file or pixels), a trajectory file (``.safetensors``) or a loaded :class:`Trajectory`."""
 
 DEFAULT_GUIDANCE = InversionOptions.guidance_scale
-"""The guidance of an inversion and its edits when a job names none (the library's default)."""
+"""The guidance of an inversion and its edits when a job names none, on the UNet families (a model
+adapter may state its pipeline's own: ``EditModel.DEFAULT_GUIDANCE``)."""
 
 
 def _timestep_text(value: Any, key: str, example: str) -> str:
@@ -47,7 +48,8 @@ class JobSettings:
 
     ``None`` means "the edit's default": ``model`` → the trajectory's model, else the bundled toy;
     ``method`` → ``exact`` (``ddim`` for inpainting, whose blend never uses the exact corrections);
-    ``guidance`` → :data:`DEFAULT_GUIDANCE` when inverting an image, the trajectory's own guidance
+    ``guidance`` → the model's default (:data:`DEFAULT_GUIDANCE` on the UNet families, SD3's 7, FLUX's
+    embedded 3.5) when inverting an image, the trajectory's own guidance
     when replaying one (:meth:`guidance_for`; style transfer: 1, no guidance, as StyleID).
 
     Each user-facing setting is declared once here (:func:`~ddim_edit.options.option`, grouped as
@@ -73,7 +75,8 @@ class JobSettings:
                                    help="Custom descending list, e.g. '999,750,500,250,100,20'.")
     method: str | None = option(None, kind=str, choices=METHODS, group="inversion", help="Inversion method.")
     guidance: float | None = option(None, kind=float, example=f"{DEFAULT_GUIDANCE:g}", group="common",
-                                    help="Guidance of replays and edits.")
+                                    help="Guidance of replays and edits (FLUX: its embedded guidance, a model "
+                                         "input, default 3.5; SD3: 7).")
     inversion_guidance: float | None = option(None, kind=float, example="1", group="inversion",
                                               help="Guidance while inverting (default 1; fixed-point: --guidance).")
     negative_prompt: str = option("", group="inversion", help="Negative prompt for guided replay.")
@@ -92,12 +95,14 @@ class JobSettings:
                                      help="float16: intermediate latents in float16, a file ~2.6x smaller; x_T, z_0 "
                                           "and corrections exact enough for replays.")
 
-    def guidance_for(self, trajectory: bool) -> float | None:
-        """The guidance a job runs at: its own; else :data:`DEFAULT_GUIDANCE` for an image inverted
-        now, and None (the recorded guidance) for a trajectory."""
+    def guidance_for(self, trajectory: bool, model: Any = None) -> float | None:
+        """The guidance a job runs at: its own; else the ``model``'s default (:data:`DEFAULT_GUIDANCE`
+        without one) for an image inverted now, and None (the recorded guidance) for a trajectory."""
         if self.guidance is not None:
             return self.guidance
-        return None if trajectory else DEFAULT_GUIDANCE
+        if trajectory:
+            return None
+        return DEFAULT_GUIDANCE if model is None else model.DEFAULT_GUIDANCE
 
 
 @dataclass

@@ -186,11 +186,12 @@ def check_same_image(traj: Trajectory, image: str | Path | np.ndarray, label: st
 
 
 # ---------------------------------------------------------------------- an edit's input, resolved once
-def inversion_options(settings: JobSettings, default_method: str = "exact", **changes: Any) -> InversionOptions:
-    """The settings' inversion options (``None`` method/guidance: the edit's defaults)."""
+def inversion_options(settings: JobSettings, model: Any, default_method: str = "exact",
+                      **changes: Any) -> InversionOptions:
+    """The settings' inversion options (``None`` method/guidance: the edit's and the model's defaults)."""
     options = InversionOptions(
         method=settings.method or default_method,
-        guidance_scale=settings.guidance_for(trajectory=False),
+        guidance_scale=settings.guidance_for(trajectory=False, model=model),
         inversion_guidance=settings.inversion_guidance, negative_prompt=settings.negative_prompt,
         fixed_point_iterations=settings.fixed_point_iterations, fixed_point_tolerance=settings.tolerance,
         null_text_steps=settings.null_text_steps)
@@ -233,7 +234,7 @@ class JobSource:
             schedule = make_schedule(self.model, settings.steps, settings.spacing, settings.timesteps,
                                      self.prepared.pixels.shape[:2])
             self.trajectory = invert_image(self.model, self.prepared, self.prompt, schedule,
-                                           options or inversion_options(settings), progress=settings.progress)
+                                           options or inversion_options(settings, self.model), progress=settings.progress)
             self.inversion_evaluations = self.trajectory.metadata["unet_evaluations"]
         return self.trajectory
 

@@ -44,10 +44,11 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
         originals.append(pixels)
     recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
     model = as_provider(models).get(settings.model, recorded, settings.model_config)
+    model.require_attention_sites("style")
     schedule = None if recorded is not None else make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
     warn_toy_model(model, [request.prompt, request.style_prompt], originals)
     # the style edit reads only the inverted latents: no record pass for exact
-    inversion = inversion_options(settings, guidance_scale=1.0 if settings.guidance is None else settings.guidance,
+    inversion = inversion_options(settings, model, guidance_scale=1.0 if settings.guidance is None else settings.guidance,
                                   record_corrections=False)
     start = time.perf_counter()
     outcome = style_images(model, sides[0], sides[1], schedule, prompt=request.prompt, style_prompt=request.style_prompt,

@@ -43,13 +43,14 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
     source = resolve_source(request.source, request.source_prompt, settings, models, prompt_field="source_prompt",
                             check=lambda traj: traj is None or check_source_prompt(traj, request.source_prompt))
     model = source.model
+    model.require_attention_sites("swap")
     # the swap reads the recorded latents and corrects as it goes: the record pass is only for a saved file
-    traj = source.invert(inversion_options(settings, record_corrections=request.save_trajectory is not None))
+    traj = source.invert(inversion_options(settings, model, record_corrections=request.save_trajectory is not None))
     if request.save_trajectory is not None:
         traj.save(request.save_trajectory, force=request.force, storage=settings.trajectory_storage)
     working_source = source.working_pixels()
     warn_toy_model(model, [request.source_prompt, request.target_prompt], [working_source])
-    guidance = settings.guidance_for(source.from_trajectory)
+    guidance = settings.guidance_for(source.from_trajectory, model)
     result = swap(model, traj, request.target_prompt, options, request.source_prompt, guidance,
                   progress=settings.progress)
     original = source.original()

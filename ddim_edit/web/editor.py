@@ -108,7 +108,7 @@ class PageResult:
         parts.extend(f"⚠ {warning}" for warning in numbers.get("warnings", ()))
         parts.extend(f"PSNR {numbers[key]:.2f} dB {meaning}" for key, meaning in PSNR_MEANINGS.items()
                      if numbers.get(key) is not None)
-        parts.append(f"{numbers['unet_evaluations']} UNet evaluations")
+        parts.append(f"{numbers['unet_evaluations']} model evaluations")
         inversion = numbers.get("inversion")
         if inversion == "cached":
             parts.append("inversion reused from the cache")

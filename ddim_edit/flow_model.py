@@ -1,0 +1,105 @@
+"""What the rectified-flow families (SD3, FLUX) share as model adapters: a transformer that predicts
+the velocity, the flow-matching Euler stepper (:class:`~ddim_edit.flow_schedule.FlowSchedule`) with
+the pipeline's own sigmas and shift, and latents cut into patches of ``latent_patch``² positions.
+
+The latents the engine keeps are the VAE's [B, C, h, w] for every family: masks, blends and
+trajectories stay spatial, and FLUX packs them into tokens inside its denoiser call only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import DdimEditError, ScheduleError
+from .flow_schedule import FLOW_STEPPER, FlowSchedule
+from .model import EditModel, TEXT_ENCODERS
+
+
+@dataclass
+class FlowModel(EditModel):
+    """A rectified-flow model adapter (see the module docstring).
+
+    Attributes:
+        pipeline: the diffusers pipeline, whose own prompt encoding the adapter calls.
+    """
+
+    pipeline: Any = None
+
+    DENOISER = "transformer"
+    UNSHIFTED_SIGMAS = False
+    """Whether the pipeline passes σ = linspace(1, 1/N, N) to the scheduler (FLUX) instead of letting it space them (SD3)."""
+
+    @classmethod
+    def wrap(cls, pipe, name: str, device: torch.device, dtype: torch.dtype, family: str) -> "FlowModel":
+        return cls(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), name,
+                   device, dtype, family=family, tokenizer_2=pipe.tokenizer_2, text_encoder_2=pipe.text_encoder_2,
+                   pipeline=pipe)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def latent_patch(self) -> int:
+        """The side, in latent pixels, of one image token."""
+        return int(self.denoiser.config.patch_size)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor * self.latent_patch
+
+    @property
+    def native_size(self) -> int:
+        return int(self.pipeline.default_sample_size) * self.vae_scale_factor
+
+    def components(self) -> dict[str, torch.nn.Module]:
+        parts = {"transformer": self.denoiser, "vae": self.vae}
+        for name in TEXT_ENCODERS:
+            encoder = getattr(self.pipeline, name, None)
+            if encoder is not None:
+                parts[name] = encoder
+        return parts
+
+    # ------------------------------------------------------------------ the stepper
+    def make_schedule(self, steps: int | None, spacing: str | None = None, timesteps: Sequence[int] | None = None,
+                      image_size: tuple[int, int] | None = None) -> FlowSchedule:
+        """The pipeline's own sigmas for ``steps`` at ``image_size`` (h, w) pixels (default: native)."""
+        if spacing is not None or timesteps is not None:
+            what = "--spacing" if spacing is not None else "--timesteps"
+            raise ScheduleError(f"{what} chooses DDIM timesteps; {self.family.upper()} is a flow model whose sigmas "
+                                "follow its scheduler: give --steps only", field="spacing" if spacing else "timesteps")
+        if steps is None:
+            raise ScheduleError("give the number of steps", field="num_steps")
+        sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist() if self.UNSHIFTED_SIGMAS else None
+        return FlowSchedule.from_scheduler_config(self.scheduler_config, steps, sigmas, self.shift_mu(image_size))
+
+    def shift_mu(self, image_size: tuple[int, int] | None) -> float | None:
+        """The resolution-dependent shift μ of a scheduler with dynamic shifting (None without it):
+        linear in the number of image tokens, as diffusers' SD3 and FLUX pipelines compute it."""
+        config = self.scheduler_config
+        if not config.get("use_dynamic_shifting"):
+            return None
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        height, width = image_size or self.default_image_size()
+        side = self.vae_scale_factor * self.latent_patch
+        return calculate_shift((int(height) // side) * (int(width) // side), config.get("base_image_seq_len", 256),
+                               config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                               config.get("max_shift", 1.15))
+
+    def recorded_schedule(self, schedule: dict, timesteps: Sequence[int]) -> FlowSchedule:
+        from .errors import TrajectoryError
+
+        if schedule.get("stepper") != FLOW_STEPPER:
+            raise TrajectoryError(f"this trajectory was made with a DDIM model; {self.family.upper()} replays "
+                                  "flow trajectories only: pass the model it was made with", field="model")
+        return FlowSchedule.from_json(schedule)
+
+    # ------------------------------------------------------------------ edits that need attention maps
+    def require_attention_sites(self, edit: str) -> None:
+        raise DdimEditError(f"{edit} on {self.family.upper()} needs its joint-attention sites, which ddim-edit does not "
+                            "map yet; use invert, reconstruct or inpaint with this model", field="model")
+
+    def attention_sites(self, roles=(), stages=()):
+        self.require_attention_sites("an attention edit")
