@@ -37,12 +37,19 @@ class AttentionSite:
             text's keys and values) or ``joint`` (text and image tokens in one attention).
         stage: ``encoder``, ``middle`` or ``decoder`` (a UNet's down, mid and up blocks).
         level: the resolution level: 0 at the latent's own resolution, 1 at half of it, …
+        layout: how the layer's processor lays out its tokens: ``unet`` (a UNet's attention), or a
+            joint attention's ``image-text`` (SD3) or ``text-image`` (FLUX) order
+            (:mod:`ddim_edit.joint_attention`).
+        text_tokens: how many text tokens lead a FLUX single-stream block's sequence (None elsewhere:
+            the text comes as its own input).
     """
 
     name: str
     role: str
     stage: str
     level: int
+    layout: str = "unet"
+    text_tokens: int | None = None
 
 
 _UNET_STAGES = {"down_blocks": "encoder", "mid_block": "middle", "up_blocks": "decoder"}
@@ -71,7 +78,7 @@ def installed_processors(unet, processors: dict[str, object]) -> Iterator[None]:
     original = dict(unet.attn_processors)
     unknown = sorted(set(processors) - set(original))
     if unknown:
-        raise KeyError(f"no attention layer named {unknown[0]!r} in this UNet")
+        raise KeyError(f"no attention layer named {unknown[0]!r} in this denoiser")
     unet.set_attn_processor({**original, **processors})
     try:
         yield

@@ -8,12 +8,14 @@ trajectories stay spatial, and FLUX packs them into tokens inside its denoiser c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .attention import ROLES, STAGES, AttentionSite
 from .errors import DdimEditError, ScheduleError
 from .flow_schedule import FLOW_STEPPER, FlowSchedule
 from .model import EditModel, TEXT_ENCODERS
@@ -96,10 +98,25 @@ class FlowModel(EditModel):
                                   "flow trajectories only: pass the model it was made with", field="model")
         return FlowSchedule.from_json(schedule)
 
-    # ------------------------------------------------------------------ edits that need attention maps
-    def require_attention_sites(self, edit: str) -> None:
-        raise DdimEditError(f"{edit} on {self.family.upper()} needs its joint-attention sites, which ddim-edit does not "
-                            "map yet; use invert, reconstruct or inpaint with this model", field="model")
+    # ------------------------------------------------------------------ attention sites
+    def attention_sites(self, roles: tuple[str, ...] = ROLES, stages: tuple[str, ...] = STAGES) -> list[AttentionSite]:
+        """The transformer's attention sites with one of ``roles`` in one of ``stages`` (see :meth:`site`)."""
+        sites = [self.site(name) for name in self.denoiser.attn_processors]
+        return [site for site in sites if site.role in roles and site.stage in stages]
 
-    def attention_sites(self, roles=(), stages=()):
-        self.require_attention_sites("an attention edit")
+    def site(self, name: str) -> AttentionSite:
+        """The site of processor ``name``: a transformer has one resolution (its token grid, the latent
+        over ``latent_patch``), so its first half of blocks is the ``encoder`` stage and the rest the
+        ``decoder`` (where a UNet's would sit)."""
+        raise NotImplementedError
+
+    @property
+    def token_level(self) -> int:
+        """The resolution level of the token grid: the latent's side over 2^level."""
+        return int(math.log2(self.latent_patch))
+
+    def require_attention_sites(self, edit: str) -> None:
+        if edit == "style":
+            raise DdimEditError(f"style on {self.family.upper()} needs key/value injection on its joint attention, "
+                                "which ddim-edit does not do yet; use invert, reconstruct, swap or inpaint with this "
+                                "model", field="model")

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .attention import AttentionSite
 from .conditioning import PromptEmbeds
 from .flow_model import FlowModel
+from .joint_attention import TEXT_FIRST
 
 
 @dataclass
@@ -22,6 +24,18 @@ class FluxModel(FlowModel):
     UNSHIFTED_SIGMAS = True
     MAX_SEQUENCE_LENGTH = 512
     """T5 tokens of the text sequence (diffusers' default for FLUX)."""
+
+    FIRST_WORD_POSITION = 0
+    """T5 has no start token: a prompt's first word piece is the sequence's first token."""
+
+    @property
+    def text_length(self) -> int:
+        return self.MAX_SEQUENCE_LENGTH
+
+    @property
+    def word_tokenizer(self):
+        """T5's tokenizer: its tokens are the text sequence the attention sees."""
+        return self.tokenizer_2
 
     @property
     def latent_patch(self) -> int:
@@ -53,3 +67,10 @@ class FluxModel(FlowModel):
                                joint_attention_kwargs=attention_kwargs, return_dict=False)[0]
         factor = self.vae_scale_factor
         return pipe._unpack_latents(output, height * factor, width * factor, factor)
+
+    def site(self, name: str) -> AttentionSite:
+        """Double-stream blocks (``transformer_blocks``, the ``encoder`` stage) and single-stream blocks
+        (``single_transformer_blocks``, the ``decoder`` stage) are joint attention, text tokens first."""
+        if name.startswith("single_transformer_blocks."):
+            return AttentionSite(name, "joint", "decoder", self.token_level, TEXT_FIRST, text_tokens=self.text_length)
+        return AttentionSite(name, "joint", "encoder", self.token_level, TEXT_FIRST)

@@ -539,9 +539,9 @@ class EditModel:
         """Raise :class:`PromptError` when ``prompt`` has more tokens than the text encoder reads.
 
         The tokenizer would cut it at ``model_max_length`` (77 for CLIP, start and end included),
-        silently dropping the words past the limit.
+        silently dropping the words past the limit (SD3's and FLUX's CLIP too; their T5 reads more).
         """
-        limit = self.text_length
+        limit = int(self.tokenizer.model_max_length)
         count = len(self.tokenizer(prompt, truncation=False, verbose=False).input_ids)
         if count > limit:
             shown = prompt if len(prompt) <= 40 else prompt[:37] + "…"
@@ -561,8 +561,13 @@ class EditModel:
         """The prompt's word pieces in order, without start/end/padding tokens; piece k sits at
         position :attr:`FIRST_WORD_POSITION` + k of the encoded sequence."""
         self.check_prompt_length(prompt)
-        ids = self.tokenizer(prompt, truncation=True, max_length=self.text_length).input_ids
-        return self.tokenizer.convert_ids_to_tokens(ids[self.FIRST_WORD_POSITION:-1])
+        ids = self.word_tokenizer(prompt, truncation=True, max_length=self.text_length).input_ids
+        return self.word_tokenizer.convert_ids_to_tokens(ids[self.FIRST_WORD_POSITION:-1])
+
+    @property
+    def word_tokenizer(self):
+        """The tokenizer whose tokens the attention's text positions are (CLIP's; FLUX: T5's)."""
+        return self.tokenizer
 
     # ------------------------------------------------------------------ VAE
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .attention import AttentionSite
 from .conditioning import PromptEmbeds
 from .flow_model import FlowModel
+from .joint_attention import IMAGE_FIRST
 
 
 @dataclass
@@ -36,3 +38,16 @@ class SD3Model(FlowModel):
         return self.denoiser(hidden_states=latents, timestep=t, encoder_hidden_states=conditioning.hidden,
                              pooled_projections=conditioning.added["pooled_projections"],
                              joint_attention_kwargs=attention_kwargs, return_dict=False)[0]
+
+    @property
+    def text_length(self) -> int:
+        """CLIP's 77 tokens (its words from position 1), then T5's (zeros without T5)."""
+        return int(self.tokenizer.model_max_length) + self.MAX_SEQUENCE_LENGTH
+
+    def site(self, name: str) -> AttentionSite:
+        """``transformer_blocks.i.attn`` is joint (image tokens, then text); SD3.5's ``attn2`` is
+        self-attention over the image tokens."""
+        parts = name.split(".")
+        block, layers = int(parts[1]), int(self.denoiser.config.num_layers)
+        stage = "encoder" if block < layers / 2 else "decoder"
+        return AttentionSite(name, "self" if parts[2] == "attn2" else "joint", stage, self.token_level, IMAGE_FIRST)

@@ -97,9 +97,9 @@ def flow_dir(request, tmp_path_factory):
     return request.param, path
 
 
-def test_flow_families_invert_reconstruct_inpaint_and_batch_from_the_cli(flow_dir, photo, tmp_path):
-    """SD3 and FLUX folders through the commands that need no attention sites; swap and style refused in
-    one line before any inversion."""
+def test_flow_families_through_the_commands(flow_dir, photo, tmp_path):
+    """SD3 and FLUX folders through invert, reconstruct, inpaint, swap (with attention pictures) and a
+    batch; style is refused in one line before any inversion."""
     family, model = flow_dir
     traj = tmp_path / "photo.traj.safetensors"
     result = run("invert", photo, "-p", SOURCE, "--model", model, "--steps", 4, "--size", 32, "--method", "exact",
@@ -124,9 +124,11 @@ def test_flow_families_invert_reconstruct_inpaint_and_batch_from_the_cli(flow_di
     result = run("batch", jobs, "--out", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "b.png").exists()
-    for args in (("swap", photo, "-s", SOURCE, "-t", TARGET), ("style", "--content", photo, "--style", photo)):
-        one_line_error(run(*args, "--model", model, "--steps", 4, "-o", tmp_path / "x.png", "-q"),
-                       f"{args[0]} on {family.upper()}", "joint-attention sites")
-        assert not (tmp_path / "x.png").exists()
+    swapped = run("swap", traj, "-t", TARGET, "-o", tmp_path / "s.png", "--save-attention", tmp_path / "a.png", "-q")
+    assert swapped.exit_code == 0, swapped.output
+    assert Image.open(tmp_path / "s.png").size == (width, height) and np.asarray(Image.open(tmp_path / "a.png")).ndim == 3
+    one_line_error(run("style", "--content", photo, "--style", photo, "--model", model, "--steps", 4,
+                       "-o", tmp_path / "x.png", "-q"), f"style on {family.upper()}", "key/value injection")
+    assert not (tmp_path / "x.png").exists()
     one_line_error(run("invert", photo, "-p", SOURCE, "--model", model, "--steps", 4, "--spacing", "trailing",
                        "-o", tmp_path / "y.safetensors", "-q"), "flow model", "--steps only")

@@ -94,8 +94,9 @@ def test_refusals_in_one_line():
         trajectory_schedule(sd3, traj)
     from ddim_edit.errors import DdimEditError
 
-    with pytest.raises(DdimEditError, match="joint-attention sites"):
-        flux.require_attention_sites("swap")
+    with pytest.raises(DdimEditError, match="style on FLUX"):
+        flux.require_attention_sites("style")
+    flux.require_attention_sites("swap")
 
 
 def test_a_ddim_trajectory_is_refused_by_a_flow_model(tiny_model):
@@ -117,3 +118,22 @@ def test_flux_shift_follows_the_image_size():
     assert flux.shift_mu((256, 128)) == calculate_shift(16 * 8, config.base_image_seq_len, config.max_image_seq_len,
                                                         config.base_shift, config.max_shift)
     assert flux.size_multiple == 16 and flux.native_size == 1024
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_identity_swap_equals_the_reconstruction(kind):
+    """A swap whose target is the source prompt (exact trajectory) is the reconstruction (≥ 40 dB)."""
+    from ddim_edit.edits.prompt_swap import SwapOptions, swap
+
+    _, model = flow_model(kind)
+    z0 = model.encode_image(torch.rand(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(5)))
+    schedule = model.make_schedule(6, image_size=(SIDE, SIDE))
+    traj = invert(model, schedule, z0, PROMPT, InversionOptions(method="exact", guidance_scale=GUIDANCE[kind]),
+                  progress=False)
+    reconstruction = model.decode_latents(reconstruct(model, traj, progress=False))
+    result = swap(model, traj, PROMPT, SwapOptions(keep_maps=True), progress=False)
+    assert psnr(model.decode_latents(result.target_latents), reconstruction) >= 40.0
+    maps = result.attention_maps
+    assert maps is not None and len(maps["target"]) == len(model.prompt_tokens(PROMPT))
+    changed = swap(model, traj, PROMPT.replace("red", "blue"), SwapOptions(), progress=False)
+    assert psnr(model.decode_latents(changed.target_latents), reconstruction) < 40.0  # the edit did something

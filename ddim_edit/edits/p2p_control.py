@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import AttentionSite, EditAttnProcessor, processors_for
+from ..joint_attention import JointEditProcessor, JointTokens
 from ..errors import PromptError
 from .local_blend import layer_grid
 
@@ -375,6 +376,71 @@ def self_attention_edit(q_src, k_src, v_tgt, scale: float) -> torch.Tensor:
     return F.scaled_dot_product_attention(q_src, k_src, v_tgt, scale=scale)
 
 
-def make_processors(model, controller: AttentionController) -> dict[str, P2PAttnProcessor]:
+class P2PJointProcessor(JointEditProcessor):
+    """One joint-attention layer's prompt-to-prompt control (SD3, FLUX): the image queries' attention
+    over the text keys is edited as a UNet's cross-attention, over the image keys as its
+    self-attention (:func:`joint_attention_edit`); the text tokens' own rows are the target's."""
+
+    def __init__(self, site: AttentionSite, controller: AttentionController):
+        super().__init__(site)
+        self.controller = controller
+
+    def attend(self, query, key, value, attn, tokens: JointTokens):
+        out = F.scaled_dot_product_attention(query, key, value)
+        control, layout = self.controller, self.controller.layout
+        if layout is None:
+            return out
+        image, text = tokens.image, tokens.text
+        scale = query.shape[-1] ** -0.5  # SDPA's own, as both families' processors use
+        queries = query[:, :, image].shape[2]
+        if control.needs_maps and text.stop > text.start:
+            for branch, row in layout.map_rows.items():
+                if control.wants(branch, queries):
+                    control.store(self.site.name, branch, text_probabilities(query[row, :, image], key[row], text, scale))
+        cross = control.cross if text.stop > text.start else None
+        inject_self = control.spec.self_injected(control.step, control.num_steps)
+        if layout.targets and (cross is not None or inject_self):
+            s, t = layout.sources, layout.targets
+            out[t, :, image] = joint_attention_edit(query[s][:, :, image], key[s], query[t][:, :, image], key[t], value[t],
+                                                    tokens, cross, inject_self, scale)
+        return out
+
+
+def text_probabilities(query: torch.Tensor, key: torch.Tensor, text: slice, scale: float) -> torch.Tensor:
+    """The image queries' joint-softmax probabilities on the text keys, head-averaged: [queries, L]
+    (``query`` [heads, queries, d], ``key`` [heads, tokens, d]; one head at a time)."""
+    total = None
+    for head in range(query.shape[0]):
+        probabilities = (query[head] @ key[head].transpose(-1, -2) * scale).softmax(-1)[:, text]
+        total = probabilities if total is None else total + probabilities
+    return total / query.shape[0]
+
+
+def joint_attention_edit(q_src, k_src, q_tgt, k_tgt, v_tgt, tokens: JointTokens, cross: CrossEdit | None,
+                         inject_self: bool, scale: float) -> torch.Tensor:
+    """The target's image rows of a joint attention, P_edit · V_tgt, with two SDPA calls.
+
+    P_edit takes the source's probabilities on the image keys when ``inject_self`` (else the target's)
+    and P_src · G + P_tgt · diag(d) on the text keys under a ``cross`` edit (else the target's). Each
+    block of a joint softmax is that softmax with the other block's values zeroed, so
+    P_edit · V = SDPA(q_src, k_src, V_src) + SDPA(q_tgt, k_tgt, V_tgt') where V_src holds the values
+    the source's probabilities weigh and V_tgt' the rest.
+    """
+    image, text = tokens.image, tokens.text
+    from_source, from_target = torch.zeros_like(v_tgt), torch.zeros_like(v_tgt)
+    (from_source if inject_self else from_target)[:, :, image] = v_tgt[:, :, image]
+    if cross is None:
+        from_target[:, :, text] = v_tgt[:, :, text]
+    else:
+        from_source[:, :, text] = torch.einsum("ij,bhjd->bhid", cross.G.to(v_tgt), v_tgt[:, :, text])
+        from_target[:, :, text] = v_tgt[:, :, text] * cross.d.to(v_tgt)[None, None, :, None]
+    return (F.scaled_dot_product_attention(q_src, k_src, from_source, scale=scale)
+            + F.scaled_dot_product_attention(q_tgt, k_tgt, from_target, scale=scale))
+
+
+def make_processors(model, controller: AttentionController) -> dict[str, object]:
     """A processor for every attention site of ``model`` (name → processor), sharing ``controller``."""
-    return processors_for(model.attention_sites(), lambda site: P2PAttnProcessor(site, controller))
+    def make(site: AttentionSite):
+        return (P2PAttnProcessor if site.layout == "unet" else P2PJointProcessor)(site, controller)
+
+    return processors_for(model.attention_sites(), make)

@@ -381,7 +381,8 @@ class BranchDenoiser:
         if self.guidance is not None:
             guidance_scale = self.guidance[step]
         source_output = self.source_output[step]
-        guided = guidance_scale > 1.0
+        embedded = self.model.EMBEDDED_GUIDANCE  # FLUX: guidance is an input of the one conditional call
+        guided = guidance_scale > 1.0 and not embedded
         if guided and uncond is None:
             raise PromptError("guidance > 1 needs negative/null embeddings")
         rows: list[tuple[str, int]] = []  # (role, branch)
@@ -402,7 +403,7 @@ class BranchDenoiser:
         embeddings = PromptEmbeds.cat([by_role[role].rows(branch) for role, branch in rows])
         self.controller.layout = layout
         try:
-            output = self.model.denoise(batch, timestep, embeddings, None, 1.0)
+            output = self.model.denoise(batch, timestep, embeddings, None, guidance_scale if embedded else 1.0)
         finally:
             self.controller.layout = None
         self.outputs = {row: output[k] for row, k in index.items()}
@@ -660,7 +661,7 @@ def cross_attention_widths(model, latent_width: int) -> list[int]:
 
     An encoder site at resolution level i works at the latent size divided by 2^i.
     """
-    levels = sorted({site.level for site in model.attention_sites(roles=("cross",), stages=("encoder",))})
+    levels = sorted({site.level for site in model.attention_sites(roles=("cross", "joint"), stages=("encoder",))})
     widths = [math.ceil(latent_width / 2 ** level) for level in levels]
     if not widths:
         raise PromptError("this UNet has no cross-attention layers; prompt swap needs them")
