@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .attention import ROLES, STAGES, AttentionSite
-from .errors import DdimEditError, ScheduleError
+from .errors import ScheduleError
 from .flow_schedule import FLOW_STEPPER, FlowSchedule
 from .model import EditModel, TEXT_ENCODERS
 
@@ -114,9 +114,3 @@ class FlowModel(EditModel):
     def token_level(self) -> int:
         """The resolution level of the token grid: the latent's side over 2^level."""
         return int(math.log2(self.latent_patch))
-
-    def require_attention_sites(self, edit: str) -> None:
-        if edit == "style":
-            raise DdimEditError(f"style on {self.family.upper()} needs key/value injection on its joint attention, "
-                                "which ddim-edit does not do yet; use invert, reconstruct, swap or inpaint with this "
-                                "model", field="model")

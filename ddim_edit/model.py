@@ -602,9 +602,6 @@ class EditModel:
         return ((image.float() + 1) / 2).clamp(0, 1).cpu()
 
     # ------------------------------------------------------------------ UNet
-    def require_attention_sites(self, edit: str) -> None:
-        """Refuse, in one line, an ``edit`` that needs attention sites the adapter does not map (UNets map all)."""
-
     def attention_sites(self, roles: tuple[str, ...] = ROLES, stages: tuple[str, ...] = STAGES) -> list[AttentionSite]:
         """The denoiser's attention sites with one of ``roles`` in one of ``stages`` (see :mod:`ddim_edit.attention`)."""
         return attention_sites(self.denoiser, roles, stages)

@@ -92,11 +92,6 @@ def test_refusals_in_one_line():
     _, sd3 = flow_model("sd3")
     with pytest.raises(TrajectoryError, match="made with a FLUX model"):
         trajectory_schedule(sd3, traj)
-    from ddim_edit.errors import DdimEditError
-
-    with pytest.raises(DdimEditError, match="style on FLUX"):
-        flux.require_attention_sites("style")
-    flux.require_attention_sites("swap")
 
 
 def test_a_ddim_trajectory_is_refused_by_a_flow_model(tiny_model):
@@ -137,3 +132,25 @@ def test_identity_swap_equals_the_reconstruction(kind):
     assert maps is not None and len(maps["target"]) == len(model.prompt_tokens(PROMPT))
     changed = swap(model, traj, PROMPT.replace("red", "blue"), SwapOptions(), progress=False)
     assert psnr(model.decode_latents(changed.target_latents), reconstruction) < 40.0  # the edit did something
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_style_injects_on_the_image_tokens_of_joint_attention(kind):
+    """StyleID on a transformer: the decoder-stage joint sites; an image styled by itself with γ = 1 and
+    T = 1 attends exactly as without injection (its own queries, its keys and values), so the output is the
+    content's reconstruction; a different style image changes it."""
+    from ddim_edit.edits.style import StyleOptions, style_transfer, styleid_layers
+
+    _, model = flow_model(kind)
+    schedule = model.make_schedule(4, image_size=(SIDE, SIDE))
+    trajectories = [invert(model, schedule, model.encode_image(torch.rand(1, 3, SIDE, SIDE, generator=torch.Generator()
+                                                                          .manual_seed(seed))), PROMPT,
+                           InversionOptions(method="exact", guidance_scale=1.0, record_corrections=False), progress=False)
+                    for seed in (6, 7)]
+    layers = styleid_layers(model)
+    assert layers and all(model.site(name).stage == "decoder" for name in layers)
+    same = style_transfer(model, trajectories[0], trajectories[0], StyleOptions(gamma=1.0, temperature=1.0, adain=False),
+                          progress=False)
+    assert torch.allclose(same.latents.float(), trajectories[0].z_0[None].float(), atol=1e-4)
+    other = style_transfer(model, trajectories[0], trajectories[1], StyleOptions(), progress=False)
+    assert float((other.latents.float() - trajectories[0].z_0[None].float()).abs().max()) > 1e-3

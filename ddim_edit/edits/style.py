@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import AttentionSite, EditAttnProcessor
+from ..joint_attention import JointEditProcessor, JointTokens
 from ..errors import DdimEditError, TrajectoryError
 from ..options import option, pair, words
 from ..replay import KnownRows, trajectory_schedule
@@ -50,6 +51,8 @@ from ..trajectory import Trajectory
 
 CONTENT, STYLE, OUTPUT = 0, 1, 2
 NUM_BRANCHES = 3
+IMAGE_ATTENTION = ("self", "joint")
+"""The roles whose image → image attention style edits: a UNet's self-attention, a transformer's joint attention."""
 OUTPUT_CORRECTIONS = ("content", "none")
 
 
@@ -154,7 +157,7 @@ def check_style_options(options: StyleOptions) -> None:
 # ----------------------------------------------------------------------------------- layers
 def decoder_self_attention(model) -> list[AttentionSite]:
     """The decoder's (up blocks') self-attention sites, in the model's order."""
-    return model.attention_sites(roles=("self",), stages=("decoder",))
+    return model.attention_sites(roles=IMAGE_ATTENTION, stages=("decoder",))
 
 
 def styleid_layers(model) -> list[str]:
@@ -173,7 +176,7 @@ def styleid_layers(model) -> list[str]:
 
 def encoder_self_attention(model) -> list[AttentionSite]:
     """The encoder's (down blocks') self-attention sites, in the model's order."""
-    return model.attention_sites(roles=("self",), stages=("encoder",))
+    return model.attention_sites(roles=IMAGE_ATTENTION, stages=("encoder",))
 
 
 def resolve_structure_layers(model, spec: tuple[str, ...] | list[str] | None, style_layers: list[str]) -> list[str]:
@@ -184,7 +187,7 @@ def resolve_structure_layers(model, spec: tuple[str, ...] | list[str] | None, st
     """
     if spec is None:
         return [site.name for site in encoder_self_attention(model) if site.name not in style_layers]
-    available = [site.name for site in model.attention_sites(roles=("self",)) if site.name not in style_layers]
+    available = [site.name for site in model.attention_sites(roles=IMAGE_ATTENTION) if site.name not in style_layers]
     return _match_layers(spec, available, "self-attention layer outside the style layers")
 
 
@@ -309,6 +312,51 @@ class StructureAttnProcessor(EditAttnProcessor):
         return super().attend(q, k, value, attn, attention_mask)
 
 
+class JointStyleProcessor(JointEditProcessor):
+    """:class:`StyleAttnProcessor` on a joint attention (SD3, FLUX): the output branch's *image*
+    queries get Q̃ = γ Q_c + (1 − γ) Q_cs and attend, at temperature T, over the style branch's image
+    keys and values and the output's own text keys and values; its text tokens and the content and
+    style branches attend as usual."""
+
+    def __init__(self, site: AttentionSite, switch: InjectionSwitch, gamma: float = 0.75, temperature: float = 1.5,
+                 inject_key_value: bool = True):
+        super().__init__(site)
+        self.switch, self.gamma, self.temperature = switch, float(gamma), float(temperature)
+        self.inject_key_value = inject_key_value
+
+    def attend(self, query, key, value, attn, tokens: JointTokens):
+        out = super().attend(query, key, value, attn, tokens)
+        if not self.switch.active:
+            return out
+        q, k, v, o = by_branch("style", query, key, value, out)
+        image = tokens.image
+        donor = STYLE if self.inject_key_value else OUTPUT
+        keys, values = k[:, OUTPUT].clone(), v[:, OUTPUT].clone()
+        keys[:, :, image], values[:, :, image] = k[:, donor, :, image], v[:, donor, :, image]
+        q_cs = self.gamma * q[:, CONTENT, :, image] + (1.0 - self.gamma) * q[:, OUTPUT, :, image]
+        o[:, OUTPUT, :, image] = F.scaled_dot_product_attention(q_cs, keys, values,
+                                                                scale=self.temperature / math.sqrt(query.shape[-1]))
+        return o.flatten(0, 1)
+
+
+class JointStructureProcessor(JointEditProcessor):
+    """:class:`StructureAttnProcessor` on a joint attention: the output branch's image queries attend
+    with the content's queries and keys over the output's own values."""
+
+    def __init__(self, site: AttentionSite, switch: InjectionSwitch):
+        super().__init__(site)
+        self.switch = switch
+
+    def attend(self, query, key, value, attn, tokens: JointTokens):
+        out = super().attend(query, key, value, attn, tokens)
+        if not self.switch.active:
+            return out
+        q, k, v, o = by_branch("structure", query, key, value, out)
+        image = tokens.image
+        o[:, OUTPUT, :, image] = F.scaled_dot_product_attention(q[:, CONTENT, :, image], k[:, CONTENT], v[:, OUTPUT])
+        return o.flatten(0, 1)
+
+
 class InjectionSchedule(SamplerHook):
     """Turns the injection on at steps whose fraction i / N lies in [start, end)."""
 
@@ -325,10 +373,18 @@ class InjectionSchedule(SamplerHook):
 def style_processors(model, layer_names: list[str], switch: InjectionSwitch, options: StyleOptions,
                      structure_names: list[str] = ()) -> dict[str, object]:
     """name → :class:`StyleAttnProcessor` for the style layers, :class:`StructureAttnProcessor` for the structure layers."""
-    by_name = {site.name: site for site in model.attention_sites(roles=("self",))}
-    processors: dict[str, object] = {name: StructureAttnProcessor(by_name[name], switch) for name in structure_names}
-    processors.update({name: StyleAttnProcessor(by_name[name], switch, options.gamma, options.temperature,
-                                                options.inject_key_value) for name in layer_names})
+    by_name = {site.name: site for site in model.attention_sites(roles=IMAGE_ATTENTION)}
+
+    def joint(name: str) -> bool:
+        return by_name[name].layout != "unet"
+
+    processors: dict[str, object] = {
+        name: (JointStructureProcessor if joint(name) else StructureAttnProcessor)(by_name[name], switch)
+        for name in structure_names}
+    processors.update({
+        name: (JointStyleProcessor if joint(name) else StyleAttnProcessor)(
+            by_name[name], switch, options.gamma, options.temperature, options.inject_key_value)
+        for name in layer_names})
     return processors
 
 

@@ -44,7 +44,6 @@ def run_style(request: StyleRequest, models: Any) -> JobResult:
         originals.append(pixels)
     recorded = next((side for side in sides if isinstance(side, Trajectory)), None)
     model = as_provider(models).get(settings.model, recorded, settings.model_config)
-    model.require_attention_sites("style")
     schedule = None if recorded is not None else make_schedule(model, settings.steps, settings.spacing, settings.timesteps)
     warn_toy_model(model, [request.prompt, request.style_prompt], originals)
     # the style edit reads only the inverted latents: no record pass for exact

@@ -43,7 +43,6 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
     source = resolve_source(request.source, request.source_prompt, settings, models, prompt_field="source_prompt",
                             check=lambda traj: traj is None or check_source_prompt(traj, request.source_prompt))
     model = source.model
-    model.require_attention_sites("swap")
     # the swap reads the recorded latents and corrects as it goes: the record pass is only for a saved file
     traj = source.invert(inversion_options(settings, model, record_corrections=request.save_trajectory is not None))
     if request.save_trajectory is not None:
