@@ -37,11 +37,11 @@ class AttentionSite:
             text's keys and values) or ``joint`` (text and image tokens in one attention).
         stage: ``encoder``, ``middle`` or ``decoder`` (a UNet's down, mid and up blocks).
         level: the resolution level: 0 at the latent's own resolution, 1 at half of it, …
-        layout: how the layer's processor lays out its tokens: ``unet`` (a UNet's attention), or a
-            joint attention's ``image-text`` (SD3) or ``text-image`` (FLUX) order
-            (:mod:`ddim_edit.joint_attention`).
-        text_tokens: how many text tokens lead a FLUX single-stream block's sequence (None elsewhere:
-            the text comes as its own input).
+        layout: the kind of processor the layer runs, which fixes how it lays out its tokens: ``unet``
+            (a UNet's attention), or a joint attention's ``sd3``, ``flux``, ``flux2`` or
+            ``flux2-single`` (:mod:`ddim_edit.joint_attention`).
+        text_tokens: how many text tokens lead a single-stream block's sequence (None elsewhere: the
+            text comes as its own input).
     """
 
     name: str

@@ -1,8 +1,8 @@
 """Which model family a folder, hub repo or checkpoint holds, and whether ddim-edit can run it.
 
 Supported: Stable Diffusion 1.x/2.x (``sd``) and SDXL base (``sdxl``), the UNet families on the
-η = 0 DDIM stepper, and Stable Diffusion 3/3.5 (``sd3``) and FLUX.1 (``flux``), the rectified-flow
-transformers on the flow-matching Euler stepper. Anything else gets a one-line error naming the
+η = 0 DDIM stepper, and Stable Diffusion 3/3.5 (``sd3``), FLUX.1 (``flux``) and FLUX.2 [klein]
+(``flux2``), the rectified-flow transformers on the flow-matching Euler stepper. Anything else gets a one-line error naming the
 family it is and what is supported, before any weights are read:
 
 - a diffusers folder or hub repo: ``model_index.json``'s ``_class_name``;
@@ -16,8 +16,9 @@ from pathlib import Path
 
 from .errors import ModelLoadError
 
-SUPPORTED = ("Stable Diffusion 1.x/2.x, SDXL base, Stable Diffusion 3/3.5 and FLUX.1 (StableDiffusionPipeline, "
-             "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline)")
+SUPPORTED = ("Stable Diffusion 1.x/2.x, SDXL base, Stable Diffusion 3/3.5, FLUX.1 and FLUX.2 [klein] "
+             "(StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, "
+             "Flux2KleinPipeline)")
 
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "sd",
@@ -28,16 +29,18 @@ PIPELINE_FAMILIES = {
     "StableDiffusion3Img2ImgPipeline": "sd3",
     "FluxPipeline": "flux",
     "FluxImg2ImgPipeline": "flux",
+    "Flux2KleinPipeline": "flux2",
 }
-FLOW_FAMILIES = ("sd3", "flux")
-FAMILY_NAMES = {"sd": "a Stable Diffusion", "sdxl": "an SDXL", "sd3": "an SD3", "flux": "a FLUX"}
+FLOW_FAMILIES = ("sd3", "flux", "flux2")
+FAMILY_NAMES = {"sd": "a Stable Diffusion", "sdxl": "an SDXL", "sd3": "an SD3", "flux": "a FLUX",
+                "flux2": "a FLUX.2 [klein]"}
 """How messages name a model of each family ("… is a FLUX model")."""
 
 # class-name prefix → the family's name in messages (longest prefixes first where they overlap)
 UNSUPPORTED_PREFIXES = (
     ("StableDiffusion3Inpaint", "Stable Diffusion 3 inpainting"),
     ("StableDiffusion3ControlNet", "Stable Diffusion 3 ControlNet"),
-    ("Flux2", "FLUX.2"),
+    ("Flux2", "FLUX.2 [dev] (Mistral text encoder)"),
     ("Flux", "FLUX variant (Fill, Kontext, Control, …)"),
     ("Kandinsky", "Kandinsky"),
     ("PixArt", "PixArt"),
@@ -77,7 +80,7 @@ def unsupported(family: str, what: str) -> ModelLoadError:
 
 
 def family_of_class(class_name: str, what: str) -> str:
-    """The family (``sd``, ``sdxl``, ``sd3``, ``flux``) of a pipeline class name; raise the unsupported-family error otherwise."""
+    """The family (a key of :data:`FAMILY_NAMES`) of a pipeline class name; raise the unsupported-family error otherwise."""
     if class_name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[class_name]
     for prefix, family in UNSUPPORTED_PREFIXES:

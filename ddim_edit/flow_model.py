@@ -74,9 +74,16 @@ class FlowModel(EditModel):
         if steps is None:
             raise ScheduleError("give the number of steps", field="num_steps")
         sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist() if self.UNSHIFTED_SIGMAS else None
-        return FlowSchedule.from_scheduler_config(self.scheduler_config, steps, sigmas, self.shift_mu(image_size))
+        return FlowSchedule.from_scheduler_config(self.scheduler_config, steps, sigmas,
+                                                  self.shift_mu(image_size, steps))
 
-    def shift_mu(self, image_size: tuple[int, int] | None) -> float | None:
+    def image_tokens(self, image_size: tuple[int, int] | None) -> int:
+        """How many image tokens an image of ``image_size`` (h, w) pixels (default: native) makes."""
+        height, width = image_size or self.default_image_size()
+        side = self.size_multiple
+        return (int(height) // side) * (int(width) // side)
+
+    def shift_mu(self, image_size: tuple[int, int] | None, steps: int) -> float | None:
         """The resolution-dependent shift μ of a scheduler with dynamic shifting (None without it):
         linear in the number of image tokens, as diffusers' SD3 and FLUX pipelines compute it."""
         config = self.scheduler_config
@@ -84,9 +91,7 @@ class FlowModel(EditModel):
             return None
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-        height, width = image_size or self.default_image_size()
-        side = self.vae_scale_factor * self.latent_patch
-        return calculate_shift((int(height) // side) * (int(width) // side), config.get("base_image_seq_len", 256),
+        return calculate_shift(self.image_tokens(image_size), config.get("base_image_seq_len", 256),
                                config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
                                config.get("max_shift", 1.15))
 

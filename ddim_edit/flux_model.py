@@ -12,7 +12,7 @@ import torch
 from .attention import AttentionSite
 from .conditioning import PromptEmbeds
 from .flow_model import FlowModel
-from .joint_attention import TEXT_FIRST
+from .joint_attention import FLUX
 
 
 @dataclass
@@ -72,5 +72,5 @@ class FluxModel(FlowModel):
         """Double-stream blocks (``transformer_blocks``, the ``encoder`` stage) and single-stream blocks
         (``single_transformer_blocks``, the ``decoder`` stage) are joint attention, text tokens first."""
         if name.startswith("single_transformer_blocks."):
-            return AttentionSite(name, "joint", "decoder", self.token_level, TEXT_FIRST, text_tokens=self.text_length)
-        return AttentionSite(name, "joint", "encoder", self.token_level, TEXT_FIRST)
+            return AttentionSite(name, "joint", "decoder", self.token_level, FLUX, text_tokens=self.text_length)
+        return AttentionSite(name, "joint", "encoder", self.token_level, FLUX)

@@ -34,13 +34,14 @@ FAMILIES = {
     "sdxl": ("StableDiffusionXLPipeline", ("unet", "vae", "text_encoder", "text_encoder_2")),
     "sd3": ("StableDiffusion3Pipeline", ("transformer", "vae", "text_encoder", "text_encoder_2")),
     "flux": ("FluxPipeline", ("transformer", "vae", "text_encoder", "text_encoder_2")),
+    "flux2": ("Flux2KleinPipeline", ("transformer", "vae", "text_encoder")),
 }
 OPTIONAL_WEIGHT_FOLDERS = ("text_encoder_3",)  # SD3's T5, which a folder may leave out
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def adapter_class(family: str) -> type:
-    """The model adapter of ``family`` (``sd``, ``sdxl``, ``sd3``, ``flux``)."""
+    """The model adapter of ``family`` (``sd``, ``sdxl``, ``sd3``, ``flux``, ``flux2``)."""
     if family == "sd3":
         from .sd3_model import SD3Model
 
@@ -49,6 +50,10 @@ def adapter_class(family: str) -> type:
         from .flux_model import FluxModel
 
         return FluxModel
+    if family == "flux2":
+        from .flux2_model import Flux2KleinModel
+
+        return Flux2KleinModel
     return EditModel
 
 
@@ -295,7 +300,7 @@ def load_model(
     loras: Sequence[str | LoraSpec] = (),
     memory: MemoryOptions = MemoryOptions(),
 ) -> "EditModel":
-    """Load a model of a supported family for editing (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1).
+    """Load a model of a supported family for editing (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1, FLUX.2 [klein]).
 
     Args:
         model: hub id, local diffusers folder, ``.safetensors`` file, or ``toy``.
@@ -443,6 +448,11 @@ class EditModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def latent_channels(self) -> int:
+        """Channels of the latents the denoiser works on (and trajectories store)."""
+        return int(self.vae.config.latent_channels)
+
+    @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this for the VAE and the UNet's down blocks."""
         return self.vae_scale_factor * 2 ** (len(self.denoiser.config.down_block_types) - 1)
@@ -578,19 +588,26 @@ class EditModel:
         vae_dtype = next(self.vae.parameters()).dtype
         with torch.no_grad():
             dist = self.vae.encode((pixels * 2 - 1).to(self.device, vae_dtype)).latent_dist
-        latents = dist.mean * self.vae.config.scaling_factor
+        return self.from_vae(dist.mean).float()
+
+    def from_vae(self, z: torch.Tensor) -> torch.Tensor:
+        """The VAE's latent → the latents the denoiser works on: (z − shift) · scale."""
+        latents = z * self.vae.config.scaling_factor
         shift = getattr(self.vae.config, "shift_factor", None)
         if shift:
             latents = latents - shift * self.vae.config.scaling_factor
-        return latents.float()
+        return latents
+
+    def to_vae(self, latents: torch.Tensor) -> torch.Tensor:
+        """The denoiser's latents → the VAE's latent (the inverse of :meth:`from_vae`)."""
+        z = latents / self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        return z + shift if shift else z
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1], float32 on the CPU."""
         vae_dtype = next(self.vae.parameters()).dtype
-        z = latents.to(self.device, vae_dtype) / self.vae.config.scaling_factor
-        shift = getattr(self.vae.config, "shift_factor", None)
-        if shift:
-            z = z + shift
+        z = self.to_vae(latents.to(self.device, vae_dtype))
         if not bool(torch.isfinite(z).all()):
             raise NonFiniteError("the final latents contain NaN or infinite values (numeric overflow, e.g. in fp16 or "
                                  "at extreme guidance); run in float32 or with a lower guidance")

@@ -11,7 +11,7 @@ import torch
 from .attention import AttentionSite
 from .conditioning import PromptEmbeds
 from .flow_model import FlowModel
-from .joint_attention import IMAGE_FIRST
+from .joint_attention import SD3
 
 
 @dataclass
@@ -50,4 +50,4 @@ class SD3Model(FlowModel):
         parts = name.split(".")
         block, layers = int(parts[1]), int(self.denoiser.config.num_layers)
         stage = "encoder" if block < layers / 2 else "decoder"
-        return AttentionSite(name, "self" if parts[2] == "attn2" else "joint", stage, self.token_level, IMAGE_FIRST)
+        return AttentionSite(name, "self" if parts[2] == "attn2" else "joint", stage, self.token_level, SD3)

@@ -235,3 +235,110 @@ def write_tiny_lora(folder, seed: int = 1, rank: int = 4):
     from pathlib import Path
 
     return Path(folder) / "pytorch_lora_weights.safetensors"
+
+
+def tiny_flux2_klein_pipeline(seed: int = 0, sample_size: int = 8):
+    """A Flux2KleinPipeline with tiny random components and FLUX.2 [klein]'s layout.
+
+    VAE latents are 4×sample_size² (images 8× that: call with ``height=width=sample_size * 8``, a
+    multiple of 16, so ``sample_size`` must be even; the pipeline's default size is 1024). The pipeline
+    patchifies them 2×2 into 16 channels, normalises them with the VAE's batch-norm running statistics
+    (seeded, non-trivial here, as the real VAE's are) and flattens them into (sample_size/2)² tokens.
+
+    * ``Flux2Transformer2DModel``: 1 double-stream + 1 single-stream block, 2 heads of 16 (inner 32),
+      RoPE axes (4, 4, 4, 4) over 4-D position ids, no guidance embedding (klein is not
+      guidance-distilled: ``guidance_scale`` is real classifier-free guidance with a "" negative).
+    * ``AutoencoderKLFlux2``: four blocks (factor 8), 4 latent channels, quant convs, ``bn`` over the
+      16 patchified channels.
+    * ``Qwen3ForCausalLM``: 32 wide but 28 layers, so that the pipeline's default
+      ``text_encoder_out_layers=(9, 18, 27)`` exist (hidden_states has 29 entries; the real 4B has 37);
+      prompt embeddings are those three layers stacked, 3 × 32 = 96 = ``joint_attention_dim``.
+    * A ``Qwen2Tokenizer`` (byte-level BPE, Qwen's pre-tokenizer) built in code: the 256 byte symbols,
+      merges learnt so that every word of :data:`WORDS` (bare and space-prefixed), ``user``,
+      ``assistant`` and ``\\n\\n`` is one token, Qwen's special tokens (``<|endoftext|>`` pad,
+      ``<|im_start|>``, ``<|im_end|>`` eos, ``<think>``, ``</think>``) and a minimal Qwen3 chat template
+      giving ``<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n``
+      with ``enable_thinking=False``, as the pipeline's ``encode_prompt`` renders it.
+    * ``FlowMatchEulerDiscreteScheduler`` with the config the klein repos ship (FLUX.1-dev's: dynamic
+      shifting; the pipeline passes its own ``mu``).
+    * ``is_distilled=False`` (klein *base*; the step-distilled klein sets it True and ignores guidance).
+    """
+    from collections import Counter
+
+    from diffusers import (AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline,
+                           Flux2Transformer2DModel)
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    # byte-level alphabet in GPT-2/Qwen order (printable bytes first, then the rest shifted past 255)
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    alphabet = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
+    vocab: dict[str, int] = {symbol: i for i, symbol in enumerate(alphabet)}
+    space, newline = "\u0120", "\u010a"  # byte-level "Ġ" (space) and "Ċ" (\n)
+    pieces = [p for w in dict.fromkeys([*WORDS, "user", "assistant"]) for p in (space + w, w)] + [newline * 2]
+    segmented = {piece: list(piece) for piece in pieces}
+    merges: list[tuple[str, str]] = []
+    while True:  # BPE training: most frequent pair first, ties alphabetical, until each piece is one symbol
+        pairs: Counter[tuple[str, str]] = Counter(p for s in segmented.values() for p in zip(s, s[1:]))
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        merged = best[0] + best[1]
+        vocab.setdefault(merged, len(vocab))
+        for piece, symbols in segmented.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            segmented[piece] = out
+    for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"):
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"], model_max_length=131072,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")])
+    tokenizer.chat_template = (
+        "{%- for message in messages %}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+        "{%- if enable_thinking is defined and enable_thinking is false %}"
+        "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+        "{%- endif %}"
+    )
+
+    torch.manual_seed(seed)
+    hidden, out_layers = 32, (9, 18, 27)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=hidden * len(out_layers), timestep_guidance_channels=256,
+        mlp_ratio=3.0, axes_dims_rope=(4, 4, 4, 4), rope_theta=2000, eps=1e-6, guidance_embeds=False,
+    ).eval()
+    vae = AutoencoderKLFlux2(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=8, sample_size=sample_size * 8, batch_norm_eps=1e-4,
+        patch_size=(2, 2),
+    )
+    with torch.no_grad():  # the real VAE's running statistics are trained, not 0 / 1
+        vae.bn.running_mean.copy_(0.3 * torch.randn(vae.bn.num_features))
+        vae.bn.running_var.copy_(torch.empty(vae.bn.num_features).uniform_(0.5, 2.0))
+    vae.eval()
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=max(out_layers) + 1,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+        rope_theta=1000000.0, tie_word_embeddings=True, pad_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
+    )).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096, time_shift_type="exponential",
+    )
+    return Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=False)

@@ -256,7 +256,7 @@ def check_compatible(traj: Trajectory, model, schedule=None) -> None:
             f"this trajectory was made with model {made_with!r}, not the loaded {model.name!r}; "
             f"pass {{field}} {made_with} or invert the image again with this model", field="model"
         )
-    expected_channels = int(model.vae.config.latent_channels)
+    expected_channels = model.latent_channels
     if traj.latents.shape[1] != expected_channels:
         raise TrajectoryError(f"trajectory latents have {traj.latents.shape[1]} channels, the model expects {expected_channels}")
     if schedule is not None:
@@ -323,7 +323,7 @@ METADATA_SCHEMA_V3: dict[str, tuple[Any, str]] = {
     "model_signature": (lambda v: isinstance(v, list) and len(v) > 0 and all(_finite_number(x) for x in v),
                         "a non-empty list of finite numbers"),
     "model_config": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a config folder / hub id"),
-    "model_family": (lambda v: v in ("sd", "sdxl", "sd3", "flux"), "sd, sdxl, sd3 or flux"),
+    "model_family": (lambda v: v in FAMILY_NAMES, "one of " + ", ".join(FAMILY_NAMES)),
     "loras": (lambda v: isinstance(v, list) and all(
         isinstance(r, dict) and isinstance(r.get("file"), str) and isinstance(r.get("sha256"), str)
         and _finite_number(r.get("scale")) for r in v), "a list of {file, sha256, scale} objects"),

@@ -83,12 +83,12 @@ def test_an_unsupported_family_is_one_line(tmp_path, photo, sdxl_dir):
     folder = tmp_path / "flux"
     shutil.copytree(sdxl_dir, folder)
     index = json.loads((folder / "model_index.json").read_text())
-    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="Flux2KleinPipeline")))
+    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="Flux2Pipeline")))
     one_line_error(run("invert", photo, "-p", SOURCE, "--model", folder, "-o", tmp_path / "t.safetensors"),
-                   "FLUX.2", "does not support", "SDXL", "FLUX.1")
+                   "FLUX.2 [dev]", "does not support", "SDXL", "FLUX.2 [klein]")
 
 
-@pytest.fixture(scope="module", params=["sd3", "flux"])
+@pytest.fixture(scope="module", params=["sd3", "flux", "flux2"])
 def flow_dir(request, tmp_path_factory):
     from tests.flow_helpers import BUILDERS
 

@@ -34,7 +34,7 @@ def test_an_sdxl_folder_loads_as_sdxl(sdxl_dir):
 
 
 @pytest.mark.parametrize("class_name,family", [
-    ("Flux2KleinPipeline", "FLUX.2"), ("FluxFillPipeline", "FLUX variant"),
+    ("Flux2Pipeline", "FLUX.2 [dev]"), ("FluxFillPipeline", "FLUX variant"),
     ("KandinskyV22Pipeline", "Kandinsky"), ("PixArtSigmaPipeline", "PixArt"), ("SomethingNewPipeline", "SomethingNew"),
 ])
 def test_other_families_are_named_and_refused(sdxl_dir, tmp_path, class_name, family):

@@ -21,7 +21,6 @@ from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
 from ..errors import DdimEditError
 from ..inversion import METHODS
-from ..jobs.requests import DEFAULT_GUIDANCE
 from ..json_output import json_safe
 from ..masks import MaskOptions
 from ..model import assets_dir
@@ -81,7 +80,7 @@ def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown
         chosen = gr.Dropdown(list(METHODS), value=method, label="Inversion method", elem_id=f"{prefix}-method")
         steps = gr.Slider(1, max(200, editor.settings.steps), value=editor.settings.steps, step=1, label="Steps",
                           elem_id=f"{prefix}-steps")
-        guidance = gr.Number(value=DEFAULT_GUIDANCE, label="Guidance", minimum=0, elem_id=f"{prefix}-guidance")
+        guidance = gr.Number(value=editor.default_guidance, label="Guidance", minimum=0, elem_id=f"{prefix}-guidance")
     return chosen, steps, guidance
 
 

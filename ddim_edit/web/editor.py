@@ -32,7 +32,6 @@ from ..io import make_output_folder
 from ..jobs.advice import collected_advice
 from ..jobs import (InpaintRequest, InvertRequest, JobResult, JobSettings, ModelCache, ReconstructRequest, StyleRequest,
                     SwapRequest, run_request, write_result)
-from ..jobs.requests import DEFAULT_GUIDANCE
 from ..jobs.resolve import DEFAULT_MODEL
 from ..masks import MaskOptions
 from ..metrics import psnr
@@ -158,6 +157,11 @@ class Editor:
         with self.lock:
             return self.models.get(None)
 
+    @property
+    def default_guidance(self) -> float:
+        """The model's guidance when a job names none (its family's: FLUX's embedded 3.5, SD3's 7, …)."""
+        return float(self.load().DEFAULT_GUIDANCE)
+
     def job_settings(self, steps: Any = None, method: str | None = None, guidance: Any = None) -> JobSettings:
         steps = forms.positive_int(self.settings.steps if steps is None else steps, "steps", 50)
         return JobSettings(steps=steps, method=method or None,
@@ -168,7 +172,7 @@ class Editor:
         """(the kept image file, its trajectory, whether that came from the cache)."""
         prompt = require_caption(prompt, "source_prompt")
         path, digest = self.uploads.keep(image)
-        guidance = settings.guidance_for(trajectory=False)
+        guidance = settings.guidance_for(trajectory=False, model=self.load())
         method = settings.method or default_method
         key = TrajectoryKey(self.model_name, digest, prompt, method, settings.steps, float(guidance),
                             settings.size, settings.negative_prompt)
@@ -210,7 +214,7 @@ class Editor:
 
     # ------------------------------------------------------------------ tabs
     def invert_reconstruct(self, image: np.ndarray, prompt: str | None, method: str = "exact", steps: Any = None,
-                           guidance: Any = DEFAULT_GUIDANCE) -> PageResult:
+                           guidance: Any = None) -> PageResult:
         """Invert (or reuse the cached inversion) and regenerate: the reconstruction and its PSNR."""
         def work():
             started = time.perf_counter()
@@ -227,7 +231,7 @@ class Editor:
     def swap(self, image: np.ndarray, source_prompt: str | None, target_prompt: str, mode: str = SwapOptions.mode,
              local_blend: bool = True, blend_words: str = "", reweight: str = "",
              cross_steps: float = SwapOptions.cross_steps, self_steps: float = SwapOptions.self_steps,
-             guidance: Any = DEFAULT_GUIDANCE, method: str = "exact", steps: Any = None) -> PageResult:
+             guidance: Any = None, method: str = "exact", steps: Any = None) -> PageResult:
         """Prompt-to-prompt from ``source_prompt`` to ``target_prompt``, with per-token attention maps."""
         def work():
             started = time.perf_counter()
@@ -249,7 +253,7 @@ class Editor:
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, source_prompt: str | None, prompt: str | None = None,
                 dilate: Any = MaskOptions.dilate, feather: Any = MaskOptions.feather, method: str = "ddim", steps: Any = None,
-                guidance: Any = DEFAULT_GUIDANCE, seed: Any = 0) -> PageResult:
+                guidance: Any = None, seed: Any = 0) -> PageResult:
         """Regenerate the masked region (white/painted) with ``prompt`` (empty: restore); keep the rest."""
         def work():
             started = time.perf_counter()
