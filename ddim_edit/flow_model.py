@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .attention import ROLES, STAGES, AttentionSite
+from .conditioning import PromptEmbeds
 from .errors import ScheduleError
 from .flow_schedule import FLOW_STEPPER, FlowSchedule
 from .model import EditModel, TEXT_ENCODERS
@@ -62,6 +63,11 @@ class FlowModel(EditModel):
             if encoder is not None:
                 parts[name] = encoder
         return parts
+
+    def _embeds(self, text: dict[str, torch.Tensor], image_size: tuple[int, int] | None) -> PromptEmbeds:
+        """The text sequence and, where the family has one (SD3, FLUX.1), the pooled embedding."""
+        added = {"pooled_projections": text["pooled"]} if "pooled" in text else {}
+        return PromptEmbeds(text["hidden"], added)
 
     # ------------------------------------------------------------------ the stepper
     def make_schedule(self, steps: int | None, spacing: str | None = None, timesteps: Sequence[int] | None = None,

@@ -94,9 +94,6 @@ class Flux2KleinModel(FlowModel):
                                                     max_sequence_length=self.MAX_SEQUENCE_LENGTH)
         return {"hidden": hidden}
 
-    def _embeds(self, text: dict[str, torch.Tensor], image_size: tuple[int, int] | None) -> PromptEmbeds:
-        return PromptEmbeds(text["hidden"])
-
     @property
     def text_length(self) -> int:
         return self.MAX_SEQUENCE_LENGTH

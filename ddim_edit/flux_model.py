@@ -47,9 +47,6 @@ class FluxModel(FlowModel):
                                                             max_sequence_length=self.MAX_SEQUENCE_LENGTH)
         return {"hidden": hidden, "pooled": pooled}
 
-    def _embeds(self, text: dict[str, torch.Tensor], image_size: tuple[int, int] | None) -> PromptEmbeds:
-        return PromptEmbeds(text["hidden"], {"pooled_projections": text["pooled"]})
-
     def forward(self, latents: torch.Tensor, timestep: float, conditioning: PromptEmbeds, guidance_scale: float,
                 attention_kwargs: dict | None) -> torch.Tensor:
         batch, channels, height, width = latents.shape

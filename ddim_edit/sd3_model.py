@@ -29,9 +29,6 @@ class SD3Model(FlowModel):
                 max_sequence_length=self.MAX_SEQUENCE_LENGTH)
         return {"hidden": hidden, "pooled": pooled}
 
-    def _embeds(self, text: dict[str, torch.Tensor], image_size: tuple[int, int] | None) -> PromptEmbeds:
-        return PromptEmbeds(text["hidden"], {"pooled_projections": text["pooled"]})
-
     def forward(self, latents: torch.Tensor, timestep: float, conditioning: PromptEmbeds, guidance_scale: float,
                 attention_kwargs: dict | None) -> torch.Tensor:
         t = torch.full((latents.shape[0],), float(timestep), device=self.device, dtype=torch.float32)

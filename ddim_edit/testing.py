@@ -263,12 +263,12 @@ def tiny_flux2_klein_pipeline(seed: int = 0, sample_size: int = 8):
       shifting; the pipeline passes its own ``mu``).
     * ``is_distilled=False`` (klein *base*; the step-distilled klein sets it True and ignores guidance).
     """
-    from collections import Counter
-
     from diffusers import (AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline,
                            Flux2Transformer2DModel)
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    from .toy.components import learn_merges
 
     # byte-level alphabet in GPT-2/Qwen order (printable bytes first, then the rest shifted past 255)
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -277,25 +277,7 @@ def tiny_flux2_klein_pipeline(seed: int = 0, sample_size: int = 8):
     space, newline = "\u0120", "\u010a"  # byte-level "Ġ" (space) and "Ċ" (\n)
     pieces = [p for w in dict.fromkeys([*WORDS, "user", "assistant"]) for p in (space + w, w)] + [newline * 2]
     segmented = {piece: list(piece) for piece in pieces}
-    merges: list[tuple[str, str]] = []
-    while True:  # BPE training: most frequent pair first, ties alphabetical, until each piece is one symbol
-        pairs: Counter[tuple[str, str]] = Counter(p for s in segmented.values() for p in zip(s, s[1:]))
-        if not pairs:
-            break
-        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
-        merges.append(best)
-        merged = best[0] + best[1]
-        vocab.setdefault(merged, len(vocab))
-        for piece, symbols in segmented.items():
-            out, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(symbols[i])
-                    i += 1
-            segmented[piece] = out
+    merges = learn_merges(segmented, vocab)  # each piece one token
     for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"):
         vocab[token] = len(vocab)
     tokenizer = Qwen2Tokenizer(

@@ -125,19 +125,27 @@ def bpe_vocab_and_merges(words: list[str] | None = None) -> tuple[dict[str, int]
         vocab.setdefault(letter + "</w>", len(vocab))
 
     segmented = {word: [*word[:-1], word[-1] + "</w>"] for word in words}
+    merges = learn_merges(segmented, vocab)
+    for word in words:  # every word ends as one "word</w>" token
+        assert segmented[word] == [word + "</w>"], (word, segmented[word])
+    return vocab, merges
+
+
+def learn_merges(segmented: dict[str, list[str]], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """BPE training until every piece is one symbol: merge the most frequent pair (ties alphabetical)
+    in every piece, add the merged symbol to ``vocab``; ``segmented`` (piece → symbols) is updated in
+    place. Returns the merges in rank order."""
     merges: list[tuple[str, str]] = []
     while True:
-        pairs: Counter[tuple[str, str]] = Counter()
-        for symbols in segmented.values():
-            for pair in zip(symbols, symbols[1:]):
-                pairs[pair] += 1
+        pairs: Counter[tuple[str, str]] = Counter(pair for symbols in segmented.values()
+                                                  for pair in zip(symbols, symbols[1:]))
         if not pairs:
-            break
+            return merges
         best = min(pairs, key=lambda pair: (-pairs[pair], pair))
         merges.append(best)
         merged = best[0] + best[1]
         vocab.setdefault(merged, len(vocab))
-        for word, symbols in segmented.items():
+        for piece, symbols in segmented.items():
             out: list[str] = []
             i = 0
             while i < len(symbols):
@@ -147,10 +155,7 @@ def bpe_vocab_and_merges(words: list[str] | None = None) -> tuple[dict[str, int]
                 else:
                     out.append(symbols[i])
                     i += 1
-            segmented[word] = out
-    for word in words:  # every word ends as one "word</w>" token
-        assert segmented[word] == [word + "</w>"], (word, segmented[word])
-    return vocab, merges
+            segmented[piece] = out
 
 
 def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
