@@ -45,6 +45,10 @@ class Flux2KleinModel(FlowModel):
     def DEFAULT_GUIDANCE(self) -> float:  # noqa: N802 (the adapters' class attribute, per model here)
         return 1.0 if self.distilled else 4.0
 
+    @property
+    def classifier_free(self) -> bool:
+        return not self.distilled  # as the pipeline: a distilled model ignores the guidance
+
     # ------------------------------------------------------------------ sizes
     @property
     def vae_scale_factor(self) -> int:

@@ -282,10 +282,10 @@ def invert(
     """
     check_inversion_options(options)
     require_caption(prompt)
-    if model.EMBEDDED_GUIDANCE and options.method in GUIDED_METHODS:
-        raise PromptError(f"{options.method} inversion fits classifier-free guidance, which {model.family.upper()} does "
-                          "not use (its guidance is a model input); use --method exact, fixed-point or ddim",
-                          field="method", value=options.method)
+    if not model.classifier_free and options.method in GUIDED_METHODS:
+        raise PromptError(f"{options.method} inversion fits classifier-free guidance, which this {model.family.upper()} "
+                          "model does not use (its guidance is a model input, or it is guidance-distilled); use "
+                          "--method exact, fixed-point or ddim", field="method", value=options.method)
     inversion_guidance = options.effective_inversion_guidance(model.EMBEDDED_GUIDANCE)
     z0 = z0.reshape(1, *z0.shape[-3:]).to(model.device, torch.float32)
     size = model.image_size(z0)

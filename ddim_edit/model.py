@@ -432,6 +432,11 @@ class EditModel:
     EMBEDDED_GUIDANCE = False
     """Whether guidance is a model input (FLUX's guidance embedding) instead of classifier-free guidance."""
 
+    @property
+    def classifier_free(self) -> bool:
+        """Whether a guidance above 1 runs classifier-free guidance (not for embedded or distilled guidance)."""
+        return not self.EMBEDDED_GUIDANCE
+
     def make_schedule(self, steps: int | None, spacing: str | None = None, timesteps: Sequence[int] | None = None,
                       image_size: tuple[int, int] | None = None) -> Schedule:
         """The stepper for ``steps`` with ``spacing`` or a custom ``timesteps`` list (DDIM on the model's ᾱ)."""
@@ -647,7 +652,7 @@ class EditModel:
 
         Returns the output in the model's prediction type (guidance applied to it as diffusers does).
         """
-        guided = guidance_scale > 1.0 and not self.EMBEDDED_GUIDANCE
+        guided = guidance_scale > 1.0 and self.classifier_free
         if guided:
             if uncond is None:
                 raise PromptError("guidance > 1 needs negative/null embeddings")

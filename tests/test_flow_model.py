@@ -157,3 +157,24 @@ def test_style_injects_on_the_image_tokens_of_joint_attention(kind):
     assert torch.allclose(same.latents.float(), trajectories[0].z_0[None].float(), atol=1e-4)
     other = style_transfer(model, trajectories[0], trajectories[1], StyleOptions(), progress=False)
     assert float((other.latents.float() - trajectories[0].z_0[None].float()).abs().max()) > 1e-3
+
+
+def test_a_step_distilled_klein_samples_without_guidance():
+    """FLUX.2 [klein]'s distilled models ignore the guidance, as Flux2KleinPipeline does: one evaluation a
+    step whatever --guidance says, and the methods that fit classifier-free guidance are refused."""
+    from ddim_edit.model import EditModel
+    from ddim_edit.testing import tiny_flux2_klein_pipeline
+
+    pipe = tiny_flux2_klein_pipeline()
+    pipe.register_to_config(is_distilled=True)
+    model = EditModel.from_pipeline(pipe, name="tiny-distilled")
+    assert not model.classifier_free and model.DEFAULT_GUIDANCE == 1.0
+    x_T = start_noise(model)
+    schedule = model.make_schedule(3, image_size=(SIDE, SIDE))
+    conditioning = Conditioning(model.encode([PROMPT]), model.encode_negative([""]))
+    before = model.unet_evaluations
+    ours = sample(model, schedule, x_T, conditioning, 4.0, progress=False)
+    assert model.unet_evaluations - before == 3
+    assert float((ours.float() - pipeline_sample(pipe, model, x_T, 3, 4.0)).abs().max()) <= 1e-4
+    with pytest.raises(PromptError, match="guidance-distilled"):
+        invert(model, schedule, torch.zeros_like(x_T), PROMPT, InversionOptions(method="null-text"), progress=False)

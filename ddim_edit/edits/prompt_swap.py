@@ -382,7 +382,7 @@ class BranchDenoiser:
             guidance_scale = self.guidance[step]
         source_output = self.source_output[step]
         embedded = self.model.EMBEDDED_GUIDANCE  # FLUX: guidance is an input of the one conditional call
-        guided = guidance_scale > 1.0 and not embedded
+        guided = guidance_scale > 1.0 and self.model.classifier_free
         if guided and uncond is None:
             raise PromptError("guidance > 1 needs negative/null embeddings")
         rows: list[tuple[str, int]] = []  # (role, branch)
