@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import DdimEditError, PromptError
 from .replay import record_corrections
-from .sampler import Conditioning, SamplerHook, StepInfo, sample
+from .sampler import Conditioning, SamplerHook, StepInfo, inverse_update, sample
 from .schedule import Schedule, work_dtype
 from .trajectory import FORMAT_VERSION, METHODS, Trajectory
 
@@ -116,11 +115,6 @@ def check_inversion_options(options: InversionOptions) -> None:
         raise DdimEditError(f"{{field}} must be > 0, got {options.null_text_lr}", field="null_text_lr")
 
 
-def _inversion_output(model, schedule, z_eval, k, cond, uncond, guidance) -> torch.Tensor:
-    """The model's output at sampling position k, evaluated at latents ``z_eval`` and timestep t_k."""
-    return model.denoise(z_eval, schedule.timesteps[k], cond, uncond, guidance).to(z_eval.dtype)
-
-
 def fixed_point_step(model, schedule: Schedule, k: int, z_s: torch.Tensor, cond, uncond, guidance_scale: float,
                      iterations: int, tolerance: float, damping: float = 1.0) -> tuple[torch.Tensor, float, int]:
     """Solve z_t = f(z_t) = inverse_step(z_s, ε(z_t, t_k)) by the damped iteration z ← z + β (f(z) − z).
@@ -131,8 +125,7 @@ def fixed_point_step(model, schedule: Schedule, k: int, z_s: torch.Tensor, cond,
     UNet evaluations spent.
     """
     def f(z: torch.Tensor) -> torch.Tensor:
-        return schedule.inverse_step(_inversion_output(model, schedule, z, k, cond, uncond, guidance_scale), z_s, k,
-                                     evaluated_at=z)
+        return inverse_update(model, schedule, k, z_s, z, cond, uncond, guidance_scale)
 
     z = f(z_s)
     best, best_residual, used = z, math.inf, 1
@@ -178,23 +171,50 @@ def invert_latents(
     UNet evaluations used at each step (1 everywhere for plain DDIM).
     """
     n = schedule.num_steps
-    states = [None] * (n + 1)
-    states[n] = z0.to(work_dtype(z0.device))
-    used: list[int] = [1] * n
-    final = [0.0] * n
-    for k in tqdm(range(n - 1, -1, -1), desc="inverting", disable=not progress, leave=False):
-        z_t, residual, used[k] = fixed_point_step(model, schedule, k, states[k + 1], cond, uncond, guidance_scale,
-                                                  iterations, tolerance)
-        if iterations > 1 and residual > tolerance and damping < 1:
-            damped, damped_residual, extra = fixed_point_step(model, schedule, k, states[k + 1], cond, uncond,
-                                                              guidance_scale, iterations, tolerance, damping)
-            used[k] += extra
+    solver = FixedPointSolve(iterations, tolerance, damping, [1] * n, [0.0] * n)
+    recorder = StateRecorder(n, z0.to(work_dtype(z0.device)))
+    sample(model, schedule, z0, Conditioning(cond, uncond), guidance_scale, hooks=[recorder], progress=progress,
+           desc="inverting", reverse=True, solve=solver)
+    if residuals is not None:
+        residuals[:] = solver.residuals
+    return torch.stack(recorder.states), solver.used
+
+
+@dataclass
+class FixedPointSolve:
+    """The reverse walk's step for fixed-point inversion (:func:`fixed_point_step`, then again damped by
+    ``damping`` when the plain iteration stops above ``tolerance``); keeps each step's evaluations and
+    final residual. With one iteration it is plain inversion."""
+
+    iterations: int
+    tolerance: float
+    damping: float
+    used: list[int]
+    residuals: list[float]
+
+    def __call__(self, model, schedule: Schedule, k: int, z_s: torch.Tensor, cond, uncond,
+                 guidance_scale: float) -> torch.Tensor:
+        z_t, residual, self.used[k] = fixed_point_step(model, schedule, k, z_s, cond, uncond, guidance_scale,
+                                                       self.iterations, self.tolerance)
+        if self.iterations > 1 and residual > self.tolerance and self.damping < 1:
+            damped, damped_residual, extra = fixed_point_step(model, schedule, k, z_s, cond, uncond, guidance_scale,
+                                                              self.iterations, self.tolerance, self.damping)
+            self.used[k] += extra
             if damped_residual < residual:
                 z_t, residual = damped, damped_residual
-        states[k], final[k] = z_t, residual
-    if residuals is not None:
-        residuals[:] = final
-    return torch.stack(states), used
+        self.residuals[k] = residual
+        return z_t
+
+
+class StateRecorder(SamplerHook):
+    """Keeps every position a reverse walk reaches: ``states[i]`` is the latents at position i."""
+
+    def __init__(self, num_steps: int, final: torch.Tensor):
+        self.states: list[torch.Tensor | None] = [None] * num_steps + [final]
+
+    def after_step(self, step: StepInfo, latents: torch.Tensor) -> torch.Tensor:
+        self.states[step.index] = latents
+        return latents
 
 
 class NullTextFit(SamplerHook):

@@ -1,15 +1,18 @@
-"""The one DDIM sampling loop that reconstruction and every edit run through.
+"""The one loop that sampling, inversion, reconstruction and every edit run through.
 
 Like k-diffusion's samplers, :func:`sample` is a function over a denoiser (``EditModel.denoise``)
-and an explicit schedule. Edits change what happens around each step through
-:class:`SamplerHook` objects: they see the step before the UNet runs (to set attention control
-state) and may replace the latents after the step (to blend in the source branch).
+and an explicit schedule (the stepper: DDIM or flow Euler). Edits change what happens around each
+step through :class:`SamplerHook` objects: they see the step before the denoiser runs (to set
+attention control state) and may replace the latents after the step (to blend in the source
+branch). Inversion is the same loop walking the schedule backwards (``reverse=True``): step i goes
+from position i + 1 to i with the stepper's inverse step, or with a ``solve`` of its own
+(fixed-point inversion).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +46,20 @@ class SamplerHook:
         return latents
 
 
+def inverse_update(model, schedule: Schedule, index: int, sample: torch.Tensor, evaluated_at: torch.Tensor, cond,
+                   uncond, guidance_scale: float) -> torch.Tensor:
+    """Step ``index`` backwards from ``sample`` (position index + 1) with the model evaluated at
+    ``evaluated_at`` and timestep t_index (plain inversion: at ``sample`` itself)."""
+    output = model.denoise(evaluated_at, schedule.timesteps[index], cond, uncond, guidance_scale).to(sample.dtype)
+    return schedule.inverse_step(output, sample, index, evaluated_at=evaluated_at)
+
+
+def plain_inverse(model, schedule: Schedule, index: int, sample: torch.Tensor, cond, uncond,
+                  guidance_scale: float) -> torch.Tensor:
+    """The reverse walk's default step: the model evaluated at the known latents (plain DDIM / Euler inversion)."""
+    return inverse_update(model, schedule, index, sample, sample, cond, uncond, guidance_scale)
+
+
 def sample(
     model,
     schedule: Schedule,
@@ -56,6 +73,8 @@ def sample(
     start_index: int = 0,
     progress: bool = True,
     desc: str = "sampling",
+    reverse: bool = False,
+    solve: Callable = plain_inverse,
 ) -> torch.Tensor:
     """Run the DDIM sampler from the latents at ``schedule.timesteps[start_index]`` to z_0.
 
@@ -72,18 +91,31 @@ def sample(
         hooks: per-step hooks, called in order.
         start_index: skip the first steps (the latents must be at that step's timestep).
         progress: show a progress bar on stderr.
+        reverse: walk the schedule backwards from the final state (``latents`` = z_0) to x_T,
+            step i going from position i + 1 to i with ``solve`` (inversion; no ``eta``, no
+            ``corrections``).
+        solve: ``solve(model, schedule, i, latents, cond, uncond, guidance_scale)`` → the latents at
+            position i (default :func:`plain_inverse`).
 
     Returns:
-        latents z_0, [B, C, h, w], in float64 (float32 on MPS).
+        latents z_0 (``reverse``: x_T), [B, C, h, w], in float64 (float32 on MPS).
     """
     dtype = work_dtype(latents.device)
     latents = latents.to(dtype)
     n = schedule.num_steps
-    for i in tqdm(range(start_index, n), desc=desc, disable=not progress, leave=False):
+    if reverse and (eta > 0 or corrections is not None):
+        raise ValueError("a reverse walk takes neither eta nor corrections")
+    order = range(n - 1, start_index - 1, -1) if reverse else range(start_index, n)
+    for i in tqdm(order, desc=desc, disable=not progress, leave=False):
         t = schedule.timesteps[i]
         step = StepInfo(i, t, n)
         for hook in hooks:
             hook.before_step(step, latents)
+        if reverse:
+            latents = solve(model, schedule, i, latents, conditioning.cond, conditioning.uncond_at(i), guidance_scale)
+            for hook in hooks:
+                latents = hook.after_step(step, latents)
+            continue
         output = model.denoise(latents, t, conditioning.cond, conditioning.uncond_at(i), guidance_scale).to(dtype)
         noise = None
         if eta > 0:

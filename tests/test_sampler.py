@@ -40,3 +40,31 @@ def test_eta_positive_is_seeded(tiny_model):
     deterministic = sample(tiny_model, schedule, x_T, Conditioning(cond), 1.0, progress=False)
     assert torch.equal(runs[0], runs[1])
     assert not torch.allclose(runs[0], deterministic)
+
+
+def test_the_reverse_walk_is_plain_inversion_and_undoes_itself_in_closed_form():
+    """reverse=True walks the schedule backwards with the stepper's inverse step; for a model whose output
+    does not depend on the latents, sampling forward from the reached x_T lands back on z_0 exactly."""
+    from ddim_edit.sampler import SamplerHook
+
+    class Constant:
+        def denoise(self, latents, t, cond, uncond, guidance_scale):
+            return torch.full_like(latents, 0.3)
+
+    class Seen(SamplerHook):
+        def __init__(self):
+            self.indices = []
+
+        def after_step(self, step, latents):
+            self.indices.append(step.index)
+            return latents
+
+    from diffusers import DDIMScheduler
+
+    schedule = Schedule.from_scheduler_config(DDIMScheduler().config, num_steps=5)
+    z0 = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = Seen()
+    x_T = sample(Constant(), schedule, z0, Conditioning(None, None), 1.0, hooks=[seen], progress=False, reverse=True)
+    assert seen.indices == [4, 3, 2, 1, 0]
+    back = sample(Constant(), schedule, x_T, Conditioning(None, None), 1.0, progress=False)
+    assert torch.allclose(back, z0, atol=1e-12) and not torch.allclose(x_T, z0)
