@@ -1,9 +1,11 @@
-"""What the rectified-flow families (SD3, FLUX) share as model adapters: a transformer that predicts
-the velocity, the flow-matching Euler stepper (:class:`~ddim_edit.flow_schedule.FlowSchedule`) with
-the pipeline's own sigmas and shift, and latents cut into patches of ``latent_patch``² positions.
+"""What the rectified-flow families (SD3, FLUX.1, FLUX.2 [klein]) share as model adapters: a
+transformer that predicts the velocity, the flow-matching Euler stepper
+(:class:`~ddim_edit.flow_schedule.FlowSchedule`) with the pipeline's own sigmas and shift, joint
+attention sites, and image tokens of ``latent_patch``² latent positions.
 
-The latents the engine keeps are the VAE's [B, C, h, w] for every family: masks, blends and
-trajectories stay spatial, and FLUX packs them into tokens inside its denoiser call only.
+The latents the engine keeps are spatial, [B, C, h, w], for every family (the VAE's; FLUX.2's own
+patched, normalised ones): masks, blends and trajectories stay spatial, and FLUX packs them into
+tokens inside its denoiser call only.
 """
 
 from __future__ import annotations

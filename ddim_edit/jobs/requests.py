@@ -48,8 +48,8 @@ class JobSettings:
 
     ``None`` means "the edit's default": ``model`` → the trajectory's model, else the bundled toy;
     ``method`` → ``exact`` (``ddim`` for inpainting, whose blend never uses the exact corrections);
-    ``guidance`` → the model's default (:data:`DEFAULT_GUIDANCE` on the UNet families, SD3's 7, FLUX's
-    embedded 3.5) when inverting an image, the trajectory's own guidance
+    ``guidance`` → the model's default (:data:`DEFAULT_GUIDANCE` on the UNet families, SD3's 7, FLUX.1's
+    embedded 3.5, FLUX.2 [klein]'s 4, 1 when distilled) when inverting an image, the trajectory's own guidance
     when replaying one (:meth:`guidance_for`; style transfer: 1, no guidance, as StyleID).
 
     Each user-facing setting is declared once here (:func:`~ddim_edit.options.option`, grouped as
@@ -75,8 +75,8 @@ class JobSettings:
                                    help="Custom descending list, e.g. '999,750,500,250,100,20'.")
     method: str | None = option(None, kind=str, choices=METHODS, group="inversion", help="Inversion method.")
     guidance: float | None = option(None, kind=float, example=f"{DEFAULT_GUIDANCE:g}", group="common",
-                                    help="Guidance of replays and edits (FLUX: its embedded guidance, a model "
-                                         "input, default 3.5; SD3: 7).")
+                                    help="Guidance of replays and edits (default: the model's; FLUX.1: its "
+                                         "embedded guidance, a model input, default 3.5).")
     inversion_guidance: float | None = option(None, kind=float, example="1", group="inversion",
                                               help="Guidance while inverting (default 1; fixed-point: --guidance).")
     negative_prompt: str = option("", group="inversion", help="Negative prompt for guided replay.")
