@@ -87,7 +87,7 @@ def test_scale_bench_reports_an_edit_the_model_refuses(monkeypatch):
     def refuse(self, edit):
         raise DdimEditError(f"{edit} is refused here")
 
-    monkeypatch.setattr(FlowModel, "require_attention_sites", refuse)
+    monkeypatch.setattr(FlowModel, "require_attention_sites", refuse, raising=False)
     report = scale.main(["--arch", "tiny-flux", "--steps", "1", "--edits", "swap", "style", "--format", "json",
                          "--quiet"])
     assert report["edits"] == {edit: {"supported": False, "reason": f"{scale.NOT_SUPPORTED} (FLUX): {edit} is refused here"}
