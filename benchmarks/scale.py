@@ -17,15 +17,11 @@ device:
 - **time per UNet batch item**: wall time / UNet batch items (ours: ``model.unet_evaluations``;
   the reference: 2 × steps, one guided pipeline call of ``--steps`` steps, latents out). Prompt
   embeddings are computed once for the reference (``prompt_embeds=…``), as our prompt cache does;
-- the flow families (``sd3``, ``flux``): the edits ddim-edit runs on them (``invert-ddim``,
-  ``invert-exact``, ``reconstruct``, ``inpaint``, ``decode``, and the attention edits the adapter
-  maps) at the model's default guidance (SD3: 7.0, classifier-free, 2 transformer items per step;
+- the flow families (``sd3``, ``flux``): every edit at the model's default guidance (SD3: 7.0, classifier-free, 2 transformer items per step;
   FLUX: 3.5, embedded, 1 item per step), against the pipeline from the same x_T (FLUX: packed),
   with precomputed prompt embeddings, at the same steps (the pipeline's sigmas, FLUX's shifted for
-  the image size). An edit the model refuses (an adapter's ``require_attention_sites``, as the flow
-  adapters did for ``swap`` and ``style`` before joint attention was mapped) is not run and is
-  reported "not supported on this family" with the model's reason. Targets are issue #28's: peak memory ≤ 1.3× for inversion,
-  reconstruction and inpainting, and process CPU time per transformer item ≤ 1.05× (#28 names none
+  the image size). Targets are issue #28's: peak memory ≤ 1.3× for inversion, reconstruction and
+  inpainting, and process CPU time per transformer item ≤ 1.05× (#28 names none
   for decode, swap and style: #13's, 1.1×, 1.3×, 1.5×);
 - **peak memory**: CUDA: ``torch.cuda.max_memory_allocated`` (reset before each run). CPU: the
   process's resident-set high-water mark ``VmHWM``, reset before each run by writing 5 to
@@ -73,10 +69,7 @@ MEMORY_TARGETS = {"invert-ddim": 1.1, "invert-exact": 1.1, "reconstruct": 1.1, "
 FLOW_MEMORY_TARGETS = dict(MEMORY_TARGETS, **{"invert-ddim": 1.3, "invert-exact": 1.3, "reconstruct": 1.3,
                                               "inpaint": 1.3})
 FLOW_TIME_ON = "cpu_time_ratio"
-ATTENTION_EDITS = ("swap", "style")
-"""Edits that need the denoiser's attention sites (a model adapter may refuse them: ``require_attention_sites``)."""
 TRAJECTORY_EDITS = ("reconstruct", "swap", "inpaint", "style")
-NOT_SUPPORTED = "not supported on this family"
 SOURCE_PROMPT = "a red circle on a white background"
 TARGET_PROMPT = "a blue circle on a white background"
 GUIDANCE = 7.5
@@ -175,7 +168,6 @@ class Bench:
         self.guidance = self.model.DEFAULT_GUIDANCE if self.flow else GUIDANCE
         # the pipeline's denoiser batch items per step: classifier-free guidance 2, embedded guidance 1
         self.reference_per_step = 2 if self.model.classifier_free else 1
-        self.unsupported = self._unsupported()
         multiple = self.model.size_multiple
         if args.size % multiple:
             raise SystemExit(f"--size must be a multiple of {multiple} for {args.arch}")
@@ -194,20 +186,6 @@ class Bench:
         mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
         self.mask = mask
         self.traj = None
-
-    def _unsupported(self) -> dict[str, str]:
-        """edit → why the model refuses it (the adapter's own one-line reason), for the attention edits of an
-        adapter that states which it refuses (``require_attention_sites``)."""
-        from ddim_edit.errors import DdimEditError
-
-        check = getattr(self.model, "require_attention_sites", None)
-        refused = {}
-        for edit in ATTENTION_EDITS if check is not None else ():
-            try:
-                check(edit)
-            except DdimEditError as exc:
-                refused[edit] = f"{NOT_SUPPORTED} ({self.family.upper()}): {exc}"
-        return refused
 
     def _reference_inputs(self) -> None:
         pipe, device = self.pipe, self.device
@@ -271,8 +249,6 @@ class Bench:
         from ddim_edit.replay import reconstruct
 
         model = self.model
-        if edit in self.unsupported:
-            raise ValueError(self.unsupported[edit])
         if edit == "invert-ddim":
             return invert(model, self.schedule, self.z0, SOURCE_PROMPT, InversionOptions(method="ddim",
                           guidance_scale=self.guidance), progress=False)
@@ -317,7 +293,7 @@ class Bench:
                       latents=self.reference_latents, output_type="latent", height=self.size, width=self.size)
         invert(self.model, make_schedule(self.model, 1, image_size=self.image_size), self.z0, SOURCE_PROMPT,
                InversionOptions(method="ddim", guidance_scale=self.guidance), progress=False)
-        if "swap" in self.args.edits and "swap" not in self.unsupported:
+        if "swap" in self.args.edits:
             self.model.encode([TARGET_PROMPT], self.image_size)
 
 
@@ -376,12 +352,8 @@ def run(args) -> dict:
     log(f"built {args.arch} in {bench.build_seconds:.1f} s: " +
         ", ".join(f"{name} {count / 1e6:.1f} M" for name, count in bench.parameters.items()) +
         (f" ({ARCH_NOTES[args.arch]})" if args.arch in ARCH_NOTES else ""))
-    for edit, reason in bench.unsupported.items():
-        if edit in args.edits:
-            log(f"{edit}: {reason}")
     bench.warm_up()
-    requested = [edit for edit in EDITS if edit in args.edits]
-    edits = [edit for edit in requested if edit not in bench.unsupported]
+    edits = [edit for edit in EDITS if edit in args.edits]
     if any(edit in TRAJECTORY_EDITS for edit in edits) and "invert-exact" not in edits:
         edits.insert(0, "invert-exact")
     measured: dict[str, dict[str, list]] = {edit: {"reference": [], "ours": []} for edit in edits}
@@ -394,10 +366,7 @@ def run(args) -> dict:
                 f"reference {ref['seconds']:.2f} s / {ref['items']} items")
     goals = targets(args.arch)
     results = {}
-    for edit in [edit for edit in EDITS if edit in edits or edit in requested]:
-        if edit in bench.unsupported:
-            results[edit] = {"supported": False, "reason": bench.unsupported[edit]}
-            continue
+    for edit in edits:
         ours, ref = summarise(measured[edit]["ours"]), summarise(measured[edit]["reference"])
         time_ratio = ours["per_item_s"] / ref["per_item_s"]
         cpu_time_ratio = ours["per_item_cpu_s"] / ref["per_item_cpu_s"] if ref["per_item_cpu_s"] > 0 else math.nan
@@ -530,9 +499,6 @@ def table(report: dict) -> str:
              "peak GB ours / ref | peak ratio (target) | working MB ours / ref | working ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     for edit, row in report["edits"].items():
-        if not row.get("supported", True):
-            lines.append(f"| {edit} | {NOT_SUPPORTED} | – | – | – | – | – | – | – |")
-            continue
         ours, ref = row["ours"], row["reference"]
         unit = " (s per call)" if edit == "decode" else ""
         time_mark = "✓" if row["time_met"] else "✗"
