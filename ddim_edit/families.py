@@ -2,8 +2,8 @@
 
 Supported: Stable Diffusion 1.x/2.x (``sd``) and SDXL base (``sdxl``), the UNet families on the
 η = 0 DDIM stepper, and Stable Diffusion 3/3.5 (``sd3``), FLUX.1 (``flux``) and FLUX.2 [klein]
-(``flux2``), the rectified-flow transformers on the flow-matching Euler stepper. Anything else gets a one-line error naming the
-family it is and what is supported, before any weights are read:
+(``flux2``), the rectified-flow transformers on the flow-matching Euler stepper. Anything else gets
+a one-line error naming the family it is and what is supported, before any weights are read:
 
 - a diffusers folder or hub repo: ``model_index.json``'s ``_class_name``;
 - a single ``.safetensors`` file: the key names of its tensors (read from the header only).

@@ -41,8 +41,8 @@ class FlowModel(EditModel):
     @classmethod
     def wrap(cls, pipe, name: str, device: torch.device, dtype: torch.dtype, family: str) -> "FlowModel":
         return cls(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), name,
-                   device, dtype, family=family, tokenizer_2=pipe.tokenizer_2, text_encoder_2=pipe.text_encoder_2,
-                   pipeline=pipe)
+                   device, dtype, family=family, tokenizer_2=getattr(pipe, "tokenizer_2", None),
+                   text_encoder_2=getattr(pipe, "text_encoder_2", None), pipeline=pipe)
 
     # ------------------------------------------------------------------ sizes
     @property

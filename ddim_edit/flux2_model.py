@@ -31,11 +31,6 @@ class Flux2KleinModel(FlowModel):
     FIRST_WORD_POSITION = 3
     """The chat template puts ``<|im_start|>``, ``user`` and a newline before the prompt's first token."""
 
-    @classmethod
-    def wrap(cls, pipe, name: str, device: torch.device, dtype: torch.dtype, family: str) -> "Flux2KleinModel":
-        return cls(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), name,
-                   device, dtype, family=family, pipeline=pipe)
-
     @property
     def distilled(self) -> bool:
         """Step-distilled klein models sample without guidance."""

@@ -357,11 +357,11 @@ class EditModel:
     """The model adapter of the UNet families, Stable Diffusion 1.x/2.x and XL: the pipeline's
     components and what the engine asks of a model (text encoding, the guided denoiser, the VAE,
     attention sites, the stepper). The flow families' adapters subclass it
-    (:mod:`ddim_edit.sd3_model`, :mod:`ddim_edit.flux_model`).
+    (:mod:`ddim_edit.flow_model`: SD3, FLUX.1, FLUX.2 [klein]).
 
     Attributes:
         denoiser: the network the stepper integrates (here the UNet; a transformer for the flow families).
-        family: ``sd`` or ``sdxl``.
+        family: a key of :data:`FAMILIES` (``sd`` or ``sdxl`` here).
         tokenizer_2, text_encoder_2: SDXL's second tokenizer and text encoder (None for SD).
         force_zeros_for_empty_prompt: SDXL: an empty negative prompt is all zeros.
         config_reference: the ``--model-config`` a single-file model was loaded with.

@@ -391,13 +391,14 @@ class P2PJointProcessor(JointEditProcessor):
         if layout is None:
             return out
         image, text = tokens.image, tokens.text
+        has_text = text.stop > text.start  # SD3.5's attn2 is joint plumbing over the image tokens alone
         scale = query.shape[-1] ** -0.5  # SDPA's own, as both families' processors use
         queries = query[:, :, image].shape[2]
-        if control.needs_maps and text.stop > text.start:
+        if control.needs_maps and has_text:
             for branch, row in layout.map_rows.items():
                 if control.wants(branch, queries):
                     control.store(self.site.name, branch, text_probabilities(query[row, :, image], key[row], text, scale))
-        cross = control.cross if text.stop > text.start else None
+        cross = control.cross if has_text else None
         inject_self = control.spec.self_injected(control.step, control.num_steps)
         if layout.targets and (cross is not None or inject_self):
             s, t = layout.sources, layout.targets

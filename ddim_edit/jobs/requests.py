@@ -75,8 +75,9 @@ class JobSettings:
                                    help="Custom descending list, e.g. '999,750,500,250,100,20'.")
     method: str | None = option(None, kind=str, choices=METHODS, group="inversion", help="Inversion method.")
     guidance: float | None = option(None, kind=float, example=f"{DEFAULT_GUIDANCE:g}", group="common",
-                                    help="Guidance of replays and edits (default: the model's; FLUX.1: its "
-                                         "embedded guidance, a model input, default 3.5).")
+                                    help="Guidance of replays and edits; the default shown is SD/SDXL's, other "
+                                         "models take their own (SD3 7, FLUX.2 [klein] 4, FLUX.1 3.5 as its "
+                                         "embedded guidance, a model input).")
     inversion_guidance: float | None = option(None, kind=float, example="1", group="inversion",
                                               help="Guidance while inverting (default 1; fixed-point: --guidance).")
     negative_prompt: str = option("", group="inversion", help="Negative prompt for guided replay.")
