@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ddim_edit.bench.harness import SUITES, BenchContext, check_out_dir, format_table, run_suite
-from ddim_edit.bench.harness import check_suite_options, default_methods
+from ddim_edit.bench.harness import check_suite_methods, check_suite_options, default_methods
+from ddim_edit.edits.flowedit import FLOWEDIT
 from ddim_edit.bench.recon import DEFAULT_METHODS as RECON_METHODS, SLOW_METHODS
 from ddim_edit.errors import DdimEditError
 from ddim_edit.inversion import METHODS
@@ -41,9 +42,10 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--steps", default=50, show_default=True, type=STEPS, help="DDIM steps.")
 @click.option("--spacing", default=None, type=click.Choice(SPACINGS), help="Timestep spacing (default: the model's).")
 @guidance_option()
-@click.option("--method", "methods", multiple=True, type=click.Choice(METHODS),
+@click.option("--method", "methods", multiple=True, type=click.Choice((*METHODS, FLOWEDIT)),
               help=f"Inversion method(s) to compare; repeat the option (default: the suite's; recon: "
-                   f"{', '.join(RECON_METHODS)}; the slow {' and '.join(SLOW_METHODS)} only when named).")
+                   f"{', '.join(RECON_METHODS)}; the slow {' and '.join(SLOW_METHODS)} only when named); "
+                   f"swap also takes {FLOWEDIT} (no inversion).")
 @click.option("--set", "settings", multiple=True, help="Suite option key=value (JSON values), repeatable.")
 @click.option("--out", "out_dir", default=None, help="Folder for per-scene grids (source | result | ground truth).")
 @click.option("--force", is_flag=True, help="Overwrite grids already in --out.")
@@ -67,6 +69,7 @@ def command(suite, seed, count, steps, spacing, guidance, methods, settings, out
     if out_dir:
         check_out_dir(suite, out_dir, count, force)
     check_suite_options(suite, parse_options(settings))
+    check_suite_methods(suite, tuple(methods))
     model = load_model(model_name, device, dtype, allow_pickle, model_config, **model_extras())
     ctx = BenchContext(model=model, steps=steps, spacing=spacing, guidance=guidance, seed=seed, n=count,
                        out_dir=Path(out_dir) if out_dir else None, force=force, quiet=quiet, options=parse_options(settings))

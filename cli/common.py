@@ -17,6 +17,7 @@ from ddim_edit.errors import DdimEditError
 from ddim_edit.jobs.advice import collected_advice
 from ddim_edit.jobs.requests import DEFAULT_GUIDANCE, JobSettings
 from ddim_edit.options import from_values
+from ddim_edit.trajectory import METHODS
 from ddim_edit.toy.vocabulary import GRAMMAR_HINT
 from ddim_edit.io import check_outputs as io_check_outputs
 from ddim_edit.io import default_output as io_default_output
@@ -116,11 +117,14 @@ def schedule_options(func: Callable) -> Callable:
     return click_options(JobSettings, "steps", "spacing", "timesteps")(func)
 
 
-def inversion_options(default_method: str = "exact") -> Callable:
-    """--method (default ``default_method``) and its settings, --guidance, --inversion-guidance, --negative-prompt."""
+def inversion_options(default_method: str = "exact", edit_methods: tuple[str, ...] = ()) -> Callable:
+    """--method (default ``default_method``; an inversion method, or one of the command's ``edit_methods``)
+    and its settings, --guidance, --inversion-guidance, --negative-prompt."""
+    method = {"default": default_method, "show_default": True, "type": click.Choice((*METHODS, *edit_methods))}
+    if not edit_methods:
+        method["help"] = "Inversion method."
     return click_options(JobSettings, "method", "guidance", "inversion_guidance", "negative_prompt",
-                         "fixed_point_iterations", "tolerance", "null_text_steps",
-                         method={"default": default_method, "show_default": True}, guidance=JOB_GUIDANCE)
+                         "fixed_point_iterations", "tolerance", "null_text_steps", method=method, guidance=JOB_GUIDANCE)
 
 
 def settings_from_command(**fixed: Any) -> JobSettings:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ddim_edit.edits.flowedit import FLOWEDIT, FlowEditOptions
 from ddim_edit.edits.prompt_swap import SwapOptions, attention_picture, check_guidance_options
 from ddim_edit.errors import PromptError
 from ddim_edit.images import save_png
@@ -27,6 +28,7 @@ from .invert import check_prompt
 @click.option("--source", "-s", "source_prompt", default=None, help="Caption of the image (the trajectory's prompt).")
 @click.option("--target", "-t", "target_prompt", required=True, help="Caption of the edited image.")
 @click_options(SwapOptions)
+@click_options(FlowEditOptions)
 @click.option("--output", "-o", default=None, help="PNG to write (default: input stem + .swap.png).")
 @click.option("--save-trajectory", default=None, help="Keep the inverted image's trajectory here (.safetensors).")
 @click_options(JobSettings, "trajectory_storage", trajectory_storage={
@@ -36,14 +38,16 @@ from .invert import check_prompt
 @click_options(JobSettings, "size", "keep_working_size")
 @model_options(default_model=None)
 @schedule_options
-@inversion_options()
+@inversion_options(edit_methods=(FLOWEDIT,))
 @run_options
 @handle_errors
 def command(image_or_trajectory, source_prompt, target_prompt, output, save_trajectory, save_attention, with_grid,
             device, dtype, allow_pickle, force, output_format, **flags):
-    """Edit IMAGE_OR_TRAJECTORY from --source to --target with prompt-to-prompt attention control.
+    """Edit IMAGE_OR_TRAJECTORY from --source to --target with prompt-to-prompt attention control,
+    or with FlowEdit (--method flowedit: no inversion, no attention control; the --n-* options).
 
-    An image is inverted first (--method, default exact); a .safetensors trajectory is used as is.
+    An image is inverted first (--method, default exact); a .safetensors trajectory is used as is
+    (FlowEdit starts from its z_0).
 
     \b
     Examples:
@@ -51,6 +55,8 @@ def command(image_or_trajectory, source_prompt, target_prompt, output, save_traj
           --blend circle -o blue.png --grid
       ddim-edit swap red.traj.safetensors -s "a red circle on a white background" \\
           -t "a red square on a white background" --blend circle --blend square -o square.png
+      ddim-edit swap red.png -s "a red circle on a white background" -t "a red square on a white background" \\
+          --method flowedit -o square.png
     """
     from_trajectory = is_trajectory_path(image_or_trajectory)
     check_input_file(image_or_trajectory, "trajectory" if from_trajectory else "image")
@@ -58,6 +64,8 @@ def command(image_or_trajectory, source_prompt, target_prompt, output, save_traj
         refuse_schedule_options(f"the trajectory {image_or_trajectory}", lambda: Trajectory.load(image_or_trajectory))
     if not from_trajectory:
         source_prompt = check_prompt(source_prompt, what="--source")
+    if flags["method"] == FLOWEDIT and save_attention:
+        raise PromptError("--save-attention shows prompt-to-prompt's maps; FlowEdit uses none: drop it")
     if save_trajectory and from_trajectory:
         raise PromptError("--save-trajectory is for an image input; the trajectory file already exists")
     output = Path(output) if output else default_output(image_or_trajectory, ".swap.png")
@@ -66,22 +74,25 @@ def command(image_or_trajectory, source_prompt, target_prompt, output, save_traj
     options = from_values(SwapOptions, flags, cli=True, keep_maps=bool(save_attention))
     check_guidance_options(options)
     settings = settings_from_command()
-    request = SwapRequest(image_or_trajectory, target_prompt, source_prompt, options, save_trajectory=save_trajectory,
+    request = SwapRequest(image_or_trajectory, target_prompt, source_prompt, options,
+                          from_values(FlowEditOptions, flags, cli=True), save_trajectory=save_trajectory,
                           force=force, settings=settings)
     job = run_request(request, model_cache(device, dtype, allow_pickle))
-    traj, record = job.trajectory, job.record
-    job.parameters.update(reweight=list(flags["reweight"]), cross_steps=list(flags["cross_steps"]))
+    record = job.record
+    if record["method"] != FLOWEDIT:
+        job.parameters.update(reweight=list(flags["reweight"]), cross_steps=list(flags["cross_steps"]))
     write_result(job, output, force=force, with_grid=with_grid)
     if save_attention:
         save_png(save_attention, attention_picture(job.details, {"source": job.panels["reconstruction"],
                                                                   "target": job.image}),
                  job.parameters, force=force)
     inversion_evaluations = record["inversion_unet_evaluations"]
-    summary = {"output": str(output), "method": traj.method, "steps": traj.num_steps, "size": record["size"],
+    method, steps = record["method"], record["steps"]
+    summary = {"output": str(output), "method": method, "steps": steps, "size": record["size"],
                "unet_evaluations": record["unet_evaluations"], "inversion_unet_evaluations": inversion_evaluations,
                "seconds": record["seconds"], "trajectory": save_trajectory, "attention": save_attention,
                "blend_fraction": record["blend_fraction"]}
-    emit(summary, output_format, f"wrote {output} ({traj.method}, {traj.num_steps} steps, "
+    emit(summary, output_format, f"wrote {output} ({method}, {steps} steps, "
                                  f"{record['unet_evaluations']} model evaluations for the edit"
                                  + (f" + {inversion_evaluations} for the inversion" if inversion_evaluations else "")
                                  + f", {record['seconds']:.1f}s)")

@@ -91,6 +91,10 @@ class FlowSchedule:
             raise ScheduleError("the step from σ = 1 has no (A, B) form: x_t is pure noise there")
         return (1.0 - sigma_s) / (1.0 - sigma_t), (sigma_s - sigma_t) / (1.0 - sigma_t)
 
+    def state_scale(self, index: int) -> float:
+        """1: the flow's states are the ODE's own (DDIM's are √ᾱ times its ODE's; see ``Schedule.state_scale``)."""
+        return 1.0
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         """The state at position ``index`` of ``x0`` under ``noise``: (1 − σ) x_0 + σ ε."""
         sigma = self.sigmas[index]

@@ -154,7 +154,7 @@ def a1111_parameters(parameters: dict[str, Any]) -> str:
     lines = [str(prompt)]
     if parameters.get("negative_prompt"):
         lines.append(f"Negative prompt: {parameters['negative_prompt']}")
-    pairs = [("Steps", parameters.get("steps")), ("Sampler", "DDIM"), ("CFG scale", parameters.get("guidance")),
+    pairs = [("Steps", parameters.get("steps")), ("Sampler", parameters.get("sampler", "DDIM")), ("CFG scale", parameters.get("guidance")),
              ("Seed", parameters.get("seed")), ("Size", _size_text(parameters.get("size"))),
              ("Model hash", parameters.get("model_hash")), ("Model", parameters.get("model")),
              ("Version", f"ddim-edit {parameters['version']}" if parameters.get("version") else None),

@@ -196,6 +196,13 @@ def given_values(cls: type, values: dict[str, Any], *, cli: bool = False, parsed
     return changes
 
 
+def changed_options(values: Any) -> list[str]:
+    """The keys of the declared options of dataclass instance ``values`` that differ from their defaults."""
+    return [spec.key for spec in option_specs(type(values))
+            if tuple(getattr(values, name) for name in spec.fields) != (
+                spec.default if len(spec.fields) > 1 else (spec.default,))]
+
+
 def check_off_flags(cls: type, values: dict[str, Any], *, cli: bool = False) -> None:
     """Refuse an option given together with its ``off_flag``, naming the flags (``cli``) or the manifest keys."""
     for spec in option_specs(cls):

@@ -188,6 +188,11 @@ class Schedule:
         """(A, B) of the η = 0 step ``index`` written as x_s = A·x_t + B·ε (:func:`ddim_coefficients`)."""
         return ddim_coefficients(*self.step_pair(index))
 
+    def state_scale(self, index: int) -> float:
+        """√ᾱ at position ``index``: a state is √ᾱ·X, X = x/√ᾱ being the state of the DDIM ODE as a flow
+        (dX/dσ = ε, σ = √(1 − ᾱ)/√ᾱ), in which FlowEdit couples its branches."""
+        return math.sqrt(self.alpha_prod(index))
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         """The state at position ``index`` of ``x0`` under ``noise``: √ᾱ x_0 + √(1 − ᾱ) ε."""
         alpha_prod = self.alpha_prod(index)

@@ -31,7 +31,7 @@ SUITES = ("recon", "swap", "inpaint", "style")
 # must be listed here too (tests/test_bench_harness.py compares this with the suites' code).
 SUITE_OPTIONS: dict[str, tuple[str, ...]] = {
     "recon": ("inversion",),
-    "swap": ("by_kind", "inversion", "swap"),
+    "swap": ("by_kind", "flowedit", "inversion", "swap"),
     "inpaint": ("dilate", "feather", "jump_length", "kinds", "method", "resample", "start_step", "variants"),
     "style": ("guidance", "method", "prompt", "variants"),
 }
@@ -96,6 +96,16 @@ def prepared(pixels: np.ndarray, label: str) -> PreparedImage:
 def default_methods(name: str) -> tuple[str, ...]:
     """The inversion methods suite ``name`` compares when none are given (its ``DEFAULT_METHODS``)."""
     return getattr(load_suite(name), "DEFAULT_METHODS", BenchContext.methods)
+
+
+def check_suite_methods(name: str, methods: tuple[str, ...]) -> None:
+    """Refuse methods suite ``name`` cannot run: inversion methods, and its own ``EDIT_METHODS`` (swap's flowedit)."""
+    from ..trajectory import METHODS
+
+    known = (*METHODS, *getattr(load_suite(name), "EDIT_METHODS", ()))
+    unknown = [method for method in methods if method not in known]
+    if unknown:
+        raise DdimEditError(f"the {name} suite cannot run --method {', '.join(unknown)}; choose from {', '.join(known)}")
 
 
 def load_suite(name: str):
@@ -166,6 +176,7 @@ def run_suite(name: str, ctx: BenchContext) -> dict[str, Any]:
 
     suite = load_suite(name)
     check_suite_options(name, ctx.options)
+    check_suite_methods(name, ctx.methods)
     if ctx.out_dir is not None:
         check_out_dir(name, ctx.out_dir, ctx.n, ctx.force)
     scenes = sample_scenes(ctx.seed, ctx.n)

@@ -3,7 +3,10 @@
 Each scene gets one swap, cycling colour → shape → fill → background, with a new value drawn from a
 generator seeded by the bench seed and the scene index. Ground truth: ``render(with_changes(scene, …))``
 (same geometry). Each inversion method in ``ctx.methods`` inverts the scene with its caption and edits
-it through :func:`ddim_edit.edits.prompt_swap.swap`, the function ``ddim-edit swap`` calls.
+it through :func:`ddim_edit.edits.prompt_swap.swap`, the function ``ddim-edit swap`` calls; the method
+``flowedit`` edits the scene's latents through :func:`ddim_edit.edits.flowedit.flowedit` instead (no
+inversion; its settings from ``--set flowedit='{"n_max": 33}'``, its noises seeded by the bench seed
+and the scene index).
 
 Metrics per variant (inversion method):
 
@@ -18,8 +21,8 @@ Metrics per variant (inversion method):
 - ``edit_evals`` / ``inversion_evals``: UNet batch items; ``seconds``: inversion + edit.
 
 ``<kind>_acc`` is the target attribute per kind. With the suite option ``by_kind`` (``--set
-by_kind=true``) ``<kind>_iou``, ``<kind>_bg_psnr`` and ``<kind>_far_bg_psnr`` are added, to tell which
-kind of swap limits the means.
+by_kind=true``) ``<kind>_others_kept``, ``<kind>_iou``, ``<kind>_bg_psnr`` and ``<kind>_far_bg_psnr``
+are added, to tell which kind of swap limits the means.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from typing import Iterator
 
 import numpy as np
 
+import torch
+
+from ..edits.flowedit import FLOWEDIT, FlowEditOptions, branch_conditioning, flowedit
 from ..edits.prompt_swap import SwapOptions, edited_image, swap
+from ..images import to_tensor
 from ..metrics import centroid_shift, iou, psnr
 from ..toy.reader import read_scene
 from ..toy.world import BACKGROUNDS, COLORS, FILLS, SHAPES, Scene, caption, render, shape_mask, with_changes
@@ -39,7 +46,9 @@ from .harness import BenchContext, SceneResult, prepared
 KINDS = ("color", "shape", "fill", "background")
 FAR = 4  # pixels at 64 px
 PSNR_CAP = 60.0
-BY_KIND = ("iou", "bg_psnr", "far_bg_psnr")  # also reported per kind with the option ``by_kind``
+BY_KIND = ("others_kept", "iou", "bg_psnr", "far_bg_psnr")
+EDIT_METHODS = (FLOWEDIT,)
+"""Methods of this suite that are not inversion methods."""  # also reported per kind with the option ``by_kind``
 _VALUES = {"color": tuple(COLORS), "shape": SHAPES, "fill": FILLS, "background": tuple(BACKGROUNDS)}
 
 
@@ -95,32 +104,55 @@ def far_from(region: np.ndarray, radius: int) -> np.ndarray:
     return grown == 0
 
 
-def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
-    """For each scene and each method in ``ctx.methods``: invert the scene, swap one attribute, score."""
+def flowedit_swap(ctx: BenchContext, schedule, source_image: np.ndarray, source_prompt: str, target_prompt: str,
+                  index: int) -> tuple[np.ndarray, list, int, int]:
+    """FlowEdit of the scene's latents, as ``ddim-edit swap --method flowedit`` runs it: (edit, extra
+    panels, edit evaluations, inversion evaluations)."""
     model = ctx.model
+    branches = [branch_conditioning(model, prompt) for prompt in (source_prompt, target_prompt)]
+    generator = torch.Generator().manual_seed(ctx.seed * 100_003 + index)
+    result = flowedit(model, schedule, model.encode_image(to_tensor(source_image)), *branches,
+                      FlowEditOptions(**ctx.options.get("flowedit", {})), generator, progress=ctx.progress)
+    return decode(model, result.latents), [], result.unet_evaluations, 0
+
+
+def p2p_swap(ctx: BenchContext, schedule, method: str, source_image: np.ndarray, source_prompt: str,
+             target_prompt: str, index: int) -> tuple[np.ndarray, list, int, int]:
+    """Invert the scene with ``method`` and edit it with prompt-to-prompt, as ``ddim-edit swap`` does:
+    (edit, the reconstruction panel, edit evaluations, inversion evaluations)."""
+    model = ctx.model
+    options = ctx.inversion_options(method, **{"record_corrections": False, **ctx.options.get("inversion", {})})
+    before = model.unet_evaluations
+    traj = invert_image(model, prepared(source_image, f"scene {index}"), source_prompt, schedule, options,
+                        progress=ctx.progress)
+    inversion_evals = model.unet_evaluations - before
+    swap_settings = swap_options(ctx)
+    result = swap(model, traj, target_prompt, swap_settings, progress=ctx.progress)
+    edit = edited_image(model, result, source_image, swap_settings)
+    panels = [("reconstruction", decode(model, result.source_latents))]
+    return edit, panels, result.unet_evaluations, inversion_evals
+
+
+def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
+    """For each scene and each method in ``ctx.methods``: swap one attribute (inverting first, except
+    for FlowEdit), score."""
     schedule = ctx.schedule()
-    size = model.native_size
+    size = ctx.model.native_size
     for index, scene in enumerate(scenes):
         kind, new, truth = pick_swap(scene, index, ctx.seed)
         old = getattr(scene, kind)
         source_image = render(scene, image_size=size)
-        target_prompt = caption(truth)
         for method in ctx.methods:
-            options = ctx.inversion_options(method, **{"record_corrections": False, **ctx.options.get("inversion", {})})
             start = time.perf_counter()
-            before = model.unet_evaluations
-            traj = invert_image(model, prepared(source_image, f"scene {index}"), caption(scene), schedule, options,
-                                progress=ctx.progress)
-            inversion_evals = model.unet_evaluations - before
-            swap_settings = swap_options(ctx)
-            result = swap(model, traj, target_prompt, swap_settings, progress=ctx.progress)
-            edit = edited_image(model, result, source_image, swap_settings)
+            edit, panels, edit_evals, inversion_evals = (
+                flowedit_swap(ctx, schedule, source_image, caption(scene), caption(truth), index) if method == FLOWEDIT
+                else p2p_swap(ctx, schedule, method, source_image, caption(scene), caption(truth), index))
             seconds = time.perf_counter() - start
             metrics = score(edit, kind, scene, truth)
-            metrics.update({f"{kind}_acc": metrics["target_acc"], "edit_evals": result.unet_evaluations,
+            metrics.update({f"{kind}_acc": metrics["target_acc"], "edit_evals": edit_evals,
                             "inversion_evals": inversion_evals, "seconds": seconds})
             if ctx.options.get("by_kind"):
                 metrics.update({f"{kind}_{name}": metrics[name] for name in BY_KIND})
-            panels = [("source", source_image), ("reconstruction", decode(model, result.source_latents)),
-                      (f"{method}: {old}->{new}", edit), ("truth", render(truth, image_size=size))]
+            panels = [("source", source_image), *panels, (f"{method}: {old}->{new}", edit),
+                      ("truth", render(truth, image_size=size))]
             yield SceneResult(index, method, metrics, panels)

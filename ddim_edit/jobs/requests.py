@@ -16,6 +16,8 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from .. import __version__
+from ..edits.flowedit import FLOWEDIT
+from ..families import FLOW_FAMILIES
 from ..inversion import InversionOptions
 from ..metrics import psnr
 from ..options import finite, option
@@ -73,7 +75,8 @@ class JobSettings:
                                  help="Timestep spacing (default: the model's scheduler config).")
     timesteps: str | None = option(None, kind=str, parse=_timestep_text, group="common",
                                    help="Custom descending list, e.g. '999,750,500,250,100,20'.")
-    method: str | None = option(None, kind=str, choices=METHODS, group="inversion", help="Inversion method.")
+    method: str | None = option(None, kind=str, choices=(*METHODS, FLOWEDIT), group="inversion",
+                                help="Inversion method; swap also takes flowedit (an edit without inversion).")
     guidance: float | None = option(None, kind=float, example=f"{DEFAULT_GUIDANCE:g}", group="common",
                                     help="Guidance of replays and edits; the default shown is SD/SDXL's, other "
                                          "models take their own (SD3 7, FLUX.2 [klein] 4, FLUX.1 3.5 as its "
@@ -167,6 +170,7 @@ def base_parameters(edit: str, model, settings: JobSettings, traj: Trajectory | 
     """What every written image carries to re-run its edit."""
     meta = traj.metadata if traj is not None else {}
     return {"command": edit, "version": __version__, "model": model.name, "model_hash": model.fingerprint(),
+            "sampler": "Euler" if model.family in FLOW_FAMILIES else "DDIM",
             "method": meta.get("method"), "steps": len(traj.timesteps) if traj is not None else settings.steps,
             "seed": settings.seed, "prompt": meta.get("prompt"), "negative_prompt": meta.get("negative_prompt") or None,
             "size": list(size)}

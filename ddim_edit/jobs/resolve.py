@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ImageError, TrajectoryError
+from ..edits.flowedit import FLOWEDIT
+from ..errors import ImageError, PromptError, TrajectoryError
 from ..images import load_image
 from ..inversion import InversionOptions, require_caption
 from ..io import file_sha256
@@ -189,6 +190,9 @@ def check_same_image(traj: Trajectory, image: str | Path | np.ndarray, label: st
 def inversion_options(settings: JobSettings, model: Any, default_method: str = "exact",
                       **changes: Any) -> InversionOptions:
     """The settings' inversion options (``None`` method/guidance: the edit's and the model's defaults)."""
+    if settings.method == FLOWEDIT:
+        raise PromptError("{field} flowedit edits without inverting and is a swap method only; choose an inversion "
+                          "method here (exact, ddim, …)", field="method")
     options = InversionOptions(
         method=settings.method or default_method,
         guidance_scale=settings.guidance_for(trajectory=False, model=model),
@@ -237,6 +241,21 @@ class JobSource:
                                            options or inversion_options(settings, self.model), progress=settings.progress)
             self.inversion_evaluations = self.trajectory.metadata["unet_evaluations"]
         return self.trajectory
+
+    def clean_latents(self) -> tuple[Any, Any, str]:
+        """(z_0 [1, C, h, w], the stepper, the caption) without inverting: the image VAE-encoded with the
+        settings' schedule, or the trajectory's own z_0, schedule and prompt."""
+        if self.trajectory is not None:
+            from ..replay import trajectory_schedule
+
+            traj = self.trajectory
+            return traj.z_0[None].to(self.model.device), trajectory_schedule(self.model, traj), traj.metadata["prompt"]
+        from ..images import to_tensor
+
+        settings = self.settings
+        schedule = make_schedule(self.model, settings.steps, settings.spacing, settings.timesteps,
+                                 self.prepared.pixels.shape[:2])
+        return self.model.encode_image(to_tensor(self.prepared.pixels)), schedule, self.prompt
 
     def working_pixels(self) -> np.ndarray | None:
         """The source at the model's working size: the fitted image, the given image at the trajectory's

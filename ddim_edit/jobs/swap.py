@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..edits.flowedit import FLOWEDIT, FlowEditOptions, branch_conditioning, flowedit
 from ..edits.prompt_swap import SwapOptions, check_source_prompt, decoded, edited_image, swap
 from ..errors import PromptError
-from ..options import from_values
+from ..options import changed_options, from_values
+from ..workflow import decode
 from .advice import warn_toy_model
 from .output_size import blend_at_size, size_of, to_size
 from .requests import EditSpec, JobResult, JobSettings, SourceInput, base_parameters, input_name, score
@@ -18,6 +20,9 @@ from .resolve import inversion_options, is_trajectory, resolve_source
 @dataclass(frozen=True)
 class SwapRequest:
     """Prompt-to-prompt edit of an image or trajectory: ``source_prompt`` → ``target_prompt``.
+
+    ``settings.method`` ``flowedit`` edits without inverting (:mod:`ddim_edit.edits.flowedit`, with
+    ``flowedit``'s settings); every other method inverts and runs prompt-to-prompt (``options``).
 
     Attributes:
         save_trajectory: write the inverted image's trajectory here as soon as it exists (an image
@@ -29,14 +34,32 @@ class SwapRequest:
     target_prompt: str
     source_prompt: str | None = None
     options: SwapOptions = SwapOptions()
+    flowedit: FlowEditOptions = FlowEditOptions()
     save_trajectory: str | Path | None = None
     force: bool = False
     settings: JobSettings = JobSettings()
     edit: str = field(default="swap", init=False)
 
 
+def check_swap_method(request: SwapRequest) -> None:
+    """Refuse settings of the other swap method than the one chosen, in one line naming them."""
+    is_flowedit = request.settings.method == FLOWEDIT
+    stray = changed_options(request.options) if is_flowedit else changed_options(request.flowedit)
+    if stray:
+        other = "prompt-to-prompt's (--method exact, ddim, …)" if is_flowedit else "FlowEdit's (--method flowedit)"
+        raise PromptError(f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} {other}; drop "
+                          f"{'it' if len(stray) == 1 else 'them'} or choose that method")
+    if is_flowedit and request.save_trajectory is not None:
+        raise PromptError("FlowEdit does not invert, so there is no trajectory to save; drop {field}",
+                          field="save_trajectory")
+
+
 def run_swap(request: SwapRequest, models: Any) -> JobResult:
-    """Prompt-to-prompt edit; with a blend, the source's own full-resolution pixels outside the mask."""
+    """Prompt-to-prompt edit; with a blend, the source's own full-resolution pixels outside the mask.
+    FlowEdit (``settings.method`` ``flowedit``): :func:`run_flowedit`."""
+    check_swap_method(request)
+    if request.settings.method == FLOWEDIT:
+        return run_flowedit(request, models)
     settings, options = request.settings, request.options
     if is_trajectory(request.source) and request.save_trajectory is not None:
         raise PromptError("save_trajectory is for an image input; the trajectory already exists")
@@ -82,15 +105,54 @@ def run_swap(request: SwapRequest, models: Any) -> JobResult:
     return JobResult("swap", image, traj, record, parameters, panels, result)
 
 
+def run_flowedit(request: SwapRequest, models: Any) -> JobResult:
+    """FlowEdit of the image (or of a trajectory's z_0): no inversion, no attention control."""
+    import torch
+
+    settings = request.settings
+    source = resolve_source(request.source, request.source_prompt, settings, models, prompt_field="source_prompt",
+                            check=lambda traj: traj is None or check_source_prompt(traj, request.source_prompt))
+    model = source.model
+    if not request.target_prompt or not request.target_prompt.strip():
+        raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
+                          field="target_prompt")
+    x_src, schedule, prompt = source.clean_latents()
+    working_source = source.working_pixels()
+    warn_toy_model(model, [prompt, request.target_prompt], [working_source])
+    size_hw = model.image_size(x_src)
+    branches = [branch_conditioning(model, text, settings.negative_prompt, size_hw)
+                for text in (prompt, request.target_prompt.strip())]
+    generator = torch.Generator().manual_seed(settings.seed)
+    result = flowedit(model, schedule, x_src, *branches, request.flowedit, generator, settings.progress)
+    working_edit = decode(model, result.latents)
+    original = source.original()
+    size = source.output_size(size_of(working_edit), original)
+    image = working_edit if settings.keep_working_size else to_size(working_edit, size)
+    source_guidance, target_guidance = request.flowedit.guidance(model)
+    first, stop = request.flowedit.steps_edited(schedule.num_steps)
+    record = {"method": FLOWEDIT, "steps": schedule.num_steps, "psnr": score(image, original), "size": list(size),
+              "working_size": list(size_of(working_edit)), "unet_evaluations": result.unet_evaluations,
+              "inversion_unet_evaluations": 0, "blend_fraction": None, "seconds": source.seconds()}
+    parameters = base_parameters("swap", model, settings, source.trajectory, size)
+    parameters.update(input=input_name(request.source), method=FLOWEDIT, sampler="FlowEdit", steps=schedule.num_steps, prompt=prompt,
+                      source=prompt, target=request.target_prompt, n_max=schedule.num_steps - first,
+                      n_min=schedule.num_steps - stop, n_avg=request.flowedit.n_avg,
+                      source_guidance=source_guidance, target_guidance=target_guidance)
+    panels = {"source": to_size(original, size)} if original is not None else {}
+    panels.update(edit=image)
+    return JobResult("swap", image, source.trajectory, record, parameters, panels, result)
+
+
 def build_swap(fields: dict[str, Any], settings: JobSettings, force: bool) -> SwapRequest:
     """``force`` lets the job's saved trajectory replace an existing file."""
     return SwapRequest(fields.get("trajectory") or fields["image"], fields["target_prompt"], fields.get("source_prompt"),
-                       from_values(SwapOptions, fields, parsed=True), save_trajectory=fields.get("save_trajectory"),
+                       from_values(SwapOptions, fields, parsed=True), from_values(FlowEditOptions, fields, parsed=True),
+                       save_trajectory=fields.get("save_trajectory"),
                        force=force, settings=settings)
 
 
 EDIT = EditSpec("swap", run_swap, build_swap,
                 keys={"image": str, "trajectory": str, "source_prompt": str, "target_prompt": str,
                       "save_trajectory": str},
-                required=(("image", "trajectory"), ("target_prompt",)), suffix=".swap.png", options=(SwapOptions,),
+                required=(("image", "trajectory"), ("target_prompt",)), suffix=".swap.png", options=(SwapOptions, FlowEditOptions),
                 settings=("common", "inversion", "storage"))
