@@ -46,9 +46,10 @@ GRADIO_PANDAS_WARNINGS = [pytest.mark.filterwarnings("ignore:The copy keyword is
 pytestmark = GRADIO_PANDAS_WARNINGS
 
 
-def swap_args(target=BLUE, blend_words="", guidance=7.5, image=RED, source=SOURCE):
-    return (handle_file(str(image)), source, target, "replace", True, blend_words, "", 0.4, 0.6, "exact", STEPS,
-            guidance)
+def swap_args(target=BLUE, blend_words="", guidance=7.5, image=RED, source=SOURCE, method="exact",
+              flowedit=(None, 0, 1, None, None)):
+    return (handle_file(str(image)), source, target, "replace", True, blend_words, "", 0.4, 0.6, method, STEPS,
+            guidance, *flowedit)
 
 
 def inpaint_args(mask=MASK, layers=(), prompt=BLUE):
@@ -103,6 +104,21 @@ def test_swap_through_client_returns_the_edit_maps_numbers_and_downloads(served)
     assert parameters["command"] == "swap" and parameters["target"] == BLUE
     traj = Trajectory.load(trajectory)
     assert traj.metadata["prompt"] == SOURCE and traj.num_steps == STEPS and traj.method == "exact"
+
+
+def test_flowedit_through_client_edits_without_an_inversion(served):
+    page, client = served
+    source, reconstruction, edit, gallery, summary, numbers, png, trajectory = call(
+        client, swap_args(method="flowedit", flowedit=(6, 0, 1, None, 9)), "/swap")
+    original, edited = pixels(RED), pixels(edit)
+    inside = circle_of(original)
+    assert edited[inside][:, 2].mean() > edited[inside][:, 0].mean() + 60  # the red circle became blue
+    assert reconstruction is None and trajectory is None and not gallery
+    assert numbers["method"] == "flowedit" and numbers["unet_evaluations"] == 6 * 4 and "inversion" not in numbers
+    parameters = read_parameters(png)
+    assert parameters["method"] == "flowedit" and parameters["n_max"] == 6 and parameters["target_guidance"] == 9
+    with pytest.raises(AppError, match="less than minimum value 1"):  # the field refuses it
+        call(client, swap_args(method="flowedit", flowedit=(0, 0, 1, None, None)), "/swap")
 
 
 def test_another_target_reuses_the_inversion_and_another_guidance_does_not(served):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from ..edits.flowedit import FLOWEDIT, FlowEditOptions
 from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
 from ..errors import DdimEditError
@@ -75,9 +76,12 @@ def _upload(label: str, elem_id: str) -> gr.Image:
                     height=224, elem_classes=["pixels"], elem_id=elem_id)
 
 
-def _settings_row(prefix: str, editor: Editor, method: str) -> tuple[gr.Dropdown, gr.Slider, gr.Number]:
+def _settings_row(prefix: str, editor: Editor, method: str, edit_methods: tuple[str, ...] = ()
+                  ) -> tuple[gr.Dropdown, gr.Slider, gr.Number]:
+    """The method (an inversion method, or one of ``edit_methods``), steps and guidance of a tab."""
     with gr.Row():
-        chosen = gr.Dropdown(list(METHODS), value=method, label="Inversion method", elem_id=f"{prefix}-method")
+        chosen = gr.Dropdown([*METHODS, *edit_methods], value=method,
+                             label="Method" if edit_methods else "Inversion method", elem_id=f"{prefix}-method")
         steps = gr.Slider(1, max(200, editor.settings.steps), value=editor.settings.steps, step=1, label="Steps",
                           elem_id=f"{prefix}-steps")
         guidance = gr.Number(value=editor.default_guidance, label="Guidance", minimum=0, elem_id=f"{prefix}-guidance")
@@ -91,6 +95,9 @@ def _option_field(options: type, name: str, elem_id: str, **changes: Any) -> gr.
     plain = isinstance(spec.default, (bool, int, float, str))  # not None, a word list or a dict
     settings = {"value": spec.default if plain else "", "elem_id": elem_id,
                 **(spec.web or {}), **changes}
+    if spec.default is None and spec.kind in (int, float):  # blank: the default the help names
+        return gr.Number(**{**settings, "value": None}, minimum=spec.minimum,
+                         precision=0 if spec.kind is int else None, info=spec.help)
     if spec.choices:
         return gr.Radio(list(spec.choices), **settings)
     if spec.kind is bool:
@@ -143,7 +150,7 @@ class ResultPanel:
 
     def values(self, result: PageResult) -> list[Any]:
         extra = [result.attention] if self.attention is not None else []
-        return [*(result.pictures[label] for label in self.labels), *extra, result.summary(),
+        return [*(result.pictures.get(label) for label in self.labels), *extra, result.summary(),
                 json_safe(result.numbers), str(result.image_file) if result.image_file else None,
                 str(result.trajectory_file) if result.trajectory_file else None]
 
@@ -210,16 +217,26 @@ def build_app(editor: Editor) -> gr.Blocks:
                         with gr.Row():
                             cross = _option_field(SwapOptions, "cross_steps", "swap-cross")
                             self_steps = _option_field(SwapOptions, "self_steps", "swap-self")
-                        method, steps, guidance = _settings_row("swap", editor, "exact")
+                        method, steps, guidance = _settings_row("swap", editor, "exact", (FLOWEDIT,))
+                        with gr.Accordion("FlowEdit (method flowedit: no inversion, no attention control)",
+                                          open=False, elem_id="swap-flowedit"):
+                            with gr.Row():
+                                flowedit = [_option_field(FlowEditOptions, name, f"swap-{name.replace('_', '-')}")
+                                            for name in ("n_max", "n_min", "n_avg")]
+                            with gr.Row():
+                                flowedit += [_option_field(FlowEditOptions, name, f"swap-{name.replace('_', '-')}")
+                                             for name in ("source_guidance", "target_guidance")]
                         run = gr.Button("Swap", variant="primary", elem_id="swap-run")
                 panel_swap = ResultPanel("swap", ("source", "reconstruction", "edit"), attention=True)
 
                 def swap(image, source, target, mode, local_blend, blend_words, reweight, cross, self_steps,
-                         method, steps, guidance, progress=PROGRESS):
+                         method, steps, guidance, n_max, n_min, n_avg, source_guidance, target_guidance,
+                         progress=PROGRESS):
                     return panel_swap.values(editor.swap(image, source, target, mode, local_blend, blend_words,
-                                                         reweight, cross, self_steps, guidance, method, steps))
+                                                         reweight, cross, self_steps, guidance, method, steps,
+                                                         n_max, n_min, n_avg, source_guidance, target_guidance))
                 panel_swap.run_on(run, swap, [image, source, target, mode, local_blend, blend_words, reweight, cross,
-                                              self_steps, method, steps, guidance], "swap")
+                                              self_steps, method, steps, guidance, *flowedit], "swap")
                 if examples.is_dir():
                     gr.Examples([[str(examples / "red-circle.png"), SOURCE_EXAMPLE, TARGET_EXAMPLE],
                                  [str(examples / "red-circle.png"), SOURCE_EXAMPLE,

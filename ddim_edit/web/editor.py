@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..edits.flowedit import FLOWEDIT, FlowEditOptions
 from ..edits.inpaint import InpaintOptions
 from ..edits.prompt_swap import SwapOptions
 from ..edits.style import StyleOptions
@@ -195,7 +196,7 @@ class Editor:
         record = job.record
         numbers = {"edit": job.edit, "unet_evaluations": record["unet_evaluations"],
                    "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
-                   "method": record.get("method"), "steps": job.trajectory.num_steps if job.trajectory else None,
+                   "method": record.get("method"), "steps": record.get("steps"),
                    "size": record.get("size"), "working_size": record.get("working_size")}
         if entry is not None:
             numbers.update(inversion="cached" if cached else "new",
@@ -231,14 +232,25 @@ class Editor:
     def swap(self, image: np.ndarray, source_prompt: str | None, target_prompt: str, mode: str = SwapOptions.mode,
              local_blend: bool = True, blend_words: str = "", reweight: str = "",
              cross_steps: float = SwapOptions.cross_steps, self_steps: float = SwapOptions.self_steps,
-             guidance: Any = None, method: str = "exact", steps: Any = None) -> PageResult:
-        """Prompt-to-prompt from ``source_prompt`` to ``target_prompt``, with per-token attention maps."""
+             guidance: Any = None, method: str = "exact", steps: Any = None, n_max: Any = None,
+             n_min: Any = FlowEditOptions.n_min, n_avg: Any = FlowEditOptions.n_avg, source_guidance: Any = None,
+             target_guidance: Any = None) -> PageResult:
+        """Prompt-to-prompt from ``source_prompt`` to ``target_prompt``, with per-token attention maps;
+        FlowEdit (``method`` flowedit, with the ``n_*`` and branch guidance settings) without inverting."""
         def work():
             started = time.perf_counter()
             settings = self.job_settings(steps, method, guidance)
             options = SwapOptions(mode=mode, cross_steps=float(cross_steps), self_steps=float(self_steps),
                                   reweight=forms.word_values(reweight, "reweight", "blue=2"),
                                   blend_words=forms.blend_choice(local_blend, blend_words), keep_maps=True)
+            flowedit = forms.declared(FlowEditOptions, n_max=n_max, n_min=n_min, n_avg=n_avg,
+                                      source_guidance=source_guidance, target_guidance=target_guidance)
+            if settings.method == FLOWEDIT:
+                path, _ = self.uploads.keep(image)
+                job = run_request(SwapRequest(path, target_prompt or "", source_prompt, flowedit=flowedit,
+                                              settings=settings), self.models)
+                return PageResult({"source": as_rgb(image), "edit": job.image},
+                                  self._numbers_for(job, None, False, started), self._output(job))
             _, entry, cached = self._inverted(image, source_prompt, settings, "exact")
             job = run_request(SwapRequest(entry.trajectory, target_prompt or "", entry.trajectory.metadata["prompt"],
                                           options, settings=JobSettings(guidance=settings.guidance,

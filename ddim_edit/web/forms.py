@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..edits.prompt_swap import parse_word_values
-from ..errors import PromptError
+from ..errors import DdimEditError, PromptError
 from ..masks import MaskError
 from ..options import words as split_words
 
@@ -37,6 +37,24 @@ def optional_text(text: str | None) -> str | None:
     """A text box's value, None when left empty."""
     text = (text or "").strip()
     return text or None
+
+
+def declared(options: type, **values: Any) -> Any:
+    """An options dataclass from the page's fields by key (blank ones: the defaults), each converted and
+    range-checked as a manifest's value of that key is."""
+    from ..jobs.manifest import manifest_keys
+    from ..options import from_values
+
+    converters = manifest_keys(options)
+    given = {}
+    for key, value in values.items():
+        if value in (None, ""):
+            continue
+        try:
+            given[key] = converters[key](value, key)
+        except ValueError:
+            raise DdimEditError(f"{key} must be a number, got {value!r}") from None
+    return from_values(options, given, parsed=True)
 
 
 def positive_int(value: Any, what: str, example: int) -> int:
