@@ -72,8 +72,11 @@ def test_a_manifest_swap_job_runs_flowedit_with_its_settings(photos, tmp_path): 
 
 def test_bench_swap_runs_flowedit_beside_an_inversion_method():
     result = run("bench", "swap", "--n", "2", "--steps", "6", "--method", "flowedit", "--method", "ddim",
-                 "--set", 'flowedit={"n_max": 5}', "--format", "json", "-q")
+                 "--set", 'flowedit={"n_max": 5}', "--set", "by_kind=true", "--format", "json", "-q")
     assert result.exit_code == 0, result.output
     variants = json.loads(result.stdout)["variants"]
+    table = result.stderr[result.stderr.index("per kind of swap:"):].splitlines()
+    assert [row.split()[:2] for row in table[2:]] == [["flowedit", "color"], ["flowedit", "shape"],
+                                                      ["ddim", "color"], ["ddim", "shape"]]
     assert variants["flowedit"]["edit_evals"] == 5 * 4 and variants["flowedit"]["inversion_evals"] == 0
     assert variants["ddim"]["inversion_evals"] > 0

@@ -224,6 +224,7 @@ def format_table(summary: dict[str, Any]) -> str:
     lines.append("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows)
+    lines.extend(getattr(load_suite(summary["suite"]), "tables", lambda _: [])(summary))  # a suite's own tables
     return "\n".join(lines)
 
 

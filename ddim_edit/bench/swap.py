@@ -156,3 +156,17 @@ def run(ctx: BenchContext, scenes: list) -> Iterator[SceneResult]:
             panels = [("source", source_image), *panels, (f"{method}: {old}->{new}", edit),
                       ("truth", render(truth, image_size=size))]
             yield SceneResult(index, method, metrics, panels)
+
+
+def tables(summary: dict) -> list[str]:
+    """With ``by_kind``: one row per variant and kind of swap (its target accuracy and ``BY_KIND`` means)."""
+    if not summary["options"].get("by_kind"):
+        return []
+    columns = ("acc", *BY_KIND)
+    lines = ["per kind of swap:", "  ".join(["variant   ", "kind      ", *(f"{name:<11}" for name in columns)])]
+    for variant, values in summary["variants"].items():
+        for kind in KINDS:
+            if f"{kind}_acc" in values:
+                cells = [f"{values.get(f'{kind}_{name}', float('nan')):<11.3f}" for name in columns]
+                lines.append("  ".join([f"{variant:<10}", f"{kind:<10}", *cells]))
+    return ["\n".join(lines)]

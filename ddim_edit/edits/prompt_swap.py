@@ -538,10 +538,7 @@ def swap(
     """
     check_source_prompt(traj, source_prompt)
     source = traj.metadata["prompt"]
-    if target_prompt is None or not target_prompt.strip():
-        raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
-                          field="target_prompt")
-    target = target_prompt.strip()
+    target = target_text(target_prompt)
     length = model.text_length
     spec = build_spec(model, source, target, options, length)
     options.blend_rule()  # fails early on a bad rule
@@ -620,6 +617,14 @@ def check_guidance_options(options: SwapOptions) -> None:
 def shares_uncond(options: SwapOptions, blended: bool) -> bool:
     """Whether the source's correction takes the target's unconditional half (see ``SwapOptions.shared_uncond``)."""
     return blended if options.shared_uncond is None else bool(options.shared_uncond)
+
+
+def target_text(target_prompt: str | None) -> str:
+    """The target prompt stripped, or a :class:`PromptError` when it is empty."""
+    if target_prompt is None or not target_prompt.strip():
+        raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
+                          field="target_prompt")
+    return target_prompt.strip()
 
 
 def check_source_prompt(traj, prompt: str | None) -> None:

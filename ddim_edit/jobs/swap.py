@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..edits.flowedit import FLOWEDIT, FlowEditOptions, branch_conditioning, flowedit
-from ..edits.prompt_swap import SwapOptions, check_source_prompt, decoded, edited_image, swap
+from ..edits.prompt_swap import SwapOptions, check_source_prompt, decoded, edited_image, swap, target_text
 from ..errors import PromptError
 from ..options import changed_options, from_values
 from ..workflow import decode
@@ -113,15 +113,12 @@ def run_flowedit(request: SwapRequest, models: Any) -> JobResult:
     source = resolve_source(request.source, request.source_prompt, settings, models, prompt_field="source_prompt",
                             check=lambda traj: traj is None or check_source_prompt(traj, request.source_prompt))
     model = source.model
-    if not request.target_prompt or not request.target_prompt.strip():
-        raise PromptError('the target prompt is empty; pass {field} "…" describing the edited image',
-                          field="target_prompt")
+    target = target_text(request.target_prompt)
     x_src, schedule, prompt = source.clean_latents()
     working_source = source.working_pixels()
-    warn_toy_model(model, [prompt, request.target_prompt], [working_source])
+    warn_toy_model(model, [prompt, target], [working_source])
     size_hw = model.image_size(x_src)
-    branches = [branch_conditioning(model, text, settings.negative_prompt, size_hw)
-                for text in (prompt, request.target_prompt.strip())]
+    branches = [branch_conditioning(model, text, settings.negative_prompt, size_hw) for text in (prompt, target)]
     generator = torch.Generator().manual_seed(settings.seed)
     result = flowedit(model, schedule, x_src, *branches, request.flowedit, generator, settings.progress)
     working_edit = decode(model, result.latents)
@@ -134,8 +131,8 @@ def run_flowedit(request: SwapRequest, models: Any) -> JobResult:
               "working_size": list(size_of(working_edit)), "unet_evaluations": result.unet_evaluations,
               "inversion_unet_evaluations": 0, "blend_fraction": None, "seconds": source.seconds()}
     parameters = base_parameters("swap", model, settings, source.trajectory, size)
-    parameters.update(input=input_name(request.source), method=FLOWEDIT, sampler="FlowEdit", steps=schedule.num_steps, prompt=prompt,
-                      source=prompt, target=request.target_prompt, n_max=schedule.num_steps - first,
+    parameters.update(input=input_name(request.source), method=FLOWEDIT, sampler="FlowEdit",
+                      steps=schedule.num_steps, prompt=prompt, source=prompt, target=target, n_max=schedule.num_steps - first,
                       n_min=schedule.num_steps - stop, n_avg=request.flowedit.n_avg,
                       source_guidance=source_guidance, target_guidance=target_guidance)
     panels = {"source": to_size(original, size)} if original is not None else {}
