@@ -2,7 +2,7 @@
 
 The model lives in ``assets/`` at the top of the source tree (where training writes it and the
 README points). A regular (non-editable) install has no source tree, so ``build_py`` copies
-``assets/toy-model`` and ``assets/examples`` into the package as ``ddim_edit/assets/``, where
+``assets/toy-model``, ``assets/toy-flow-model`` and ``assets/examples`` into the package as ``ddim_edit/assets/``, where
 :func:`ddim_edit.model.assets_dir` finds them. Everything else is configured in pyproject.toml.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-BUNDLED = ("toy-model", "examples")  # sub-folders of assets/ that installs need
+BUNDLED = ("toy-model", "toy-flow-model", "examples")  # sub-folders of assets/ that installs need
 
 
 class BuildWithAssets(build_py):

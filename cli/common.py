@@ -83,7 +83,7 @@ def model_options(default_model: str | None = "toy") -> Callable:
     def decorate(func: Callable) -> Callable:
         for option in reversed([
             click.option("--model", "model_name", default=default_model, show_default=default_model is not None,
-                         help="Hub id, local diffusers folder, .safetensors file, or 'toy' (bundled)"
+                         help="Hub id, local diffusers folder, .safetensors file, or 'toy' / 'toy-flow' (bundled)"
                               + ("." if default_model else "; default: a trajectory's own model, else 'toy'.")),
             click.option("--model-config", default=None, help="Config folder for a single-file checkpoint (offline use)."),
             click.option("--device", default="auto", show_default=True, help="auto (cuda → mps → cpu), cpu, cuda, cuda:N, mps."),

@@ -26,7 +26,10 @@ from .schedule import Schedule
 from .text_encoding import encode_sd, encode_sdxl, sdxl_time_ids
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
-TOY_ALIASES = ("toy", "bundled")
+TOY_MODELS = {"toy": "toy-model", "bundled": "toy-model", "toy-flow": "toy-flow-model"}
+"""The bundled toy models by alias → their folder in ``assets``: the UNet one (``toy``) and the SD3-layout
+flow one (``toy-flow``), trained on the same toy world."""
+TOY_ALIASES = tuple(TOY_MODELS)
 # family → (its pipeline class, the weight sub-folders a save_pretrained folder holds); every folder
 # also has the tokenizers of its text encoders and scheduler/
 FAMILIES = {
@@ -71,8 +74,9 @@ def assets_dir() -> Path:
     return next((path for path in candidates if (path / "toy-model").is_dir()), candidates[-1])
 
 
-def toy_model_path() -> Path:
-    return assets_dir() / "toy-model"
+def toy_model_path(alias: str = "toy") -> Path:
+    """The folder of the bundled toy model ``alias`` (see :data:`TOY_MODELS`)."""
+    return assets_dir() / TOY_MODELS[alias]
 
 
 def _mps_available() -> bool:
@@ -206,7 +210,7 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
     safe_kwargs = {} if allow_pickle else {"use_safetensors": True}
     path = Path(model)
     if model in TOY_ALIASES:
-        path = toy_model_path()
+        path = toy_model_path(model)
         if not (path / "model_index.json").exists():
             raise ModelLoadError(f"the bundled toy model is missing at {path}; reinstall ddim-edit from a full checkout")
     if path.is_dir():
@@ -237,7 +241,7 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None):
     if path.exists():
         raise ModelLoadError(f"{path} is neither a diffusers folder nor a .safetensors checkpoint")
     if model.count("/") != 1 or model.startswith((".", "/")):
-        raise ModelLoadError(f"model {model!r} not found: give a hub id (owner/name), a local folder, a .safetensors file or 'toy'")
+        raise ModelLoadError(f"model {model!r} not found: give a hub id (owner/name), a local folder, a .safetensors file, 'toy' or 'toy-flow'")
     index = DiffusionPipeline.load_config(model)
     family = family_of_class(str(index.get("_class_name", "")), model)
     return _pipeline_class(family).from_pretrained(model, **safe_kwargs, **_pipeline_kwargs(family)), family
@@ -284,9 +288,9 @@ def check_model_folder(path: Path, allow_pickle: bool = False, family: str = "sd
 
 
 def model_reference(model: str) -> str:
-    """What a trajectory stores to find the model again: ``toy``, an absolute path, or the hub id."""
+    """What a trajectory stores to find the model again: ``toy`` / ``toy-flow``, an absolute path, or the hub id."""
     if model in TOY_ALIASES:
-        return "toy"
+        return "toy" if TOY_MODELS[model] == TOY_MODELS["toy"] else model
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
 

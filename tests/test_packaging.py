@@ -40,10 +40,12 @@ def test_the_wheel_carries_the_bundled_model_and_examples(tmp_path):
     import zipfile
 
     names = set(zipfile.ZipFile(_build_wheel(tmp_path)).namelist())
-    model = assets_dir() / "toy-model"
-    for path in model.rglob("*"):
-        if path.is_file():
-            assert f"ddim_edit/assets/toy-model/{path.relative_to(model).as_posix()}" in names
+    for folder in ("toy-model", "toy-flow-model"):
+        model = assets_dir() / folder
+        files = [path for path in model.rglob("*") if path.is_file()]
+        assert any(path.name == "model_index.json" for path in files)
+        for path in files:
+            assert f"ddim_edit/assets/{folder}/{path.relative_to(model).as_posix()}" in names
     assert "ddim_edit/assets/examples/red-circle.png" in names
     assert "ddim_edit/model.py" in names and "cli/main.py" in names
 

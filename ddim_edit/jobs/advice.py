@@ -20,7 +20,7 @@ import numpy as np
 
 from ..images import to_tensor
 from ..metrics import psnr
-from ..model import toy_model_path
+from ..model import TOY_MODELS, toy_model_path
 from ..toy.vocabulary import GRAMMAR_HINT, unknown_words
 from ..toy.world import all_captions
 from ..workflow import decode, prepare_pixels
@@ -33,8 +33,8 @@ class ToyModelWarning(UserWarning):
 
 
 def is_toy(model) -> bool:
-    """True for the bundled toy model (the only model whose vocabulary and image world are known)."""
-    return getattr(model, "name", None) == "toy"
+    """True for the bundled toy models (the only models whose vocabulary and image world are known)."""
+    return getattr(model, "name", None) in TOY_MODELS
 
 
 def prompt_advice(prompts: Iterable[str]) -> str | None:

@@ -67,7 +67,7 @@ class JobSettings:
     """
 
     model: str | None = option(None, kind=str, cli=False, group="common",
-                               help="Hub id, local diffusers folder, .safetensors file, or 'toy' (bundled).")
+                               help="Hub id, local diffusers folder, .safetensors file, or 'toy' / 'toy-flow' (bundled).")
     model_config: str | None = option(None, kind=str, cli=False, group="common",
                                       help="Config folder for a single-file checkpoint (offline use).")
     steps: int = option(50, minimum=1, example="50", group="common", help="Number of DDIM steps.")

@@ -4,8 +4,9 @@
 
 1. **VAE round trip**: PSNR (dB) of ``decode(encode(x).mean)`` against ``x`` for rendered scenes, and
    the attribute reader's accuracy on the reconstructions.
-2. **Text to image**: ``StableDiffusionPipeline`` loaded from the folder (the same ``from_pretrained``
-   path as Stable Diffusion), DDIM with ``--steps`` steps, classifier-free guidance ``--guidance``,
+2. **Text to image**: the folder's pipeline (``StableDiffusionPipeline`` for the bundled model,
+   ``StableDiffusion3Pipeline`` for the toy flow model) loaded with diffusers' own ``from_pretrained``,
+   its own scheduler with ``--steps`` steps, classifier-free guidance ``--guidance``,
    a seeded generator; each image is generated from its scene's caption and scored by the reader
    against that scene's attributes (shape, colour, fill, background, and all four at once).
 
@@ -32,11 +33,21 @@ TARGETS = {"vae_psnr_db": 30.0, "color": 0.90, "background": 0.90, "shape": 0.85
 
 
 def load_pipeline(model: str):
-    from diffusers import StableDiffusionPipeline
+    """The folder's diffusers pipeline (components it lists as absent, the flow model's T5, passed as None)."""
+    from pathlib import Path
 
-    pipeline = StableDiffusionPipeline.from_pretrained(model)
+    from diffusers import DiffusionPipeline
+
+    from ..model import absent_components
+
+    pipeline = DiffusionPipeline.from_pretrained(model, **absent_components(Path(model)))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def sampler_name(pipeline) -> str:
+    """How the card names the pipeline's sampler."""
+    return "flow-matching Euler" if "FlowMatch" in type(pipeline.scheduler).__name__ else "DDIM"
 
 
 @torch.no_grad()
@@ -101,7 +112,7 @@ def evaluate(model: str, seed: int, n: int, steps: int, guidances: list[float],
     torch.manual_seed(seed)
     pipeline = load_pipeline(model)
     scenes = sample_scenes(seed, n)
-    results: dict = {"model": model, "seed": seed, "n": n, "steps": steps}
+    results: dict = {"model": model, "seed": seed, "n": n, "steps": steps, "sampler": sampler_name(pipeline)}
     start = time.monotonic()
     results.update(vae_round_trip(pipeline.vae, scenes))
     results["vae_seconds"] = round(time.monotonic() - start, 1)
@@ -125,7 +136,7 @@ def format_table(results: dict) -> str:
     """A Markdown table of the measured numbers against the targets."""
     lines = [
         f"Evaluation scenes: `sample_scenes({results['seed']}, {results['n']})` (training used seed 0). "
-        f"Text to image: DDIM {results['steps']} steps, one image per caption.",
+        f"Text to image: {results.get('sampler', 'DDIM')} {results['steps']} steps, one image per caption.",
         "",
         "| metric | measured | target |",
         "|---|---|---|",
@@ -172,22 +183,10 @@ inference: the folder is a plain `StableDiffusionPipeline`.
 """
 
 
-def write_model_card(model: str, results: dict) -> str:
-    """Write ``README.md`` in the model folder from ``training_log.json`` and ``results``."""
-    log_path = os.path.join(model, "training_log.json")
-    log = json.load(open(log_path)) if os.path.exists(log_path) else {}
+def _unet_card_head(log: dict, guidance: float, size_mb: float, total: int, minutes: float) -> str:
+    """The bundled (UNet) model's card up to its measured quality: what it is, its parts, its training."""
     parameters = log.get("parameters", {})
-    total = sum(parameters.values()) if parameters else 0
-    size_mb = sum(
-        os.path.getsize(os.path.join(root, f))
-        for root, _, files in os.walk(model)
-        for f in files
-        if f.endswith(".safetensors")
-    ) / 1e6
-    minutes = (log.get("vae_minutes") or 0) + (log.get("unet_minutes") or 0)
-    samples = "samples.png" if os.path.exists(os.path.join(model, "samples.png")) else None
-    best = best_guidance(results)
-    text = f"""# ddim-edit toy model
+    return f"""# ddim-edit toy model
 
 A tiny text-to-image model in the **Stable Diffusion 1.x format** (a `StableDiffusionPipeline`
 folder: `UNet2DConditionModel`, `AutoencoderKL`, `CLIPTextModel` + `CLIPTokenizer`, `DDIMScheduler`),
@@ -200,7 +199,7 @@ on a white, black, gray or beige background, captioned like
 from diffusers import StableDiffusionPipeline
 pipe = StableDiffusionPipeline.from_pretrained("assets/toy-model")
 image = pipe("a solid blue star on a beige background", num_inference_steps=50,
-             guidance_scale={best['guidance']:g}).images[0]   # 64x64
+             guidance_scale={guidance:g}).images[0]   # 64x64
 ```
 
 It exists so that DDIM inversion and every edit can be measured offline against exact ground truth;
@@ -232,7 +231,32 @@ with {log.get('threads', '?')} torch thread(s){_cpu_words(log)}, torch {log.get(
 - total training time: {minutes:.1f} min ({log.get('wall_minutes_this_run', float('nan')):.1f} min wall clock with rendering, encoding
   and saving). The full log is `training_log.json`; the evaluation's numbers are in `evaluation.json`.
 {_grounding_words(log.get('grounding'))}
-## Measured quality
+"""
+
+
+def write_model_card(model: str, results: dict) -> str:
+    """Write ``README.md`` in the model folder from ``training_log.json`` and ``results``."""
+    log_path = os.path.join(model, "training_log.json")
+    log = json.load(open(log_path)) if os.path.exists(log_path) else {}
+    parameters = log.get("parameters", {})
+    total = sum(parameters.values()) if parameters else 0
+    size_mb = sum(
+        os.path.getsize(os.path.join(root, f))
+        for root, _, files in os.walk(model)
+        for f in files
+        if f.endswith(".safetensors")
+    ) / 1e6
+    samples = "samples.png" if os.path.exists(os.path.join(model, "samples.png")) else None
+    best = best_guidance(results)
+    if "transformer" in parameters:
+        from .flow_card import flow_card_head
+
+        minutes = log.get("minutes") or 0
+        text = flow_card_head(model, log, best["guidance"], size_mb, total)
+    else:
+        minutes = (log.get("vae_minutes") or 0) + (log.get("unet_minutes") or 0)
+        text = _unet_card_head(log, best["guidance"], size_mb, total, minutes)
+    text += f"""## Measured quality
 
 `python -m ddim_edit.toy.evaluate --model {model} --seed {results['seed']} --n {results['n']} --steps {results['steps']} --guidance {' '.join(f"{a['guidance']:g}" for a in results['text_to_image'])} --card`;
 generated images are scored by the toy world's attribute reader (`ddim_edit/toy/reader.py`).
