@@ -45,3 +45,18 @@ def test_sigmas_cover_the_unit_interval():
     sigma = sample_sigmas(20000, 3.0, torch.Generator().manual_seed(0))
     assert 0 < sigma.min() < 0.01 and 0.99 < sigma.max() <= 1.0
     assert 0.5 < sigma.mean() < 0.75  # the shifted half leans to noise, the uniform half does not
+
+
+def test_a_short_training_run_saves_a_folder_plain_diffusers_loads(tmp_path):
+    import json
+
+    from diffusers import StableDiffusion3Pipeline
+
+    from ddim_edit.toy.train_flow import FlowTrainConfig, train_flow
+
+    out = tmp_path / "flow"
+    log = train_flow(FlowTrainConfig(out=str(out), steps=2, n_train=32, batch=4, threads=1))
+    assert log["steps"] == 2 and json.loads((out / "training_log.json").read_text())["steps"] == 2
+    pipe = StableDiffusion3Pipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None, local_files_only=True)
+    assert log["parameters"]["transformer"] == sum(p.numel() for p in pipe.transformer.parameters())
+    assert pipe.tokenizer_2("a red circle").input_ids == pipe.tokenizer("a red circle").input_ids

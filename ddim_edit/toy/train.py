@@ -231,6 +231,28 @@ def update_ema(averages: list[torch.Tensor], parameters: list[torch.Tensor], ste
         average.lerp_(p.detach(), 1.0 - decay)
 
 
+def caption_ids(token_ids: torch.Tensor, caption_index: torch.Tensor, index: torch.Tensor, empty_index: int,
+                dropout: float, generator: torch.Generator) -> torch.Tensor:
+    """The token ids of the batch's captions (``index`` into the scenes), ``dropout`` of them the empty one."""
+    drop = torch.rand(len(index), generator=generator) < dropout
+    return token_ids[torch.where(drop, empty_index, caption_index[index])]
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, parameters: list[torch.Tensor]) -> None:
+    """Backpropagate ``loss``, clip the gradients' norm to 1 and step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+
+
+@torch.no_grad()
+def keep_average(averages: list[torch.Tensor], parameters: list[torch.Tensor]) -> None:
+    """Load the moving average into the weights (what is saved)."""
+    for average, p in zip(averages, parameters):
+        p.copy_(average)
+
+
 def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, state, generator):
     """Epsilon-prediction training of UNet + text encoder on precomputed (scaled) latents."""
     alphas_cumprod, loss_weight = epsilon_loss_weights(config.snr_gamma)
@@ -260,8 +282,7 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, st
             group["lr"] = config.unet_lr * lr_factor(phase.progress, warmup=0.02, floor=0.05)
         index = torch.randint(0, latents.shape[0], (config.unet_batch,), generator=generator)
         z0 = latents[index]
-        drop = torch.rand(config.unet_batch, generator=generator) < config.caption_dropout
-        ids = token_ids[torch.where(drop, empty_index, caption_index[index])]
+        ids = caption_ids(token_ids, caption_index, index, empty_index, config.caption_dropout, generator)
         timesteps = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (config.unet_batch,),
                                   generator=generator)
         noise = torch.randn(z0.shape, generator=generator)
@@ -271,10 +292,7 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, st
         eps = unet(zt, timesteps, hidden).sample
         per_sample = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weight[timesteps]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
+        optimizer_step(loss, optimizer, parameters)
         phase.tick()
         update_ema(ema, parameters, phase.step, config.ema_decay)
         phase.record(per_sample.mean().item(), optimizer.param_groups[0]["lr"])
@@ -283,9 +301,7 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, captions, config, st
                          unet_optimizer=optimizer.state_dict(), ema=ema)
             _save_state(state, config, unet=unet, text_encoder=text_encoder, generator=generator)
     phase.bar.close()
-    with torch.no_grad():  # the moving average is what is kept
-        for average, p in zip(ema, parameters):
-            p.copy_(average)
+    keep_average(ema, parameters)
     unet.eval()
     text_encoder.eval()
     state.update(unet_step=phase.step, unet_elapsed=phase.elapsed, unet_train_loss=phase.running)

@@ -45,12 +45,14 @@ from .flow_components import (
 )
 from .train import (
     TRAIN_SEED,
-    _log,
     _Phase,
     _tokenize,
+    caption_ids,
     check_out_folder,
     encode_dataset,
+    keep_average,
     lr_factor,
+    optimizer_step,
     publish_with_log,
     render_dataset,
     save_beside,
@@ -156,8 +158,7 @@ def train_flow(config: FlowTrainConfig) -> dict:
             group["lr"] = config.lr * lr_factor(phase.progress, warmup=0.02, floor=0.05)
         index = torch.randint(0, latents.shape[0], (config.batch,), generator=generator)
         x0 = latents[index]
-        drop = torch.rand(config.batch, generator=generator) < config.caption_dropout
-        ids = token_ids[torch.where(drop, empty_index, caption_index[index])]
+        ids = caption_ids(token_ids, caption_index, index, empty_index, config.caption_dropout, generator)
         sigma = sample_sigmas(config.batch, FLOW_SCHEDULER_CONFIG["shift"], generator)
         noise = torch.randn(x0.shape, generator=generator)
         xt = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
@@ -165,17 +166,12 @@ def train_flow(config: FlowTrainConfig) -> dict:
         v = transformer(hidden_states=xt, timestep=sigma * 1000, encoder_hidden_states=with_t5_slot(hidden, joint_dim),
                         pooled_projections=pooled).sample
         loss = F.mse_loss(v, noise - x0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
+        optimizer_step(loss, optimizer, parameters)
         phase.tick()
         update_ema(ema, parameters, phase.step, config.ema_decay)
         phase.record(loss.item(), optimizer.param_groups[0]["lr"])
     phase.bar.close()
-    with torch.no_grad():
-        for average, p in zip(ema, parameters):
-            p.copy_(average)
+    keep_average(ema, parameters)
     for module in (transformer, *encoders):
         module.eval()
     transformer.set_attn_processor(original_processors)
