@@ -196,7 +196,8 @@ class Editor:
         record = job.record
         numbers = {"edit": job.edit, "unet_evaluations": record["unet_evaluations"],
                    "seconds": round(time.perf_counter() - started, 3), "edit_seconds": record.get("seconds"),
-                   "method": record.get("method"), "steps": record.get("steps"),
+                   "method": record.get("method"),
+                   "steps": job.trajectory.num_steps if job.trajectory else record.get("steps"),
                    "size": record.get("size"), "working_size": record.get("working_size")}
         if entry is not None:
             numbers.update(inversion="cached" if cached else "new",
