@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import click
@@ -62,6 +63,7 @@ def command(host, port, steps, cache_size, workdir, max_upload_mb, model_name, m
     except BaseException:
         editor.close()
         raise
+    signal.signal(signal.SIGTERM, stop_on_terminate)
     try:
         try:
             click.echo(f"Serving ddim-edit ({editor.model_name}) on {running.url} — Ctrl-C to stop.", err=True)
@@ -71,3 +73,8 @@ def command(host, port, steps, cache_size, workdir, max_upload_mb, model_name, m
             running.close()  # also removes the uploads and a temporary workdir
     except KeyboardInterrupt:  # the ordinary way to stop a server: not an error
         click.echo("Stopped.", err=True)
+
+
+def stop_on_terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, ``docker stop``, systemd) stops the server as Ctrl-C does, cleaning up on the way."""
+    raise KeyboardInterrupt

@@ -36,13 +36,19 @@ def test_serve_bad_host_port_or_workdir_is_one_line(tmp_path):
         one_line_error(run("serve", "--port", taken.getsockname()[1]), "--port", "cannot listen")
 
 
-def test_serve_command_binds_to_localhost_and_stops(tmp_path):
+def as_from_a_terminal() -> None:
+    """Ctrl-C's default action in the child: a shell's background job (or CI's) starts with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_command_binds_to_localhost_and_stops(tmp_path, stop):
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     process = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port),
                                 "--steps", "5", "--workdir", str(tmp_path)],
                                cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()
@@ -55,7 +61,7 @@ def test_serve_command_binds_to_localhost_and_stops(tmp_path):
         with urllib.request.urlopen(url, timeout=30) as response:
             assert response.status == 200 and "ddim-edit" in response.read().decode()
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
