@@ -253,18 +253,18 @@ def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.d
     modules = {name: _build(factory, device, vae_dtype if name == "vae" else dtype, seed)
                for name, (factory, seed) in parts["modules"].items()}
     components = dict(parts["tokenizers"], **modules)
+    if arch in FLOW_ARCHES:
+        scheduler = FlowMatchEulerDiscreteScheduler(**(SD3_SCHEDULE if arch == "sd3" else FLUX_SCHEDULE))
+    else:
+        scheduler = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False)
     if arch == "sd15":
-        return StableDiffusionPipeline(**components, scheduler=DDIMScheduler(**SCHEDULE, clip_sample=False,
-                                                                             set_alpha_to_one=False),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return StableDiffusionPipeline(**components, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
     if arch == "sdxl":
-        return StableDiffusionXLPipeline(**components, scheduler=DDIMScheduler(**SCHEDULE, clip_sample=False,
-                                                                               set_alpha_to_one=False),
-                                         force_zeros_for_empty_prompt=True)
+        return StableDiffusionXLPipeline(**components, scheduler=scheduler, force_zeros_for_empty_prompt=True)
     if arch == "sd3":
-        return StableDiffusion3Pipeline(**components, text_encoder_3=None, tokenizer_3=None,
-                                        scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULE))
-    return FluxPipeline(**components, scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE))
+        return StableDiffusion3Pipeline(**components, scheduler=scheduler, text_encoder_3=None, tokenizer_3=None)
+    return FluxPipeline(**components, scheduler=scheduler)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
