@@ -46,9 +46,9 @@ from .harness import BenchContext, SceneResult, prepared
 KINDS = ("color", "shape", "fill", "background")
 FAR = 4  # pixels at 64 px
 PSNR_CAP = 60.0
-BY_KIND = ("others_kept", "iou", "bg_psnr", "far_bg_psnr")
+BY_KIND = ("others_kept", "iou", "bg_psnr", "far_bg_psnr")  # also reported per kind with the option ``by_kind``
 EDIT_METHODS = (FLOWEDIT,)
-"""Methods of this suite that are not inversion methods."""  # also reported per kind with the option ``by_kind``
+"""Methods of this suite that are not inversion methods."""
 _VALUES = {"color": tuple(COLORS), "shape": SHAPES, "fill": FILLS, "background": tuple(BACKGROUNDS)}
 
 

@@ -463,16 +463,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output pipeline folder")
-    parser.add_argument("--minutes", type=float, default=56.0, help="wall-clock budget for both phases")
-    parser.add_argument("--vae-share", type=float, default=0.33, help="share of --minutes for the VAE")
-    parser.add_argument("--vae-steps", type=int, default=None, help="fixed VAE steps (overrides time)")
-    parser.add_argument("--unet-steps", type=int, default=None, help="fixed UNet steps (overrides time)")
-    parser.add_argument("--n-train", type=int, default=6000, help="training scenes")
-    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="scene and weight seed")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--minutes", type=float, default=TrainConfig.minutes, help="wall-clock budget for both phases")
+    parser.add_argument("--vae-share", type=float, default=TrainConfig.vae_share, help="share of --minutes for the VAE")
+    parser.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps, help="fixed VAE steps (overrides time)")
+    parser.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps,
+                        help="fixed UNet steps (overrides time)")
+    parser.add_argument("--n-train", type=int, default=TrainConfig.n_train, help="training scenes")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="scene and weight seed")
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads,
                         help="torch threads (use 1 on a CPU shared with other jobs)")
-    parser.add_argument("--state", default=DEFAULT_STATE, help="resumable state file")
-    parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    parser.add_argument("--state", default=TrainConfig.state, help="resumable state file")
+    parser.add_argument("--checkpoint-minutes", type=float, default=TrainConfig.checkpoint_minutes)
     parser.add_argument("--resume", action="store_true", help="continue from --state")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)

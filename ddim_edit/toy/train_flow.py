@@ -191,7 +191,7 @@ def train_flow(config: FlowTrainConfig) -> dict:
         "final_loss": phase.running,
         "caption_dropout": config.caption_dropout,
         "ema_decay": config.ema_decay,
-        "sigma_sampling": "half uniform, half logit-normal(0, 1) shifted by 3",
+        "sigma_sampling": f"half uniform, half logit-normal(0, 1) shifted by {FLOW_SCHEDULER_CONFIG['shift']:g}",
         "wall_minutes": round((time.monotonic() - wall_start) / 60, 2),
         "threads": config.threads,
         "cpu_count": os.cpu_count(),
@@ -219,13 +219,13 @@ def save_beside_tokenizer_2(folder: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output pipeline folder")
-    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget")
-    parser.add_argument("--steps", type=int, default=None, help="fixed steps (overrides --minutes)")
-    parser.add_argument("--n-train", type=int, default=6000, help="training scenes")
-    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="scene and weight seed")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--minutes", type=float, default=FlowTrainConfig.minutes, help="wall-clock training budget")
+    parser.add_argument("--steps", type=int, default=FlowTrainConfig.steps, help="fixed steps (overrides --minutes)")
+    parser.add_argument("--n-train", type=int, default=FlowTrainConfig.n_train, help="training scenes")
+    parser.add_argument("--seed", type=int, default=FlowTrainConfig.seed, help="scene and weight seed")
+    parser.add_argument("--batch", type=int, default=FlowTrainConfig.batch)
+    parser.add_argument("--lr", type=float, default=FlowTrainConfig.lr)
+    parser.add_argument("--threads", type=int, default=FlowTrainConfig.threads, help="torch threads")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     config = FlowTrainConfig(**vars(parser.parse_args(argv)))
     try:
